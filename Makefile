@@ -1,0 +1,80 @@
+# The single entry point for epsync development. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := $(CURDIR)/.tools/bin
+GRPCURL_VERSION := v1.9.3
+ADDR ?= 127.0.0.1:50051
+DATA_DIR ?= ./data
+PROTOS := $(wildcard proto/epsync/v1/*.proto)
+RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml Cargo.toml
+PY_BUILD_STAMP := $(VENV)/.epsync-built
+
+export PATH := $(TOOLS):$(CURDIR)/$(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.deps-installed: requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $@
+
+$(PY_BUILD_STAMP): $(VENV)/.deps-installed $(RUST_SOURCES) pyproject.toml
+	$(BIN)/maturin develop --release --quiet
+	touch $@
+
+.PHONY: build
+build: $(PY_BUILD_STAMP) ## create the venv, install pinned deps, build the Rust extension
+
+$(TOOLS)/grpcurl:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+.PHONY: tools
+tools: $(TOOLS)/grpcurl ## install the Go clients the tests use (grpcurl), pinned
+
+.PHONY: run
+run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DIR))
+	$(BIN)/epsync serve --listen $(ADDR) --data-dir $(DATA_DIR)
+
+.PHONY: proto
+proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs
+	$(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=pysrc --grpc_python_out=pysrc \
+		--mypy_out=pysrc --mypy_grpc_out=pysrc $(PROTOS)
+
+.PHONY: test
+test: build tools ## all set-up, then every test (cargo test and pytest)
+	cargo test --manifest-path rust/Cargo.toml --quiet
+	$(BIN)/pytest
+
+.PHONY: lint
+lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
+	$(BIN)/ruff check pysrc tests bench
+	$(BIN)/ruff format --check pysrc tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest epsync._core
+	cargo fmt --manifest-path rust/Cargo.toml --check
+	cargo clippy --manifest-path rust/Cargo.toml --all-targets -- -D warnings
+
+.PHONY: format
+format: $(VENV)/.deps-installed ## apply ruff and cargo fmt
+	$(BIN)/ruff check --fix pysrc tests bench
+	$(BIN)/ruff format pysrc tests bench
+	cargo fmt --manifest-path rust/Cargo.toml
+
+.PHONY: lock
+lock: ## re-pin requirements/dev.txt from requirements/dev.in
+	rm -rf /tmp/epsync-lock && $(PYTHON) -m venv /tmp/epsync-lock
+	/tmp/epsync-lock/bin/pip install --quiet -r requirements/dev.in
+	/tmp/epsync-lock/bin/pip freeze > requirements/dev.txt
+
+.PHONY: clean
+clean: ## remove build outputs (keeps ./data)
+	rm -rf $(VENV) target .tools .pytest_cache .mypy_cache .ruff_cache
