@@ -1,4 +1,13 @@
 //! epsync's Rust core, exposed to Python as `epsync._core`.
+//!
+//! The logic lives in plain Rust modules ([`selector`], [`index`]) that `cargo test`
+//! exercises directly; [`py`] is the thin PyO3 layer over them and [`error`] is the one
+//! place where Rust errors become Python exceptions.
+
+pub mod error;
+pub mod index;
+mod py;
+pub mod selector;
 
 use pyo3::prelude::*;
 
@@ -6,4 +15,16 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+    #[pymodule_export]
+    const MAX_SELECTOR_LENGTH: usize = crate::selector::MAX_LENGTH;
+
+    #[pymodule_export]
+    const MAX_SELECTOR_DEPTH: usize = crate::selector::MAX_DEPTH;
+
+    #[pymodule_export]
+    use crate::error::SelectorError;
+
+    #[pymodule_export]
+    use crate::py::{PyEndpointIndex, PySelector};
 }

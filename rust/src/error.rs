@@ -1,0 +1,28 @@
+//! The one place where Rust errors become Python exceptions.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::selector::ParseError;
+
+pyo3::create_exception!(
+    epsync._core,
+    SelectorError,
+    PyValueError,
+    "A selector failed to parse.\n\n`str(e)` is the message, `e.position` the 0-based character offset of the\nerror and `e.selector` the text that was parsed."
+);
+
+/// A [`ParseError`] of `selector` as a `SelectorError` carrying `position` and `selector`.
+#[must_use]
+pub fn selector_error(error: ParseError, selector: &Bound<'_, PyString>) -> PyErr {
+    let exception = SelectorError::new_err(error.message);
+    let value = exception.value(selector.py());
+    let attributes = value
+        .setattr("position", error.position)
+        .and_then(|()| value.setattr("selector", selector));
+    match attributes {
+        Ok(()) => exception,
+        Err(failure) => failure,
+    }
+}
