@@ -1,0 +1,118 @@
+"""Write throughput and latency of the SQLite datastore against the number of concurrent writers.
+
+Each writer awaits one `write()` (one Put) at a time, like a unary RPC; group commit lets many
+writers share one transaction and one fsync, so writes/s should grow with concurrency while a
+lone writer pays a full fsync per write.
+
+    .venv/bin/python bench/bench_store.py                       # 1, 10, 100, 1000 writers, 3 s each
+    .venv/bin/python bench/bench_store.py --writers 1 50 --seconds 5 --json bench/results/store.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from epsync.store.base import Kind, Put
+from epsync.store.sqlite import SqliteDatastore
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def run_level(
+    directory: Path, writers: int, seconds: float, value_size: int, keys: int, max_group: int
+) -> dict[str, float]:
+    store = SqliteDatastore(directory / f"bench-{writers}.db", max_group=max_group)
+    await store.open()
+    value = os.urandom(value_size)
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    # The same key space at every level, each writer cycling through its own share of it, so levels
+    # differ only in concurrency (a bigger table dirties more pages per write, which would skew them).
+    share = max(1, keys // writers)
+
+    async def writer(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            key = f"bench/{worker * share + i % share:07}"
+            await store.write([Put(Kind.WORKLOAD_ENDPOINT, key, value)])
+            latencies.append(time.perf_counter() - started)
+            i += 1
+
+    try:
+        tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
+        await asyncio.sleep(min(0.5, seconds / 5))  # warm-up, not measured
+        latencies.clear()
+        groups_before, writes_before = store.groups_committed, store.writes_committed
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - started
+        measured = list(latencies)
+        groups = store.groups_committed - groups_before
+        writes = store.writes_committed - writes_before
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await store.close()
+    measured.sort()
+    return {
+        "writers": writers,
+        "writes_per_second": len(measured) / elapsed,
+        "p50_ms": percentile(measured, 0.50) * 1000,
+        "p99_ms": percentile(measured, 0.99) * 1000,
+        "mean_ms": statistics.fmean(measured) * 1000,
+        "avg_group_size": writes / groups if groups else 0.0,
+        "groups_per_second": groups / elapsed,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per level")
+    parser.add_argument("--value-size", type=int, default=600, help="bytes per value (a typical endpoint)")
+    parser.add_argument("--keys", type=int, default=10_000, help="distinct keys in all (endpoints in the cluster)")
+    parser.add_argument("--max-group", type=int, default=1000, help="most writes per group commit")
+    parser.add_argument("--dir", type=Path, default=None, help="where the database files go (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="epsync-bench-", dir=args.dir) as tmp:
+        directory = Path(tmp)
+        print(f"SQLite datastore, files in {directory}, {args.value_size}-byte values, {args.seconds:g}s per level")
+        print(f"{'writers':>8} {'writes/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'group':>7} {'groups/s':>9}")
+        results = []
+        for writers in args.writers:
+            row = await run_level(directory, writers, args.seconds, args.value_size, args.keys, args.max_group)
+            results.append(row)
+            print(
+                f"{writers:>8} {row['writes_per_second']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+                f" {row['avg_group_size']:>7.1f} {row['groups_per_second']:>9.0f}",
+                flush=True,
+            )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "python": sys.version.split()[0],
+            "value_size": args.value_size,
+            "keys": args.keys,
+            "max_group": args.max_group,
+            "seconds": args.seconds,
+        }
+        args.json.write_text(json.dumps({"benchmark": "store_write", **meta, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

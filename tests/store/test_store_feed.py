@@ -1,0 +1,236 @@
+"""The change feed: listeners, snapshots consistent with them, history, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from epsync.store.base import Change, Delete, Kind, Put, Record, RevisionCompacted
+from epsync.store.sqlite import SqliteDatastore
+from tests.store.conftest import EP, PR, Recorder, committed, put
+
+
+def apply(state: dict[tuple[Kind, str], bytes], changes: Sequence[Change]) -> None:
+    for change in changes:
+        if change.value is None:
+            del state[(change.kind, change.key)]
+        else:
+            state[(change.kind, change.key)] = change.value
+
+
+async def test_listeners_get_each_group_once_in_revision_order(store: SqliteDatastore) -> None:
+    recorder = Recorder()
+    store.add_listener(recorder)
+    await asyncio.gather(*(store.write([Put(EP, f"ns/k{i % 7}", str(i).encode())]) for i in range(200)))
+    revisions = [c.revision for c in recorder.changes]
+    assert revisions == list(range(1, 201))
+    assert len(recorder.batches) == store.commit_stats().groups_committed
+    assert all(batch for batch in recorder.batches)
+
+
+async def test_change_carries_value_previous_value_and_create_revision(store: SqliteDatastore) -> None:
+    recorder = Recorder()
+    store.add_listener(recorder)
+    await store.write([Put(PR, "p", b"one"), Put(PR, "p", b"two"), Delete(PR, "p")])
+    assert recorder.batches == [
+        [
+            Change(1, PR, "p", b"one", None, 1),
+            Change(2, PR, "p", b"two", b"one", 1),
+            Change(3, PR, "p", None, b"two", 1),
+        ]
+    ]
+
+
+async def test_listener_has_seen_a_write_before_the_writer_resumes(store: SqliteDatastore) -> None:
+    seen: dict[str, int] = {}
+
+    def listener(changes: Sequence[Change]) -> None:
+        for change in changes:
+            seen[change.key] = change.revision
+
+    store.add_listener(listener)
+
+    async def writer(i: int) -> None:
+        result = await put(store, f"ns/k{i}")
+        assert seen[f"ns/k{i}"] == result.revision  # read-your-writes through a listener-fed cache
+        assert store.current_revision >= result.revision
+
+    await asyncio.gather(*(writer(i) for i in range(100)))
+
+
+async def test_a_failing_listener_is_logged_and_loses_nothing(
+    store: SqliteDatastore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(changes: Sequence[Change]) -> None:
+        raise RuntimeError("listener bug")
+
+    recorder = Recorder()
+    store.add_listener(broken)
+    store.add_listener(recorder)
+    with caplog.at_level(logging.ERROR, logger="epsync.store.sqlite"):
+        result = await put(store, "ns/a")
+    assert result.revision == 1
+    assert [c.key for c in recorder.changes] == ["ns/a"]
+    assert "listener" in caplog.text
+    assert await store.get(EP, "ns/a") is not None
+
+
+async def test_snapshot_revision_is_the_current_revision_when_it_returns(store: SqliteDatastore) -> None:
+    stop = asyncio.Event()
+
+    async def churn(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            await put(store, f"ns/w{worker}-{i % 20}", str(i).encode())
+            i += 1
+
+    writers = [asyncio.create_task(churn(w)) for w in range(20)]
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            snapshot = await store.snapshot()
+            assert snapshot.revision == store.current_revision
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+
+
+async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(store: SqliteDatastore) -> None:
+    """What the cache does at start-up, while writers are busy: subscribe, snapshot, then apply newer batches."""
+    rng = random.Random(7)
+    stop = asyncio.Event()
+    # Enough data that reading the snapshot takes a while, so commits land while it reads.
+    await store.write([Put(EP, f"bulk/{i:05}", rng.randbytes(200)) for i in range(20_000)])
+
+    async def churn(worker: int) -> None:
+        while not stop.is_set():
+            key = f"ns/k{rng.randrange(40)}"
+            if rng.random() < 0.3:
+                await store.write([Delete(EP, key)])
+            else:
+                await store.write([Put(EP, key, rng.randbytes(8)), Put(PR, f"p{rng.randrange(5)}", b"p")])
+
+    writers = [asyncio.create_task(churn(w)) for w in range(30)]
+    await asyncio.sleep(0.05)
+    groups_before = store.groups_committed
+
+    cache: dict[tuple[Kind, str], bytes] = {}
+    cache_revision = 0
+
+    def listener(changes: Sequence[Change]) -> None:
+        nonlocal cache_revision
+        newer = [c for c in changes if c.revision > cache_revision]
+        apply(cache, newer)
+        if newer:
+            cache_revision = newer[-1].revision
+
+    store.add_listener(listener)
+    snapshot = await store.snapshot()
+    cache = {(r.kind, r.key): r.value for r in snapshot.records}
+    cache_revision = snapshot.revision
+    assert store.groups_committed > groups_before, "writes committed while the snapshot was read"
+
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.gather(*writers)
+    final = await store.snapshot()
+    assert final.revision == cache_revision == store.current_revision
+    assert cache == {(r.kind, r.key): r.value for r in final.records}
+    assert final.revision > snapshot.revision > 0
+
+
+async def test_changes_since_returns_every_later_change_ascending(store: SqliteDatastore) -> None:
+    await store.write([Put(EP, "ns/a", b"1"), Put(PR, "p", b"2"), Put(EP, "ns/a", b"3"), Delete(EP, "ns/a")])
+    assert await store.changes_since(0) == [
+        Change(1, EP, "ns/a", b"1", None, 1),
+        Change(2, PR, "p", b"2", None, 2),
+        Change(3, EP, "ns/a", b"3", b"1", 1),
+        Change(4, EP, "ns/a", None, b"3", 1),
+    ]
+    assert [c.revision for c in await store.changes_since(2)] == [3, 4]
+    assert [c.revision for c in await store.changes_since(1, limit=2)] == [2, 3]
+    assert await store.changes_since(4) == []
+    assert await store.changes_since(99) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.changes_since(0, limit=0)
+
+
+async def test_compaction_drops_old_history_and_reports_the_oldest_revision(store: SqliteDatastore) -> None:
+    for i in range(10):
+        await put(store, f"ns/k{i}")
+    assert await store.compact(keep=4) == 6
+    assert store.oldest_revision == 6
+    assert [c.revision for c in await store.changes_since(6)] == [7, 8, 9, 10]
+    with pytest.raises(RevisionCompacted) as raised:
+        await store.changes_since(5)
+    assert raised.value.oldest == 6
+    assert "6" in str(raised.value)
+    assert await store.compact(keep=100) == 6, "compaction never moves backwards"
+    assert await store.compact(keep=0) == 10
+    assert await store.changes_since(10) == []
+    snapshot = await store.snapshot()
+    assert len(snapshot.records) == 10, "compaction touches history, never objects"
+
+
+async def test_history_is_compacted_automatically_to_the_window(db_path: Path) -> None:
+    store = SqliteDatastore(db_path, history_window=50)
+    await store.open()
+    try:
+        for i in range(200):
+            await put(store, f"ns/k{i % 9}")
+        assert store.current_revision == 200
+        assert 200 - 50 - 5 <= store.oldest_revision <= 200 - 50
+        history = await store.changes_since(store.current_revision - 50)
+        assert [c.revision for c in history] == list(range(151, 201))
+        with pytest.raises(RevisionCompacted):
+            await store.changes_since(store.oldest_revision - 1)
+    finally:
+        await store.close()
+
+
+async def test_history_compaction_and_revisions_survive_a_restart(db_path: Path) -> None:
+    store = SqliteDatastore(db_path)
+    await store.open()
+    for i in range(10):
+        await put(store, f"ns/k{i}", str(i).encode())
+    await store.compact(keep=3)
+    expected_history = await store.changes_since(7)
+    await store.close()
+
+    reopened = SqliteDatastore(db_path)
+    await reopened.open()
+    try:
+        assert (reopened.current_revision, reopened.oldest_revision) == (10, 7)
+        assert await reopened.changes_since(7) == expected_history
+        with pytest.raises(RevisionCompacted) as raised:
+            await reopened.changes_since(3)
+        assert raised.value.oldest == 7
+        assert await reopened.get(EP, "ns/k3") == Record(EP, "ns/k3", b"3", 4, 4)
+    finally:
+        await reopened.close()
+
+
+async def test_revisions_are_never_reused_after_deleting_everything_and_restarting(db_path: Path) -> None:
+    store = SqliteDatastore(db_path)
+    await store.open()
+    for i in range(5):
+        await put(store, f"ns/k{i}")
+    await store.write([Delete(EP, f"ns/k{i}") for i in range(5)])
+    await store.compact(keep=0)
+    await store.close()
+
+    reopened = SqliteDatastore(db_path)
+    await reopened.open()
+    try:
+        snapshot = await reopened.snapshot()
+        assert (snapshot.revision, snapshot.records) == (10, [])
+        again = await put(reopened, "ns/k0")
+        assert again.revision == 11
+        assert committed(again).record == Record(EP, "ns/k0", b"v", 11, 11)
+    finally:
+        await reopened.close()

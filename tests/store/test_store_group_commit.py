@@ -1,0 +1,191 @@
+"""Group commit: concurrent writes share transactions, and failures stay confined to what failed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from epsync.store.base import (
+    Committed,
+    DatastoreUnavailable,
+    Delete,
+    Put,
+    Record,
+    WriteFailed,
+)
+from epsync.store.sqlite import SqliteDatastore
+from tests.store.conftest import EP, Recorder, committed, put
+
+
+def install_poison_trigger(db_path: Path) -> None:
+    """Make SQLite itself fail any insert of the key 'ns/poison' (a realistic mid-transaction error)."""
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON objects WHEN NEW.key = 'ns/poison' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned key'); END"
+        )
+    conn.close()
+
+
+async def test_concurrent_writers_share_few_groups_and_each_get_a_distinct_revision(store: SqliteDatastore) -> None:
+    results = await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(500)))
+    revisions = [committed(r).revision for (r,) in results]
+    assert sorted(revisions) == list(range(1, 501))
+    assert revisions == sorted(revisions), "calls commit in the order they were made"
+    stats = store.commit_stats()
+    assert stats.writes_committed == 500
+    assert stats.groups_committed <= 25, stats
+    assert stats.max_group_size > 20
+    assert store.current_revision == 500
+
+
+async def test_a_group_never_exceeds_max_group_writes(db_path: Path) -> None:
+    store = SqliteDatastore(db_path, max_group=10)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(95)))
+        (big,) = await asyncio.gather(store.write([Put(EP, f"ns/big{i}", b"v") for i in range(25)]))
+        stats = store.commit_stats()
+        assert stats.groups_committed >= 11
+        assert stats.max_group_size == 25, "a call larger than max_group is never split, it goes alone"
+        assert len(big) == 25
+    finally:
+        await store.close()
+
+
+async def test_one_failing_write_rolls_back_alone_and_the_rest_of_the_group_commits(db_path: Path) -> None:
+    with_open = SqliteDatastore(db_path)  # lays down the schema
+    await with_open.open()
+    await with_open.close()
+    install_poison_trigger(db_path)
+    store = SqliteDatastore(db_path)
+    await store.open()
+    recorder = Recorder()
+    store.add_listener(recorder)
+    try:
+        mixed, alone, fine = await asyncio.gather(
+            store.write([Put(EP, "ns/a", b"a"), Put(EP, "ns/poison", b"x"), Put(EP, "ns/b", b"b")]),
+            store.write([Put(EP, "ns/poison", b"y")]),
+            store.write([Put(EP, "ns/c", b"c")]),
+            return_exceptions=True,
+        )
+        assert isinstance(mixed, WriteFailed)
+        assert mixed.outcomes[0] == Committed(1, Record(EP, "ns/a", b"a", 1, 1), None)
+        assert isinstance(mixed.outcomes[1], sqlite3.IntegrityError)
+        assert "poisoned key" in str(mixed.outcomes[1])
+        assert mixed.outcomes[2] == Committed(2, Record(EP, "ns/b", b"b", 2, 2), None)
+        assert mixed.__cause__ is mixed.outcomes[1]
+        assert isinstance(alone, WriteFailed)
+        assert isinstance(fine, list)
+        assert committed(fine[0]).revision == 3
+        assert store.commit_stats().groups_committed == 1
+        assert [c.key for c in recorder.changes] == ["ns/a", "ns/b", "ns/c"]
+        assert [c.revision for c in recorder.changes] == [1, 2, 3]
+        assert await store.get(EP, "ns/poison") is None
+        history = await store.changes_since(0)
+        assert [c.key for c in history] == ["ns/a", "ns/b", "ns/c"]
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_fails_every_write_of_the_group_and_publishes_nothing(
+    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await put(store, "ns/before")
+    recorder = Recorder()
+    store.add_listener(recorder)
+
+    def failing_commit(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_commit", failing_commit)
+    outcomes = await asyncio.gather(
+        store.write([Put(EP, "ns/a", b"a")]),
+        store.write([Delete(EP, "ns/before")]),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, DatastoreUnavailable) for o in outcomes), outcomes
+    assert "nothing was written" in str(outcomes[0])
+    assert recorder.batches == []
+    assert store.current_revision == 1
+    assert store.commit_stats().commit_failures == 1
+
+    monkeypatch.undo()
+    after = await put(store, "ns/after")
+    assert after.revision == 2, "the failed group used up no revisions"
+    assert await store.get(EP, "ns/a") is None
+    assert await store.get(EP, "ns/before") is not None
+    assert [c.revision for c in await store.changes_since(0)] == [1, 2]
+
+
+async def test_a_commit_that_reports_failure_but_landed_is_published_as_committed(
+    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    store.add_listener(recorder)
+
+    def commit_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+        raise sqlite3.OperationalError("disk I/O error after commit")
+
+    monkeypatch.setattr(store, "_commit", commit_then_fail)
+    (result,) = await store.write([Put(EP, "ns/a", b"a")])
+    assert committed(result).revision == 1
+    assert [c.key for c in recorder.changes] == ["ns/a"]
+
+
+async def test_a_group_with_unknown_outcome_is_published_once_the_store_sees_it(
+    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    store.add_listener(recorder)
+    original = store._apply_group
+
+    def lands_then_crashes(calls):  # type: ignore[no-untyped-def]
+        original(calls)
+        raise RuntimeError("crash after the commit")
+
+    monkeypatch.setattr(store, "_apply_group", lands_then_crashes)
+    with pytest.raises(DatastoreUnavailable, match="outcome is unknown"):
+        await store.write([Put(EP, "ns/a", b"a")])
+    monkeypatch.undo()
+    # Nobody writes: the committer re-reads the store by itself and publishes what landed.
+    for _ in range(100):
+        if store.current_revision:
+            break
+        await asyncio.sleep(0.05)
+    assert store.current_revision == 1
+    assert [(c.revision, c.key) for c in recorder.changes] == [(1, "ns/a")]
+    assert (await put(store, "ns/b")).revision == 2
+
+
+async def test_close_finishes_writes_already_queued(db_path: Path) -> None:
+    store = SqliteDatastore(db_path)
+    await store.open()
+    pending = [asyncio.ensure_future(store.write([Put(EP, f"ns/k{i}", b"v")])) for i in range(50)]
+    await asyncio.sleep(0)  # every call is queued
+    await store.close()
+    results = await asyncio.gather(*pending)
+    assert sorted(committed(r).revision for (r,) in results) == list(range(1, 51))
+    reopened = SqliteDatastore(db_path)
+    await reopened.open()
+    try:
+        assert reopened.current_revision == 50
+    finally:
+        await reopened.close()
+
+
+async def test_commit_counters_describe_the_groups(store: SqliteDatastore) -> None:
+    await put(store, "ns/a")
+    await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(10)))
+    await store.write([Put(EP, "ns/a", b"x", expected_mod_revision=0)])  # a conflict still goes through a group
+    stats = store.commit_stats()
+    assert stats.writes_committed == 12
+    assert stats.revisions_committed == 11
+    assert stats.last_group_size == 1
+    assert stats.groups_committed == store.groups_committed
+    assert stats.avg_group_size == pytest.approx(12 / stats.groups_committed)
+    assert stats.queued_writes == 0
