@@ -10,6 +10,7 @@ GRPCURL_VERSION := v1.9.3
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 PROTOS := $(wildcard proto/epsync/v1/*.proto)
+PROTO_OUT ?= pysrc
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml Cargo.toml
 PY_BUILD_STAMP := $(VENV)/.epsync-built
 
@@ -44,10 +45,10 @@ run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DI
 	$(BIN)/epsync serve --listen $(ADDR) --data-dir $(DATA_DIR)
 
 .PHONY: proto
-proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs
-	$(BIN)/python -m grpc_tools.protoc -Iproto \
-		--python_out=pysrc --grpc_python_out=pysrc \
-		--mypy_out=pysrc --mypy_grpc_out=pysrc $(PROTOS)
+proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs (PROTO_OUT=pysrc)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 
 .PHONY: test
 test: build tools ## all set-up, then every test (cargo test and pytest)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from epsync.v1 import profile_pb2 as epsync_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65psync/v1/profile_service.proto\x12\tepsync.v1\x1a\x17\x65psync/v1/profile.proto\"?\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x14min_resource_version\x18\x02 \x01(\x03\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"r\n\x13ListProfilesRequest\x12\x16\n\x0elabel_selector\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1c\n\x14min_resource_version\x18\x04 \x01(\x03\"l\n\x14ListProfilesResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.epsync.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\";\n\x14\x43reateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"<\n\x15\x43reateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"R\n\x14UpdateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"<\n\x15UpdateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"b\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x15\n\rallow_missing\x18\x04 \x01(\x08\"V\n\x15\x44\x65leteProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\x32\xa8\x03\n\x0eProfileService\x12I\n\nGetProfile\x12\x1c.epsync.v1.GetProfileRequest\x1a\x1d.epsync.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.epsync.v1.ListProfilesRequest\x1a\x1f.epsync.v1.ListProfilesResponse\x12R\n\rCreateProfile\x12\x1f.epsync.v1.CreateProfileRequest\x1a .epsync.v1.CreateProfileResponse\x12R\n\rUpdateProfile\x12\x1f.epsync.v1.UpdateProfileRequest\x1a .epsync.v1.UpdateProfileResponse\x12R\n\rDeleteProfile\x12\x1f.epsync.v1.DeleteProfileRequest\x1a .epsync.v1.DeleteProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65psync/v1/profile_service.proto\x12\tepsync.v1\x1a\x17\x65psync/v1/profile.proto\"S\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x14min_resource_version\x18\x02 \x01(\x03R\x12minResourceVersion\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\xaa\x01\n\x13ListProfilesRequest\x12%\n\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x04 \x01(\x03R\x12minResourceVersion\"\x8c\x01\n\x14ListProfilesResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.epsync.v1.Profile\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\";\n\x14\x43reateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"<\n\x15\x43reateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"`\n\x14UpdateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"<\n\x15UpdateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\x81\x01\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12#\n\rallow_missing\x18\x04 \x01(\x08R\x0c\x61llowMissing\"g\n\x15\x44\x65leteProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion2\xa8\x03\n\x0eProfileService\x12I\n\nGetProfile\x12\x1c.epsync.v1.GetProfileRequest\x1a\x1d.epsync.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.epsync.v1.ListProfilesRequest\x1a\x1f.epsync.v1.ListProfilesResponse\x12R\n\rCreateProfile\x12\x1f.epsync.v1.CreateProfileRequest\x1a .epsync.v1.CreateProfileResponse\x12R\n\rUpdateProfile\x12\x1f.epsync.v1.UpdateProfileRequest\x1a .epsync.v1.UpdateProfileResponse\x12R\n\rDeleteProfile\x12\x1f.epsync.v1.DeleteProfileRequest\x1a .epsync.v1.DeleteProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'epsync.v1.profile_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETPROFILEREQUEST']._serialized_start=71
-  _globals['_GETPROFILEREQUEST']._serialized_end=134
-  _globals['_GETPROFILERESPONSE']._serialized_start=136
-  _globals['_GETPROFILERESPONSE']._serialized_end=193
-  _globals['_LISTPROFILESREQUEST']._serialized_start=195
-  _globals['_LISTPROFILESREQUEST']._serialized_end=309
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=311
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=419
-  _globals['_CREATEPROFILEREQUEST']._serialized_start=421
-  _globals['_CREATEPROFILEREQUEST']._serialized_end=480
-  _globals['_CREATEPROFILERESPONSE']._serialized_start=482
-  _globals['_CREATEPROFILERESPONSE']._serialized_end=542
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=544
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=626
-  _globals['_UPDATEPROFILERESPONSE']._serialized_start=628
-  _globals['_UPDATEPROFILERESPONSE']._serialized_end=688
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=690
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=788
-  _globals['_DELETEPROFILERESPONSE']._serialized_start=790
-  _globals['_DELETEPROFILERESPONSE']._serialized_end=876
-  _globals['_PROFILESERVICE']._serialized_start=879
-  _globals['_PROFILESERVICE']._serialized_end=1303
+  _globals['_GETPROFILEREQUEST']._serialized_end=154
+  _globals['_GETPROFILERESPONSE']._serialized_start=156
+  _globals['_GETPROFILERESPONSE']._serialized_end=213
+  _globals['_LISTPROFILESREQUEST']._serialized_start=216
+  _globals['_LISTPROFILESREQUEST']._serialized_end=386
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=389
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=529
+  _globals['_CREATEPROFILEREQUEST']._serialized_start=531
+  _globals['_CREATEPROFILEREQUEST']._serialized_end=590
+  _globals['_CREATEPROFILERESPONSE']._serialized_start=592
+  _globals['_CREATEPROFILERESPONSE']._serialized_end=652
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=654
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=750
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=752
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=812
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=815
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=944
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=946
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=1049
+  _globals['_PROFILESERVICE']._serialized_start=1052
+  _globals['_PROFILESERVICE']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

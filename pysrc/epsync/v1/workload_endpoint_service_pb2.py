@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from epsync.v1 import workload_endpoint_pb2 as epsync_dot_v1_dot_workload__endpoint__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)epsync/v1/workload_endpoint_service.proto\x12\tepsync.v1\x1a!epsync/v1/workload_endpoint.proto\"[\n\x1aGetWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1c\n\x14min_resource_version\x18\x03 \x01(\x03\"U\n\x1bGetWorkloadEndpointResponse\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\"\x9c\x01\n\x1cListWorkloadEndpointsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x1c\n\x14min_resource_version\x18\x06 \x01(\x03\"~\n\x1dListWorkloadEndpointsResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\"W\n\x1d\x43reateWorkloadEndpointRequest\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\"X\n\x1e\x43reateWorkloadEndpointResponse\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\"n\n\x1dUpdateWorkloadEndpointRequest\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"X\n\x1eUpdateWorkloadEndpointResponse\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\"~\n\x1d\x44\x65leteWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x15\n\rallow_missing\x18\x05 \x01(\x08\"r\n\x1e\x44\x65leteWorkloadEndpointResponse\x12\x36\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\x32\xb8\x04\n\x17WorkloadEndpointService\x12\x64\n\x13GetWorkloadEndpoint\x12%.epsync.v1.GetWorkloadEndpointRequest\x1a&.epsync.v1.GetWorkloadEndpointResponse\x12j\n\x15ListWorkloadEndpoints\x12\'.epsync.v1.ListWorkloadEndpointsRequest\x1a(.epsync.v1.ListWorkloadEndpointsResponse\x12m\n\x16\x43reateWorkloadEndpoint\x12(.epsync.v1.CreateWorkloadEndpointRequest\x1a).epsync.v1.CreateWorkloadEndpointResponse\x12m\n\x16UpdateWorkloadEndpoint\x12(.epsync.v1.UpdateWorkloadEndpointRequest\x1a).epsync.v1.UpdateWorkloadEndpointResponse\x12m\n\x16\x44\x65leteWorkloadEndpoint\x12(.epsync.v1.DeleteWorkloadEndpointRequest\x1a).epsync.v1.DeleteWorkloadEndpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)epsync/v1/workload_endpoint_service.proto\x12\tepsync.v1\x1a!epsync/v1/workload_endpoint.proto\"o\n\x1aGetWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x14min_resource_version\x18\x03 \x01(\x03R\x12minResourceVersion\"g\n\x1bGetWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\xd4\x01\n\x1cListWorkloadEndpointsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x06 \x01(\x03R\x12minResourceVersion\"\x9e\x01\n\x1dListWorkloadEndpointsResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\"i\n\x1d\x43reateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"j\n\x1e\x43reateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x8e\x01\n\x1dUpdateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"j\n\x1eUpdateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x9d\x01\n\x1d\x44\x65leteWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12#\n\rallow_missing\x18\x05 \x01(\x08R\x0c\x61llowMissing\"\x95\x01\n\x1e\x44\x65leteWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion2\xb8\x04\n\x17WorkloadEndpointService\x12\x64\n\x13GetWorkloadEndpoint\x12%.epsync.v1.GetWorkloadEndpointRequest\x1a&.epsync.v1.GetWorkloadEndpointResponse\x12j\n\x15ListWorkloadEndpoints\x12\'.epsync.v1.ListWorkloadEndpointsRequest\x1a(.epsync.v1.ListWorkloadEndpointsResponse\x12m\n\x16\x43reateWorkloadEndpoint\x12(.epsync.v1.CreateWorkloadEndpointRequest\x1a).epsync.v1.CreateWorkloadEndpointResponse\x12m\n\x16UpdateWorkloadEndpoint\x12(.epsync.v1.UpdateWorkloadEndpointRequest\x1a).epsync.v1.UpdateWorkloadEndpointResponse\x12m\n\x16\x44\x65leteWorkloadEndpoint\x12(.epsync.v1.DeleteWorkloadEndpointRequest\x1a).epsync.v1.DeleteWorkloadEndpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'epsync.v1.workload_endpoint
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_start=91
-  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_end=182
-  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_start=184
-  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_end=269
-  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_start=272
-  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_end=428
-  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_start=430
-  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_end=556
-  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_start=558
-  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_end=645
-  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_start=647
-  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_end=735
-  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_start=737
-  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_end=847
-  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_start=849
-  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_end=937
-  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_start=939
-  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_end=1065
-  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_start=1067
-  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_end=1181
-  _globals['_WORKLOADENDPOINTSERVICE']._serialized_start=1184
-  _globals['_WORKLOADENDPOINTSERVICE']._serialized_end=1752
+  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_end=202
+  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_start=204
+  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_end=307
+  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_start=310
+  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_end=522
+  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_start=525
+  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_end=683
+  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_start=685
+  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_end=790
+  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_start=792
+  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_end=898
+  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_start=901
+  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_end=1043
+  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_start=1045
+  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_end=1151
+  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_start=1154
+  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_end=1311
+  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_start=1314
+  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_end=1463
+  _globals['_WORKLOADENDPOINTSERVICE']._serialized_start=1466
+  _globals['_WORKLOADENDPOINTSERVICE']._serialized_end=2034
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,275 @@
+"""The `epsync` command: run the server, and manage endpoints and profiles as calicoctl does.
+
+Every failure prints one clear line on stderr and exits non-zero; nothing prints a traceback
+at an operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from epsync.client import DEFAULT_TARGET, Client
+from epsync.config import ServerConfig
+from epsync.errors import EpsyncError, InvalidArgument
+from epsync.manifest import ManifestError, dump_manifests, load_manifests
+from epsync.resources import DEFAULT_NAMESPACE
+from epsync.v1.profile_pb2 import Profile
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+Resource = WorkloadEndpoint | Profile
+
+KIND_ALIASES = {
+    "workloadendpoint": "workloadendpoint",
+    "workloadendpoints": "workloadendpoint",
+    "wep": "workloadendpoint",
+    "weps": "workloadendpoint",
+    "profile": "profile",
+    "profiles": "profile",
+    "pro": "profile",
+    "pros": "profile",
+}
+
+
+class CliError(Exception):
+    """A user mistake the CLI reports in one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = _parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (CliError, ManifestError) as error:
+        _fail(str(error))
+    except InvalidArgument as error:
+        _fail("invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in error.violations))
+    except EpsyncError as error:
+        _fail(f"{error.code.name}: {error.message}")
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"epsync: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="epsync", description="Datastore sync for Calico WorkloadEndpoints.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--listen", default="127.0.0.1:50051", help="host:port to listen on (default %(default)s)")
+    serve.add_argument("--data-dir", type=Path, default=Path("./data"), help="embedded store directory")
+    serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(func=_serve)
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--server",
+            default=os.environ.get("EPSYNC_SERVER", DEFAULT_TARGET),
+            help="server address (default $EPSYNC_SERVER or %(default)s)",
+        )
+        return sub
+
+    for name, help_text, func in (
+        ("apply", "create or replace the resources in a file", _apply),
+        ("create", "create the resources in a file", _create),
+    ):
+        sub = client_command(name, help_text)
+        sub.add_argument("-f", "--filename", required=True, help="YAML or JSON file, '-' for stdin")
+        sub.set_defaults(func=func)
+
+    get = client_command("get", "show one resource")
+    get.add_argument("kind", help="workloadendpoint (wep) or profile")
+    get.add_argument("name")
+    get.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    get.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    get.set_defaults(func=_get)
+
+    listing = client_command("list", "list resources")
+    listing.add_argument("kind", help="workloadendpoints (weps) or profiles")
+    scope = listing.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    listing.add_argument("--node", default="", help="only endpoints on this node")
+    listing.add_argument("-l", "--selector", default="", help="Calico selector over effective labels")
+    listing.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    listing.set_defaults(func=_list)
+
+    delete = client_command("delete", "delete resources, named or from a file")
+    delete.add_argument("kind", nargs="?", help="workloadendpoint (wep) or profile")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    delete.add_argument("-f", "--filename", help="delete the resources in this file")
+    delete.add_argument("--resource-version", type=int, default=0, help="only if still at this resource version")
+    delete.add_argument("--ignore-missing", action="store_true", help="succeed if it does not exist")
+    delete.set_defaults(func=_delete)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from epsync.server.app import serve
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServerConfig(
+            listen=args.listen, data_dir=args.data_dir, history_window=args.history_window, grace_seconds=args.grace
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CliError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    asyncio.run(serve(config))
+    return 0
+
+
+def _kind(text: str | None) -> str:
+    if text is None or text.lower() not in KIND_ALIASES:
+        raise CliError(f"unknown kind {text!r}; use workloadendpoint (wep) or profile")
+    return KIND_ALIASES[text.lower()]
+
+
+def _read_manifests(filename: str) -> list[Resource]:
+    if filename == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(filename).read_text()
+        except OSError as error:
+            raise CliError(f"cannot read {filename}: {error.strerror}") from None
+    objects = load_manifests(text)
+    if not objects:
+        raise CliError(f"{filename} holds no resources")
+    return objects
+
+
+def _describe(obj: Resource) -> str:
+    if isinstance(obj, WorkloadEndpoint):
+        return f"workloadendpoint {obj.metadata.namespace or DEFAULT_NAMESPACE}/{obj.metadata.name}"
+    return f"profile {obj.metadata.name}"
+
+
+def _apply(args: argparse.Namespace) -> int:
+    return _write_each(args, "applied")
+
+
+def _create(args: argparse.Namespace) -> int:
+    return _write_each(args, "created")
+
+
+def _write_each(args: argparse.Namespace, verb: str) -> int:
+    objects = _read_manifests(args.filename)
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            for obj in objects:
+                stored = await (client.apply(obj) if verb == "applied" else client.create(obj))
+                print(f"{_describe(stored)} {verb} (resource version {stored.metadata.resource_version})")
+
+    asyncio.run(run())
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+
+    async def run() -> Resource:
+        async with Client(args.server) as client:
+            if kind == "workloadendpoint":
+                return await client.get_endpoint(args.name, args.namespace)
+            return await client.get_profile(args.name)
+
+    _print([asyncio.run(run())], args.output, kind)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    namespace = "" if args.all_namespaces else args.namespace
+
+    async def run() -> list[Resource]:
+        async with Client(args.server) as client:
+            if kind == "workloadendpoint":
+                return [e async for e in client.list_endpoints(namespace=namespace, node=args.node, selector=args.selector)]
+            if args.node:
+                raise CliError("--node applies to workload endpoints only")
+            return [p async for p in client.list_profiles(selector=args.selector)]
+
+    _print(asyncio.run(run()), args.output, kind, many=True)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    if args.filename:
+        if args.kind or args.name:
+            raise CliError("give either -f FILE or KIND NAME, not both")
+        targets = [
+            ("workloadendpoint" if isinstance(o, WorkloadEndpoint) else "profile", o.metadata.name, o.metadata.namespace)
+            for o in _read_manifests(args.filename)
+        ]
+    else:
+        if not args.name:
+            raise CliError("delete needs KIND NAME or -f FILE")
+        targets = [(_kind(args.kind), args.name, args.namespace)]
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            for kind, name, namespace in targets:
+                options = {"resource_version": args.resource_version, "allow_missing": args.ignore_missing}
+                if kind == "workloadendpoint":
+                    ns = namespace or DEFAULT_NAMESPACE
+                    response = await client.delete_endpoint(name, ns, **options)
+                    print(f"workloadendpoint {ns}/{name} deleted (revision {response.resource_version})")
+                else:
+                    deleted = await client.delete_profile(name, **options)
+                    print(f"profile {name} deleted (revision {deleted.resource_version})")
+
+    asyncio.run(run())
+    return 0
+
+
+def _print(objects: Sequence[Resource], output: str, kind: str, *, many: bool = False) -> None:
+    if output in ("yaml", "json"):
+        if objects or not many:
+            sys.stdout.write(dump_manifests(objects, output))
+        return
+    rows = [_row(obj) for obj in objects]
+    header = (
+        ("NAMESPACE", "NAME", "NODE", "NETWORKS", "INTERFACE", "VERSION")
+        if kind == "workloadendpoint"
+        else ("NAME", "LABELS-TO-APPLY", "VERSION")
+    )
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _row(obj: Resource) -> tuple[str, ...]:
+    version = str(obj.metadata.resource_version)
+    if isinstance(obj, WorkloadEndpoint):
+        return (
+            obj.metadata.namespace,
+            obj.metadata.name,
+            obj.spec.node,
+            ",".join(obj.spec.ip_networks),
+            obj.spec.interface_name,
+            version,
+        )
+    labels = ",".join(f"{k}={v}" for k, v in sorted(obj.spec.labels_to_apply.items()))
+    return (obj.metadata.name, labels, version)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""An asyncio client for epsync: typed calls, paging handled, errors raised as `EpsyncError`s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+import grpc
+from grpc_status import rpc_status
+
+from epsync.errors import EpsyncError, error_from_status
+from epsync.resources import DEFAULT_NAMESPACE
+from epsync.v1 import profile_service_pb2 as profile_pb
+from epsync.v1 import profile_service_pb2_grpc as profile_grpc
+from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
+from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
+from epsync.v1.profile_pb2 import Profile
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+T = TypeVar("T")
+Item_co = TypeVar("Item_co", covariant=True)
+Req = TypeVar("Req", bound="_PageRequest")
+
+
+async def _call(awaitable: Awaitable[T]) -> T:
+    """Await one RPC, turning a failed status back into the `EpsyncError` the server raised."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as error:
+        raise error_from_status(error.code(), rpc_status.from_call(error), error.details() or "") from None
+
+
+class Client:
+    """Talks to one epsync server. Use as `async with Client("host:port") as client:`."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
+        self._profiles = profile_grpc.ProfileServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # --- workload endpoints -------------------------------------------------------------------
+
+    async def get_endpoint(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> WorkloadEndpoint:
+        request = wep_pb.GetWorkloadEndpointRequest(namespace=namespace, name=name)
+        response = await _call(self._endpoints.GetWorkloadEndpoint(request, timeout=self.timeout))
+        return response.workload_endpoint
+
+    async def list_endpoints_page(self, request: wep_pb.ListWorkloadEndpointsRequest) -> wep_pb.ListWorkloadEndpointsResponse:
+        return await _call(self._endpoints.ListWorkloadEndpoints(request, timeout=self.timeout))
+
+    async def list_endpoints(
+        self, *, namespace: str = "", node: str = "", selector: str = "", page_size: int = 0
+    ) -> AsyncIterator[WorkloadEndpoint]:
+        """Every matching endpoint, fetching page after page."""
+        request = wep_pb.ListWorkloadEndpointsRequest(
+            namespace=namespace, node=node, label_selector=selector, page_size=page_size
+        )
+        async for item in _all_pages(request, self.list_endpoints_page):
+            yield item
+
+    async def create_endpoint(self, endpoint: WorkloadEndpoint) -> WorkloadEndpoint:
+        request = wep_pb.CreateWorkloadEndpointRequest(workload_endpoint=endpoint)
+        return (await _call(self._endpoints.CreateWorkloadEndpoint(request, timeout=self.timeout))).workload_endpoint
+
+    async def update_endpoint(self, endpoint: WorkloadEndpoint, *, allow_missing: bool = False) -> WorkloadEndpoint:
+        request = wep_pb.UpdateWorkloadEndpointRequest(workload_endpoint=endpoint, allow_missing=allow_missing)
+        return (await _call(self._endpoints.UpdateWorkloadEndpoint(request, timeout=self.timeout))).workload_endpoint
+
+    async def delete_endpoint(
+        self,
+        name: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        resource_version: int = 0,
+        uid: str = "",
+        allow_missing: bool = False,
+    ) -> wep_pb.DeleteWorkloadEndpointResponse:
+        request = wep_pb.DeleteWorkloadEndpointRequest(
+            namespace=namespace, name=name, resource_version=resource_version, uid=uid, allow_missing=allow_missing
+        )
+        return await _call(self._endpoints.DeleteWorkloadEndpoint(request, timeout=self.timeout))
+
+    # --- profiles -----------------------------------------------------------------------------
+
+    async def get_profile(self, name: str) -> Profile:
+        response = await _call(self._profiles.GetProfile(profile_pb.GetProfileRequest(name=name), timeout=self.timeout))
+        return response.profile
+
+    async def list_profiles_page(self, request: profile_pb.ListProfilesRequest) -> profile_pb.ListProfilesResponse:
+        return await _call(self._profiles.ListProfiles(request, timeout=self.timeout))
+
+    async def list_profiles(self, *, selector: str = "", page_size: int = 0) -> AsyncIterator[Profile]:
+        request = profile_pb.ListProfilesRequest(label_selector=selector, page_size=page_size)
+        async for item in _all_pages(request, self.list_profiles_page):
+            yield item
+
+    async def create_profile(self, profile: Profile) -> Profile:
+        request = profile_pb.CreateProfileRequest(profile=profile)
+        return (await _call(self._profiles.CreateProfile(request, timeout=self.timeout))).profile
+
+    async def update_profile(self, profile: Profile, *, allow_missing: bool = False) -> Profile:
+        request = profile_pb.UpdateProfileRequest(profile=profile, allow_missing=allow_missing)
+        return (await _call(self._profiles.UpdateProfile(request, timeout=self.timeout))).profile
+
+    async def delete_profile(
+        self, name: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
+    ) -> profile_pb.DeleteProfileResponse:
+        request = profile_pb.DeleteProfileRequest(
+            name=name, resource_version=resource_version, uid=uid, allow_missing=allow_missing
+        )
+        return await _call(self._profiles.DeleteProfile(request, timeout=self.timeout))
+
+    # --- either kind --------------------------------------------------------------------------
+
+    async def create(self, obj: WorkloadEndpoint | Profile) -> WorkloadEndpoint | Profile:
+        if isinstance(obj, WorkloadEndpoint):
+            return await self.create_endpoint(obj)
+        return await self.create_profile(obj)
+
+    async def apply(self, obj: WorkloadEndpoint | Profile) -> WorkloadEndpoint | Profile:
+        """Create, else replace, as `calicoctl apply` does: last writer wins, no version precondition."""
+        unconditional = type(obj)()
+        unconditional.CopyFrom(obj)
+        unconditional.metadata.resource_version = 0
+        if isinstance(unconditional, WorkloadEndpoint):
+            return await self.update_endpoint(unconditional, allow_missing=True)
+        return await self.update_profile(unconditional, allow_missing=True)
+
+
+class _PageRequest(Protocol):
+    page_token: str
+
+
+class _PageResponse(Protocol[Item_co]):
+    @property
+    def items(self) -> Sequence[Item_co]: ...
+    @property
+    def next_page_token(self) -> str: ...
+
+
+async def _all_pages(
+    request: Req, fetch: Callable[[Req], Awaitable[_PageResponse[Item_co]]]
+) -> AsyncIterator[Item_co]:
+    """Follow next_page_token until the listing ends; the request is reused with each new token."""
+    while True:
+        response = await fetch(request)
+        for item in response.items:
+            yield item
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
+
+
+__all__ = ["DEFAULT_TARGET", "Client", "EpsyncError"]

@@ -1,0 +1,27 @@
+"""Server configuration: one validated model, filled from CLI flags (and, later, files or the environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from epsync.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+MiB = 1024 * 1024
+
+
+class ServerConfig(BaseModel):
+    """Everything `epsync serve` can be told; defaults are the spec's (SPEC §6, Defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = Field("127.0.0.1:50051", description="host:port to listen on")
+    data_dir: Path = Field(Path("./data"), description="directory of the embedded SQLite store")
+    history_window: int = Field(100_000, ge=1, description="revisions of history kept for watch resume")
+    default_page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    max_page_size: int = Field(MAX_PAGE_SIZE, ge=1)
+    max_message_bytes: int = Field(16 * MiB, ge=64 * 1024, description="largest gRPC message sent or received")
+    keepalive_seconds: float = Field(30.0, gt=0, description="ping idle connections this often")
+    grace_seconds: float = Field(10.0, ge=0, description="how long shutdown waits for in-flight calls")
+    min_revision_wait_seconds: float = Field(3.0, ge=0, description="how long a read waits for min_resource_version")

@@ -1,0 +1,1 @@
+"""The gRPC server: servicers for each service, error mapping, and the process lifecycle."""

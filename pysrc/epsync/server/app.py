@@ -1,0 +1,120 @@
+"""The server process: wires store, cache and servicers together, and owns start-up and shutdown.
+
+Start-up order matters: the cache subscribes to the store's change feed before it loads the
+snapshot, and ignores any batch the snapshot already covers, so no committed change can fall
+between the two. Shutdown flips health to NOT_SERVING first (load balancers stop sending), then
+lets in-flight calls finish within the grace period, then closes the store (which finishes any
+writes still in its commit queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from epsync.cache import ResourceCache
+from epsync.config import ServerConfig
+from epsync.registry import endpoint_registry, profile_registry
+from epsync.server.endpoints import WorkloadEndpointServicer
+from epsync.server.profiles import ProfileServicer
+from epsync.store.base import Datastore
+from epsync.store.sqlite import SqliteDatastore
+from epsync.v1 import profile_service_pb2, profile_service_pb2_grpc, workload_endpoint_service_pb2
+from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES: Sequence[str] = (
+    workload_endpoint_service_pb2.DESCRIPTOR.services_by_name["WorkloadEndpointService"].full_name,
+    profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,
+)
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    keepalive_ms = int(config.keepalive_seconds * 1000)
+    return [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class EpsyncServer:
+    """One epsync server: a datastore, the cache fed by it, and the gRPC services in front."""
+
+    def __init__(self, config: ServerConfig, store: Datastore | None = None) -> None:
+        self.config = config
+        self.store = store or SqliteDatastore(config.data_dir / "epsync.db", history_window=config.history_window)
+        self.cache = ResourceCache()
+        self.health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Open the store, fill the cache, and listen; returns the bound port (useful with port 0)."""
+        await self.store.open()
+        self.store.add_listener(self.cache.apply)
+        self.cache.load(await self.store.snapshot())
+
+        server = grpc.aio.server(options=grpc_options(self.config))
+        wep_grpc.add_WorkloadEndpointServiceServicer_to_server(
+            WorkloadEndpointServicer(endpoint_registry(self.store, self.cache), self.cache, self.config), server
+        )
+        profile_service_pb2_grpc.add_ProfileServiceServicer_to_server(
+            ProfileServicer(profile_registry(self.store, self.cache), self.cache, self.config), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "epsync serving on %s (revision %d, %d endpoints)",
+            self.config.listen,
+            self.cache.revision,
+            self.cache.endpoint_count(),
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            self._server = None
+        await self.store.close()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = EpsyncServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down (grace %.1fs)", config.grace_seconds)
+    await server.stop()
+    log.info("stopped")

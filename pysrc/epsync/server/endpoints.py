@@ -1,0 +1,86 @@
+"""WorkloadEndpointService: thin translation between requests and the registry and cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from epsync.cache import ResourceCache
+from epsync.config import ServerConfig
+from epsync.errors import FieldViolation, InvalidArgument
+from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
+from epsync.registry import Registry
+from epsync.resources import endpoint_key
+from epsync.server.status import parse_selector_field, unary_errors
+from epsync.v1 import workload_endpoint_service_pb2 as pb
+from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def require_name(name: str) -> str:
+    if not name:
+        raise InvalidArgument([FieldViolation("name", "name is required")])
+    return name
+
+
+class WorkloadEndpointServicer(pb_grpc.WorkloadEndpointServiceServicer):
+    def __init__(self, registry: Registry[WorkloadEndpoint], cache: ResourceCache, config: ServerConfig) -> None:
+        self._registry = registry
+        self._cache = cache
+        self._config = config
+
+    async def _wait_for(self, min_resource_version: int) -> None:
+        if min_resource_version > 0:
+            await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
+
+    @unary_errors
+    async def GetWorkloadEndpoint(self, request: pb.GetWorkloadEndpointRequest, context: Context) -> pb.GetWorkloadEndpointResponse:
+        await self._wait_for(request.min_resource_version)
+        key = endpoint_key(request.namespace, require_name(request.name))
+        return pb.GetWorkloadEndpointResponse(workload_endpoint=self._registry.get(key))
+
+    @unary_errors
+    async def ListWorkloadEndpoints(
+        self, request: pb.ListWorkloadEndpointsRequest, context: Context
+    ) -> pb.ListWorkloadEndpointsResponse:
+        await self._wait_for(request.min_resource_version)
+        selector = parse_selector_field(request.label_selector, "label_selector")
+        limit = page_size(request.page_size, default=self._config.default_page_size, maximum=self._config.max_page_size)
+        fingerprint = filter_fingerprint("workloadendpoints", request.namespace, request.node, str(selector or ""))
+        position = list_position(request.page_token, fingerprint, 2, self._cache.revision)
+        after = (position.after[0], position.after[1]) if position.after else None
+        page = self._cache.list_endpoints(
+            namespace=request.namespace, node=request.node, selector=selector, after=after, limit=limit
+        )
+        last = [page.items[-1].metadata.namespace, page.items[-1].metadata.name] if page.items else []
+        next_token = next_page_token(page.more, last, fingerprint, position.revision)
+        return pb.ListWorkloadEndpointsResponse(
+            items=page.items, next_page_token=next_token, resource_version=position.revision
+        )
+
+    @unary_errors
+    async def CreateWorkloadEndpoint(
+        self, request: pb.CreateWorkloadEndpointRequest, context: Context
+    ) -> pb.CreateWorkloadEndpointResponse:
+        created = await self._registry.create(request.workload_endpoint)
+        return pb.CreateWorkloadEndpointResponse(workload_endpoint=created)
+
+    @unary_errors
+    async def UpdateWorkloadEndpoint(
+        self, request: pb.UpdateWorkloadEndpointRequest, context: Context
+    ) -> pb.UpdateWorkloadEndpointResponse:
+        updated = await self._registry.update(request.workload_endpoint, allow_missing=request.allow_missing)
+        return pb.UpdateWorkloadEndpointResponse(workload_endpoint=updated)
+
+    @unary_errors
+    async def DeleteWorkloadEndpoint(
+        self, request: pb.DeleteWorkloadEndpointRequest, context: Context
+    ) -> pb.DeleteWorkloadEndpointResponse:
+        key = endpoint_key(request.namespace, require_name(request.name))
+        deleted = await self._registry.delete(
+            key, resource_version=request.resource_version, uid=request.uid, allow_missing=request.allow_missing
+        )
+        return pb.DeleteWorkloadEndpointResponse(workload_endpoint=deleted.object, resource_version=deleted.revision)

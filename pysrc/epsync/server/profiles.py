@@ -1,0 +1,67 @@
+"""ProfileService: thin translation between requests and the registry and cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from epsync.cache import ResourceCache
+from epsync.config import ServerConfig
+from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
+from epsync.registry import Registry
+from epsync.server.endpoints import require_name
+from epsync.server.status import parse_selector_field, unary_errors
+from epsync.v1 import profile_service_pb2 as pb
+from epsync.v1 import profile_service_pb2_grpc as pb_grpc
+from epsync.v1.profile_pb2 import Profile
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ProfileServicer(pb_grpc.ProfileServiceServicer):
+    def __init__(self, registry: Registry[Profile], cache: ResourceCache, config: ServerConfig) -> None:
+        self._registry = registry
+        self._cache = cache
+        self._config = config
+
+    async def _wait_for(self, min_resource_version: int) -> None:
+        if min_resource_version > 0:
+            await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
+
+    @unary_errors
+    async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
+        await self._wait_for(request.min_resource_version)
+        return pb.GetProfileResponse(profile=self._registry.get(require_name(request.name)))
+
+    @unary_errors
+    async def ListProfiles(self, request: pb.ListProfilesRequest, context: Context) -> pb.ListProfilesResponse:
+        await self._wait_for(request.min_resource_version)
+        selector = parse_selector_field(request.label_selector, "label_selector")
+        limit = page_size(request.page_size, default=self._config.default_page_size, maximum=self._config.max_page_size)
+        fingerprint = filter_fingerprint("profiles", str(selector or ""))
+        position = list_position(request.page_token, fingerprint, 1, self._cache.revision)
+        after = position.after[0] if position.after else None
+        page = self._cache.list_profiles(selector=selector, after=after, limit=limit)
+        last = [page.items[-1].metadata.name] if page.items else []
+        next_token = next_page_token(page.more, last, fingerprint, position.revision)
+        return pb.ListProfilesResponse(items=page.items, next_page_token=next_token, resource_version=position.revision)
+
+    @unary_errors
+    async def CreateProfile(self, request: pb.CreateProfileRequest, context: Context) -> pb.CreateProfileResponse:
+        return pb.CreateProfileResponse(profile=await self._registry.create(request.profile))
+
+    @unary_errors
+    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: Context) -> pb.UpdateProfileResponse:
+        updated = await self._registry.update(request.profile, allow_missing=request.allow_missing)
+        return pb.UpdateProfileResponse(profile=updated)
+
+    @unary_errors
+    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context: Context) -> pb.DeleteProfileResponse:
+        deleted = await self._registry.delete(
+            require_name(request.name),
+            resource_version=request.resource_version,
+            uid=request.uid,
+            allow_missing=request.allow_missing,
+        )
+        return pb.DeleteProfileResponse(profile=deleted.object, resource_version=deleted.revision)

@@ -1,0 +1,67 @@
+"""Shared fixtures: a real epsync server on a free loopback port, backed by SQLite in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from epsync.client import Client
+from epsync.config import ServerConfig
+from epsync.server.app import EpsyncServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[EpsyncServer]:
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data", grace_seconds=0.5, min_revision_wait_seconds=0.3)
+    instance = EpsyncServer(config)
+    await instance.start()
+    yield instance
+    await instance.stop(grace=0.1)
+
+
+@pytest.fixture
+async def client(server: EpsyncServer) -> AsyncIterator[Client]:
+    async with Client(f"127.0.0.1:{server.port}", timeout=10) as connected:
+        yield connected
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def epsync_command(*args: str) -> list[str]:
+    """The CLI as a user runs it, from this venv."""
+    return [sys.executable, "-m", "epsync.cli", *args]
+
+
+async def run_command(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def grpcurl_binary() -> str:
+    candidate = REPO / ".tools" / "bin" / "grpcurl"
+    if candidate.exists():
+        return str(candidate)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(directory) / "grpcurl"
+        if path.exists():
+            return str(path)
+    raise RuntimeError("grpcurl is not installed: run `make tools` (make test does)")
