@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[EpsyncServer]:
-    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data", grace_seconds=0.5, min_revision_wait_seconds=0.3)
+    config = ServerConfig(
+        listen="127.0.0.1:0", data_dir=tmp_path / "data", grace_seconds=0.5, min_revision_wait_seconds=0.3
+    )
     instance = EpsyncServer(config)
     await instance.start()
     yield instance
@@ -44,14 +46,14 @@ def epsync_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "epsync.cli", *args]
 
 
-async def run_command(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> tuple[int, str, str]:
+async def run_command(*argv: str, stdin: bytes | None = None, limit_seconds: float = 60) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), limit_seconds)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
 

@@ -286,3 +286,9 @@ async def test_health_reports_serving(server: EpsyncServer) -> None:
         for service in ("", "epsync.v1.WorkloadEndpointService", "epsync.v1.ProfileService"):
             response = await stub.Check(health_pb2.HealthCheckRequest(service=service))
             assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_closed_datastore_is_unavailable_not_internal(server: EpsyncServer, client: Client) -> None:
+    await server.store.close()
+    with pytest.raises(Unavailable, match="datastore cannot take this request"):
+        await client.create_endpoint(endpoint("web-1"))

@@ -90,30 +90,37 @@ spec:
 
     code, out, _ = await cli(server, "list", "wep", "-A", "--node", "n2", "-o", "json")
     assert code == 0
-    assert '"name": "b"' in out and '"name": "a"' not in out
+    assert '"name": "b"' in out
+    assert '"name": "a"' not in out
 
 
 async def test_errors_are_one_line_and_exit_non_zero(server: EpsyncServer, tmp_path: Path) -> None:
-    code, out, err = await cli(server, "get", "wep", "nope")
+    code, _out, err = await cli(server, "get", "wep", "nope")
     assert code == 1
     assert err.strip().count("\n") == 0
-    assert "NOT_FOUND" in err and "nope" in err
+    assert "NOT_FOUND" in err
+    assert "nope" in err
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(SEED.read_text().replace("ca:fe:1d:52:bb:e9", "not-a-mac").replace("port: 1234", "port: 70000"))
     code, _, err = await cli(server, "apply", "-f", str(bad))
     assert code == 1
     assert err.strip().count("\n") == 0
-    assert "spec.mac" in err and "spec.ports[0].port" in err
+    assert "spec.mac" in err
+    assert "spec.ports[0].port" in err
 
     code, _, err = await cli(server, "list", "wep", "-l", "app ==")
-    assert code == 1 and "label_selector" in err and "position" in err
+    assert code == 1
+    assert "label_selector" in err
+    assert "position" in err
 
     code, _, err = await cli(server, "apply", "-f", str(tmp_path / "missing.yaml"))
-    assert code == 1 and "cannot read" in err
+    assert code == 1
+    assert "cannot read" in err
 
     code, _, err = await cli(server, "get", "pods", "x")
-    assert code == 1 and "unknown kind" in err
+    assert code == 1
+    assert "unknown kind" in err
 
 
 async def test_delete_by_name_and_by_file(server: EpsyncServer) -> None:
@@ -122,6 +129,7 @@ async def test_delete_by_name_and_by_file(server: EpsyncServer) -> None:
     assert code == 0, err
     assert "deleted" in out
     code, _, err = await cli(server, "delete", "wep", "node1-k8s-my--nginx--b1337a-eth0")
-    assert code == 1 and "NOT_FOUND" in err
+    assert code == 1
+    assert "NOT_FOUND" in err
     code, _, _ = await cli(server, "delete", "wep", "node1-k8s-my--nginx--b1337a-eth0", "--ignore-missing")
     assert code == 0

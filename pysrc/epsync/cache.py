@@ -118,17 +118,17 @@ class ResourceCache:
                 still_waiting.append((revision, waiter))
         self._waiters = still_waiting
 
-    async def wait_for_revision(self, revision: int, timeout: float) -> None:
-        """Return once the cache has reached `revision`, or raise UNAVAILABLE after `timeout` seconds."""
+    async def wait_for_revision(self, revision: int, within_seconds: float) -> None:
+        """Return once the cache has reached `revision`, or raise UNAVAILABLE after `within_seconds`."""
         if self.revision >= revision:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, waiter))
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await asyncio.wait_for(waiter, within_seconds)
         except TimeoutError:
             raise Unavailable(
-                f"this server is at revision {self.revision} and did not reach {revision} within {timeout:g}s; "
+                f"this server is at revision {self.revision} and did not reach {revision} within {within_seconds:g}s; "
                 "retry, or ask another replica"
             ) from None
 

@@ -202,7 +202,9 @@ def _list(args: argparse.Namespace) -> int:
     async def run() -> list[Resource]:
         async with Client(args.server) as client:
             if kind == "workloadendpoint":
-                return [e async for e in client.list_endpoints(namespace=namespace, node=args.node, selector=args.selector)]
+                return [
+                    e async for e in client.list_endpoints(namespace=namespace, node=args.node, selector=args.selector)
+                ]
             if args.node:
                 raise CliError("--node applies to workload endpoints only")
             return [p async for p in client.list_profiles(selector=args.selector)]
@@ -216,7 +218,11 @@ def _delete(args: argparse.Namespace) -> int:
         if args.kind or args.name:
             raise CliError("give either -f FILE or KIND NAME, not both")
         targets = [
-            ("workloadendpoint" if isinstance(o, WorkloadEndpoint) else "profile", o.metadata.name, o.metadata.namespace)
+            (
+                "workloadendpoint" if isinstance(o, WorkloadEndpoint) else "profile",
+                o.metadata.name,
+                o.metadata.namespace,
+            )
             for o in _read_manifests(args.filename)
         ]
     else:
@@ -243,7 +249,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _print(objects: Sequence[Resource], output: str, kind: str, *, many: bool = False) -> None:
     if output in ("yaml", "json"):
         if objects or not many:
-            sys.stdout.write(dump_manifests(objects, output))
+            sys.stdout.write(dump_manifests(objects, "yaml" if output == "yaml" else "json"))
         return
     rows = [_row(obj) for obj in objects]
     header = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, Self, TypeVar, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -29,7 +29,9 @@ async def _call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except grpc.aio.AioRpcError as error:
-        raise error_from_status(error.code(), rpc_status.from_call(error), error.details() or "") from None
+        # AioRpcError has the code, details and trailing metadata that from_call reads; the stubs only know grpc.Call.
+        status = rpc_status.from_call(cast(grpc.Call, error))
+        raise error_from_status(error.code(), status, error.details() or "") from None
 
 
 class Client:
@@ -51,7 +53,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
     # --- workload endpoints -------------------------------------------------------------------
 
@@ -60,7 +62,9 @@ class Client:
         response = await _call(self._endpoints.GetWorkloadEndpoint(request, timeout=self.timeout))
         return response.workload_endpoint
 
-    async def list_endpoints_page(self, request: wep_pb.ListWorkloadEndpointsRequest) -> wep_pb.ListWorkloadEndpointsResponse:
+    async def list_endpoints_page(
+        self, request: wep_pb.ListWorkloadEndpointsRequest
+    ) -> wep_pb.ListWorkloadEndpointsResponse:
         return await _call(self._endpoints.ListWorkloadEndpoints(request, timeout=self.timeout))
 
     async def list_endpoints(
@@ -134,12 +138,15 @@ class Client:
 
     async def apply(self, obj: WorkloadEndpoint | Profile) -> WorkloadEndpoint | Profile:
         """Create, else replace, as `calicoctl apply` does: last writer wins, no version precondition."""
-        unconditional = type(obj)()
-        unconditional.CopyFrom(obj)
-        unconditional.metadata.resource_version = 0
-        if isinstance(unconditional, WorkloadEndpoint):
-            return await self.update_endpoint(unconditional, allow_missing=True)
-        return await self.update_profile(unconditional, allow_missing=True)
+        if isinstance(obj, WorkloadEndpoint):
+            endpoint = WorkloadEndpoint()
+            endpoint.CopyFrom(obj)
+            endpoint.metadata.resource_version = 0
+            return await self.update_endpoint(endpoint, allow_missing=True)
+        profile = Profile()
+        profile.CopyFrom(obj)
+        profile.metadata.resource_version = 0
+        return await self.update_profile(profile, allow_missing=True)
 
 
 class _PageRequest(Protocol):
@@ -153,9 +160,7 @@ class _PageResponse(Protocol[Item_co]):
     def next_page_token(self) -> str: ...
 
 
-async def _all_pages(
-    request: Req, fetch: Callable[[Req], Awaitable[_PageResponse[Item_co]]]
-) -> AsyncIterator[Item_co]:
+async def _all_pages(request: Req, fetch: Callable[[Req], Awaitable[_PageResponse[Item_co]]]) -> AsyncIterator[Item_co]:
     """Follow next_page_token until the listing ends; the request is reused with each new token."""
     while True:
         response = await fetch(request)

@@ -42,7 +42,7 @@ class Registry(Generic[R]):
     """Writes for one kind; reads the current state from the cache, writes through the datastore."""
 
     def __init__(self, rtype: ResourceType[R], store: Datastore, cache: ResourceCache) -> None:
-        self.rtype = rtype
+        self.rtype: ResourceType[R] = rtype
         self._store = store
         self._cache = cache
 
@@ -95,7 +95,9 @@ class Registry(Generic[R]):
             current = self._winner(result)
         raise Aborted(f"{self.rtype.describe(key)} is changing too fast to update; retry")
 
-    async def delete(self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False) -> Deleted[R]:
+    async def delete(
+        self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
+    ) -> Deleted[R]:
         current = self.current(key)
         deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
         while time.monotonic() < deadline:

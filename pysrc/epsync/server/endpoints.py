@@ -37,7 +37,9 @@ class WorkloadEndpointServicer(pb_grpc.WorkloadEndpointServiceServicer):
             await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
 
     @unary_errors
-    async def GetWorkloadEndpoint(self, request: pb.GetWorkloadEndpointRequest, context: Context) -> pb.GetWorkloadEndpointResponse:
+    async def GetWorkloadEndpoint(
+        self, request: pb.GetWorkloadEndpointRequest, context: Context
+    ) -> pb.GetWorkloadEndpointResponse:
         await self._wait_for(request.min_resource_version)
         key = endpoint_key(request.namespace, require_name(request.name))
         return pb.GetWorkloadEndpointResponse(workload_endpoint=self._registry.get(key))

@@ -11,7 +11,8 @@ import grpc
 from grpc_status import rpc_status
 
 from epsync._core import Selector, SelectorError
-from epsync.errors import EpsyncError, FieldViolation, Internal, InvalidArgument
+from epsync.errors import EpsyncError, FieldViolation, Internal, InvalidArgument, OutOfRange, Unavailable
+from epsync.store.base import DatastoreUnavailable, RevisionCompacted, WriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ S = TypeVar("S")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: EpsyncError) -> None:
-    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+    status = rpc_status.to_status(error.to_status())
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def unary_errors(
@@ -30,18 +32,38 @@ def unary_errors(
     """Decorate a unary servicer method so every failure leaves as a proper status."""
 
     @functools.wraps(method)
-    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         context: grpc.aio.ServicerContext[Any, Any] = args[-1]  # type: ignore[assignment]
         try:
             return await method(self, *args, **kwargs)
         except EpsyncError as error:
             await abort(context, error)
-        except Exception:
-            log.exception("unexpected error in %s", method.__name__)
-            await abort(context, Internal("internal error; the server log has the details"))
+        except Exception as error:
+            translated = from_datastore_error(error)
+            if translated is None:
+                log.exception("unexpected error in %s", method.__name__)
+                translated = Internal("internal error; the server log has the details")
+            else:
+                log.warning("%s failed: %s", method.__name__, error)
+            await abort(context, translated)
         raise AssertionError("abort_with_status always raises")
 
     return wrapper
+
+
+def from_datastore_error(error: Exception) -> EpsyncError | None:
+    """The status a datastore failure leaves as; None for anything that is not one."""
+    if isinstance(error, DatastoreUnavailable):
+        return Unavailable(f"the datastore cannot take this request now: {error}; retry")
+    if isinstance(error, WriteFailed):
+        return Internal("the datastore failed this write and rolled it back; nothing was stored")
+    if isinstance(error, RevisionCompacted):
+        return OutOfRange(
+            f"{error}; re-list and watch from the new resource_version",
+            reason="RESOURCE_VERSION_TOO_OLD",
+            metadata={"oldestResourceVersion": str(error.oldest)},
+        )
+    return None
 
 
 def parse_selector_field(text: str, field: str) -> Selector | None:
