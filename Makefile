@@ -60,6 +60,7 @@ lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
 	$(BIN)/ruff check pysrc tests bench
 	$(BIN)/ruff format --check pysrc tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests bench
 	$(BIN)/python -m mypy.stubtest epsync._core
 	cargo fmt --manifest-path rust/Cargo.toml --check
 	cargo clippy --manifest-path rust/Cargo.toml --all-targets -- -D warnings

@@ -157,8 +157,9 @@ async def test_list_filters_by_namespace_and_node(client: Client) -> None:
     await client.create_endpoint(endpoint("b", namespace="ns1", node="n2"))
     await client.create_endpoint(endpoint("c", namespace="ns2", node="n1"))
 
-    async def names(**filters: str) -> list[str]:
-        return [f"{e.metadata.namespace}/{e.metadata.name}" async for e in client.list_endpoints(**filters)]
+    async def names(namespace: str = "", node: str = "") -> list[str]:
+        listing = client.list_endpoints(namespace=namespace, node=node)
+        return [f"{e.metadata.namespace}/{e.metadata.name}" async for e in listing]
 
     assert await names() == ["ns1/a", "ns1/b", "ns2/c"]
     assert await names(namespace="ns1") == ["ns1/a", "ns1/b"]
