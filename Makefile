@@ -46,7 +46,7 @@ run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DI
 
 .PHONY: proto
 proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs (PROTO_OUT=pysrc)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+	$(BIN)/python -m grpc_tools.protoc -Iproto \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 
@@ -54,6 +54,11 @@ proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and st
 test: build tools ## all set-up, then every test (cargo test and pytest)
 	cargo test --manifest-path rust/Cargo.toml --quiet
 	$(BIN)/pytest
+
+.PHONY: bench
+bench: build ## run the benchmarks; figures on stdout, JSON and plots in bench/results/
+	$(BIN)/python -m bench.bench_store
+	$(BIN)/python -m bench.bench_list
 
 .PHONY: lint
 lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy

@@ -4,22 +4,21 @@ Each writer awaits one `write()` (one Put) at a time, like a unary RPC; group co
 writers share one transaction and one fsync, so writes/s should grow with concurrency while a
 lone writer pays a full fsync per write.
 
-    .venv/bin/python bench/bench_store.py                       # 1, 10, 100, 1000 writers, 3 s each
-    .venv/bin/python bench/bench_store.py --writers 1 50 --seconds 5 --json bench/results/store.json
+    .venv/bin/python -m bench.bench_store                       # 1, 10, 100, 1000 writers, 3 s each
+    .venv/bin/python -m bench.bench_store --writers 1 50 --seconds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import report
 from epsync.store.base import Kind, Put
 from epsync.store.sqlite import SqliteDatastore
 
@@ -86,32 +85,22 @@ async def main() -> None:
     parser.add_argument("--keys", type=int, default=10_000, help="distinct keys in all (endpoints in the cluster)")
     parser.add_argument("--max-group", type=int, default=1000, help="most writes per group commit")
     parser.add_argument("--dir", type=Path, default=None, help="where the database files go (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="where store.json and store.png go")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="epsync-bench-", dir=args.dir) as tmp:
         directory = Path(tmp)
         print(f"SQLite datastore, files in {directory}, {args.value_size}-byte values, {args.seconds:g}s per level")
-        print(f"{'writers':>8} {'writes/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'group':>7} {'groups/s':>9}")
-        results = []
+        results: list[report.Row] = []
         for writers in args.writers:
             row = await run_level(directory, writers, args.seconds, args.value_size, args.keys, args.max_group)
             results.append(row)
-            print(
-                f"{writers:>8} {row['writes_per_second']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
-                f" {row['avg_group_size']:>7.1f} {row['groups_per_second']:>9.0f}",
-                flush=True,
-            )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "python": sys.version.split()[0],
-            "value_size": args.value_size,
-            "keys": args.keys,
-            "max_group": args.max_group,
-            "seconds": args.seconds,
-        }
-        args.json.write_text(json.dumps({"benchmark": "store_write", **meta, "results": results}, indent=2) + "\n")
+            print(f"  {writers} writers: {row['writes_per_second']:,.0f} writes/s", flush=True)
+    columns = ["writers", "writes_per_second", "p50_ms", "p99_ms", "avg_group_size", "groups_per_second"]
+    report.print_table(results, columns)
+    parameters = {k: getattr(args, k) for k in ("value_size", "keys", "max_group", "seconds")}
+    plot = report.Plot(x="writers", y="writes_per_second", title="SQLite group commit: writes/s vs writers", log_x=True)
+    report.write("store", parameters, results, plot, args.out)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("./data"), help="embedded store directory")
     serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
-from epsync.cache import ResourceCache
-from epsync.config import ServerConfig
-from epsync.errors import FieldViolation, InvalidArgument
 from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
-from epsync.registry import Registry
 from epsync.resources import endpoint_key
+from epsync.server.resource_servicer import Context, ResourceServicer, require_name
 from epsync.server.status import parse_selector_field, unary_errors
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
-
-def require_name(name: str) -> str:
-    if not name:
-        raise InvalidArgument([FieldViolation("name", "name is required")])
-    return name
-
-
-class WorkloadEndpointServicer(pb_grpc.WorkloadEndpointServiceServicer):
-    def __init__(self, registry: Registry[WorkloadEndpoint], cache: ResourceCache, config: ServerConfig) -> None:
-        self._registry = registry
-        self._cache = cache
-        self._config = config
-
-    async def _wait_for(self, min_resource_version: int) -> None:
-        if min_resource_version > 0:
-            await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
-
+class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint], pb_grpc.WorkloadEndpointServiceServicer):
     @unary_errors
     async def GetWorkloadEndpoint(
         self, request: pb.GetWorkloadEndpointRequest, context: Context

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
-from epsync.cache import ResourceCache
-from epsync.config import ServerConfig
 from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
-from epsync.registry import Registry
-from epsync.server.endpoints import require_name
+from epsync.server.resource_servicer import Context, ResourceServicer, require_name
 from epsync.server.status import parse_selector_field, unary_errors
 from epsync.v1 import profile_service_pb2 as pb
 from epsync.v1 import profile_service_pb2_grpc as pb_grpc
 from epsync.v1.profile_pb2 import Profile
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
-
-class ProfileServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, registry: Registry[Profile], cache: ResourceCache, config: ServerConfig) -> None:
-        self._registry = registry
-        self._cache = cache
-        self._config = config
-
-    async def _wait_for(self, min_resource_version: int) -> None:
-        if min_resource_version > 0:
-            await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
-
+class ProfileServicer(ResourceServicer[Profile], pb_grpc.ProfileServiceServicer):
     @unary_errors
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         await self._wait_for(request.min_resource_version)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures and writes JSON and a plot to bench/results/."""
