@@ -11,6 +11,8 @@ ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 PROTOS := $(wildcard proto/epsync/v1/*.proto)
 PROTO_OUT ?= pysrc
+# google/rpc/*.proto, shipped inside the pinned googleapis-common-protos package.
+GOOGLEAPIS_PROTOS = $(shell $(BIN)/python -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parent.parent)')
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml Cargo.toml
 PY_BUILD_STAMP := $(VENV)/.epsync-built
 
@@ -46,7 +48,7 @@ run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DI
 
 .PHONY: proto
 proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs (PROTO_OUT=pysrc)
-	$(BIN)/python -m grpc_tools.protoc -Iproto \
+	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(GOOGLEAPIS_PROTOS) \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 

@@ -23,35 +23,46 @@ _sym_db = _symbol_database.Default()
 
 
 from epsync.v1 import profile_pb2 as epsync_dot_v1_dot_profile__pb2
+from epsync.v1 import watch_pb2 as epsync_dot_v1_dot_watch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65psync/v1/profile_service.proto\x12\tepsync.v1\x1a\x17\x65psync/v1/profile.proto\"S\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x14min_resource_version\x18\x02 \x01(\x03R\x12minResourceVersion\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\xaa\x01\n\x13ListProfilesRequest\x12%\n\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x04 \x01(\x03R\x12minResourceVersion\"\x8c\x01\n\x14ListProfilesResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.epsync.v1.Profile\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\";\n\x14\x43reateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"<\n\x15\x43reateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"`\n\x14UpdateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"<\n\x15UpdateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\x81\x01\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12#\n\rallow_missing\x18\x04 \x01(\x08R\x0c\x61llowMissing\"g\n\x15\x44\x65leteProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion2\xa8\x03\n\x0eProfileService\x12I\n\nGetProfile\x12\x1c.epsync.v1.GetProfileRequest\x1a\x1d.epsync.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.epsync.v1.ListProfilesRequest\x1a\x1f.epsync.v1.ListProfilesResponse\x12R\n\rCreateProfile\x12\x1f.epsync.v1.CreateProfileRequest\x1a .epsync.v1.CreateProfileResponse\x12R\n\rUpdateProfile\x12\x1f.epsync.v1.UpdateProfileRequest\x1a .epsync.v1.UpdateProfileResponse\x12R\n\rDeleteProfile\x12\x1f.epsync.v1.DeleteProfileRequest\x1a .epsync.v1.DeleteProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65psync/v1/profile_service.proto\x12\tepsync.v1\x1a\x17\x65psync/v1/profile.proto\x1a\x15\x65psync/v1/watch.proto\"S\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x14min_resource_version\x18\x02 \x01(\x03R\x12minResourceVersion\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\xaa\x01\n\x13ListProfilesRequest\x12%\n\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x04 \x01(\x03R\x12minResourceVersion\"\x8c\x01\n\x14ListProfilesResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.epsync.v1.Profile\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\";\n\x14\x43reateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"<\n\x15\x43reateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"`\n\x14UpdateProfileRequest\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"<\n\x15UpdateProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\"\x81\x01\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12#\n\rallow_missing\x18\x04 \x01(\x08R\x0c\x61llowMissing\"g\n\x15\x44\x65leteProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.epsync.v1.Profile\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\xf3\x02\n\x14WatchProfilesRequest\x12%\n\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\x12.\n\x13send_initial_events\x18\x03 \x01(\x08R\x11sendInitialEvents\x12\'\n\x0f\x61llow_bookmarks\x18\x04 \x01(\x08R\x0e\x61llowBookmarks\x12r\n\x17known_resource_versions\x18\x05 \x03(\x0b\x32:.epsync.v1.WatchProfilesRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x1a<\n\x1aKnownResourceVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb4\x01\n\x11ProfileWatchEvent\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.epsync.v1.EventType\x12\"\n\x06object\x18\x02 \x01(\x0b\x32\x12.epsync.v1.Profile\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12,\n\x12initial_events_end\x18\x04 \x01(\x08R\x10initialEventsEnd\"W\n\x15WatchProfilesResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.epsync.v1.ProfileWatchEvent\x12\x10\n\x08\x66ragment\x18\x02 \x01(\x08\x32\xfe\x03\n\x0eProfileService\x12I\n\nGetProfile\x12\x1c.epsync.v1.GetProfileRequest\x1a\x1d.epsync.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.epsync.v1.ListProfilesRequest\x1a\x1f.epsync.v1.ListProfilesResponse\x12R\n\rCreateProfile\x12\x1f.epsync.v1.CreateProfileRequest\x1a .epsync.v1.CreateProfileResponse\x12R\n\rUpdateProfile\x12\x1f.epsync.v1.UpdateProfileRequest\x1a .epsync.v1.UpdateProfileResponse\x12R\n\rDeleteProfile\x12\x1f.epsync.v1.DeleteProfileRequest\x1a .epsync.v1.DeleteProfileResponse\x12T\n\rWatchProfiles\x12\x1f.epsync.v1.WatchProfilesRequest\x1a .epsync.v1.WatchProfilesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'epsync.v1.profile_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETPROFILEREQUEST']._serialized_start=71
-  _globals['_GETPROFILEREQUEST']._serialized_end=154
-  _globals['_GETPROFILERESPONSE']._serialized_start=156
-  _globals['_GETPROFILERESPONSE']._serialized_end=213
-  _globals['_LISTPROFILESREQUEST']._serialized_start=216
-  _globals['_LISTPROFILESREQUEST']._serialized_end=386
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=389
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=529
-  _globals['_CREATEPROFILEREQUEST']._serialized_start=531
-  _globals['_CREATEPROFILEREQUEST']._serialized_end=590
-  _globals['_CREATEPROFILERESPONSE']._serialized_start=592
-  _globals['_CREATEPROFILERESPONSE']._serialized_end=652
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=654
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=750
-  _globals['_UPDATEPROFILERESPONSE']._serialized_start=752
-  _globals['_UPDATEPROFILERESPONSE']._serialized_end=812
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=815
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=944
-  _globals['_DELETEPROFILERESPONSE']._serialized_start=946
-  _globals['_DELETEPROFILERESPONSE']._serialized_end=1049
-  _globals['_PROFILESERVICE']._serialized_start=1052
-  _globals['_PROFILESERVICE']._serialized_end=1476
+  _globals['_WATCHPROFILESREQUEST_KNOWNRESOURCEVERSIONSENTRY']._loaded_options = None
+  _globals['_WATCHPROFILESREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_GETPROFILEREQUEST']._serialized_start=94
+  _globals['_GETPROFILEREQUEST']._serialized_end=177
+  _globals['_GETPROFILERESPONSE']._serialized_start=179
+  _globals['_GETPROFILERESPONSE']._serialized_end=236
+  _globals['_LISTPROFILESREQUEST']._serialized_start=239
+  _globals['_LISTPROFILESREQUEST']._serialized_end=409
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=412
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=552
+  _globals['_CREATEPROFILEREQUEST']._serialized_start=554
+  _globals['_CREATEPROFILEREQUEST']._serialized_end=613
+  _globals['_CREATEPROFILERESPONSE']._serialized_start=615
+  _globals['_CREATEPROFILERESPONSE']._serialized_end=675
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=677
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=773
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=775
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=835
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=838
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=967
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=969
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=1072
+  _globals['_WATCHPROFILESREQUEST']._serialized_start=1075
+  _globals['_WATCHPROFILESREQUEST']._serialized_end=1446
+  _globals['_WATCHPROFILESREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_start=1386
+  _globals['_WATCHPROFILESREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_end=1446
+  _globals['_PROFILEWATCHEVENT']._serialized_start=1449
+  _globals['_PROFILEWATCHEVENT']._serialized_end=1629
+  _globals['_WATCHPROFILESRESPONSE']._serialized_start=1631
+  _globals['_WATCHPROFILESRESPONSE']._serialized_end=1718
+  _globals['_PROFILESERVICE']._serialized_start=1721
+  _globals['_PROFILESERVICE']._serialized_end=2231
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from epsync.v1 import profile_pb2 as _profile_pb2
+from epsync.v1 import watch_pb2 as _watch_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -251,3 +252,111 @@ class DeleteProfileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteProfileResponse: _TypeAlias = DeleteProfileResponse  # noqa: Y015
+
+@_typing.final
+class WatchProfilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class KnownResourceVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    SEND_INITIAL_EVENTS_FIELD_NUMBER: _builtins.int
+    ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
+    KNOWN_RESOURCE_VERSIONS_FIELD_NUMBER: _builtins.int
+    label_selector: _builtins.str
+    """Calico selector over the profile's own metadata labels."""
+    resource_version: _builtins.int
+    """As in WatchWorkloadEndpointsRequest."""
+    send_initial_events: _builtins.bool
+    allow_bookmarks: _builtins.bool
+    @_builtins.property
+    def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Profile name -> resource_version of the profiles the client holds."""
+
+    def __init__(
+        self,
+        *,
+        label_selector: _builtins.str = ...,
+        resource_version: _builtins.int = ...,
+        send_initial_events: _builtins.bool = ...,
+        allow_bookmarks: _builtins.bool = ...,
+        known_resource_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProfilesRequest: _TypeAlias = WatchProfilesRequest  # noqa: Y015
+
+@_typing.final
+class ProfileWatchEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    OBJECT_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
+    type: _watch_pb2.EventType.ValueType
+    resource_version: _builtins.int
+    initial_events_end: _builtins.bool
+    @_builtins.property
+    def object(self) -> _profile_pb2.Profile: ...
+    def __init__(
+        self,
+        *,
+        type: _watch_pb2.EventType.ValueType = ...,
+        object: _profile_pb2.Profile | None = ...,
+        resource_version: _builtins.int = ...,
+        initial_events_end: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProfileWatchEvent: _TypeAlias = ProfileWatchEvent  # noqa: Y015
+
+@_typing.final
+class WatchProfilesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    FRAGMENT_FIELD_NUMBER: _builtins.int
+    fragment: _builtins.bool
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileWatchEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ProfileWatchEvent] | None = ...,
+        fragment: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "fragment", b"fragment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProfilesResponse: _TypeAlias = WatchProfilesResponse  # noqa: Y015

@@ -60,6 +60,11 @@ class ProfileServiceStub:
                 request_serializer=epsync_dot_v1_dot_profile__service__pb2.DeleteProfileRequest.SerializeToString,
                 response_deserializer=epsync_dot_v1_dot_profile__service__pb2.DeleteProfileResponse.FromString,
                 _registered_method=True)
+        self.WatchProfiles = channel.unary_stream(
+                '/epsync.v1.ProfileService/WatchProfiles',
+                request_serializer=epsync_dot_v1_dot_profile__service__pb2.WatchProfilesRequest.SerializeToString,
+                response_deserializer=epsync_dot_v1_dot_profile__service__pb2.WatchProfilesResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -96,6 +101,13 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchProfiles(self, request, context):
+        """The profiles matching a selector, then every change to that set, as events (SPEC §6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +135,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.DeleteProfile,
                     request_deserializer=epsync_dot_v1_dot_profile__service__pb2.DeleteProfileRequest.FromString,
                     response_serializer=epsync_dot_v1_dot_profile__service__pb2.DeleteProfileResponse.SerializeToString,
+            ),
+            'WatchProfiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProfiles,
+                    request_deserializer=epsync_dot_v1_dot_profile__service__pb2.WatchProfilesRequest.FromString,
+                    response_serializer=epsync_dot_v1_dot_profile__service__pb2.WatchProfilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +278,33 @@ class ProfileService:
             '/epsync.v1.ProfileService/DeleteProfile',
             epsync_dot_v1_dot_profile__service__pb2.DeleteProfileRequest.SerializeToString,
             epsync_dot_v1_dot_profile__service__pb2.DeleteProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/epsync.v1.ProfileService/WatchProfiles',
+            epsync_dot_v1_dot_profile__service__pb2.WatchProfilesRequest.SerializeToString,
+            epsync_dot_v1_dot_profile__service__pb2.WatchProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

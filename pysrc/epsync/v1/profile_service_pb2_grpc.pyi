@@ -38,6 +38,8 @@ class ProfileServiceStub:
     CreateProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.CreateProfileRequest, _profile_service_pb2.CreateProfileResponse]
     UpdateProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.UpdateProfileRequest, _profile_service_pb2.UpdateProfileResponse]
     DeleteProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.DeleteProfileRequest, _profile_service_pb2.DeleteProfileResponse]
+    WatchProfiles: _grpc.UnaryStreamMultiCallable[_profile_service_pb2.WatchProfilesRequest, _profile_service_pb2.WatchProfilesResponse]
+    """The profiles matching a selector, then every change to that set, as events (SPEC §6)."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -49,6 +51,8 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     CreateProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.CreateProfileRequest, _profile_service_pb2.CreateProfileResponse]  # type: ignore[assignment]
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.UpdateProfileRequest, _profile_service_pb2.UpdateProfileResponse]  # type: ignore[assignment]
     DeleteProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.DeleteProfileRequest, _profile_service_pb2.DeleteProfileResponse]  # type: ignore[assignment]
+    WatchProfiles: _aio.UnaryStreamMultiCallable[_profile_service_pb2.WatchProfilesRequest, _profile_service_pb2.WatchProfilesResponse]  # type: ignore[assignment]
+    """The profiles matching a selector, then every change to that set, as events (SPEC §6)."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """ProfileService stores the profiles whose labels endpoints inherit."""
@@ -87,5 +91,13 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _profile_service_pb2.DeleteProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_profile_service_pb2.DeleteProfileResponse, _abc.Awaitable[_profile_service_pb2.DeleteProfileResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchProfiles(
+        self,
+        request: _profile_service_pb2.WatchProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_profile_service_pb2.WatchProfilesResponse], _abc.AsyncIterator[_profile_service_pb2.WatchProfilesResponse]]:
+        """The profiles matching a selector, then every change to that set, as events (SPEC §6)."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,36 +22,52 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from epsync.v1 import watch_pb2 as epsync_dot_v1_dot_watch__pb2
 from epsync.v1 import workload_endpoint_pb2 as epsync_dot_v1_dot_workload__endpoint__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)epsync/v1/workload_endpoint_service.proto\x12\tepsync.v1\x1a!epsync/v1/workload_endpoint.proto\"o\n\x1aGetWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x14min_resource_version\x18\x03 \x01(\x03R\x12minResourceVersion\"g\n\x1bGetWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\xd4\x01\n\x1cListWorkloadEndpointsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x06 \x01(\x03R\x12minResourceVersion\"\x9e\x01\n\x1dListWorkloadEndpointsResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\"i\n\x1d\x43reateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"j\n\x1e\x43reateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x8e\x01\n\x1dUpdateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"j\n\x1eUpdateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x9d\x01\n\x1d\x44\x65leteWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12#\n\rallow_missing\x18\x05 \x01(\x08R\x0c\x61llowMissing\"\x95\x01\n\x1e\x44\x65leteWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion2\xb8\x04\n\x17WorkloadEndpointService\x12\x64\n\x13GetWorkloadEndpoint\x12%.epsync.v1.GetWorkloadEndpointRequest\x1a&.epsync.v1.GetWorkloadEndpointResponse\x12j\n\x15ListWorkloadEndpoints\x12\'.epsync.v1.ListWorkloadEndpointsRequest\x1a(.epsync.v1.ListWorkloadEndpointsResponse\x12m\n\x16\x43reateWorkloadEndpoint\x12(.epsync.v1.CreateWorkloadEndpointRequest\x1a).epsync.v1.CreateWorkloadEndpointResponse\x12m\n\x16UpdateWorkloadEndpoint\x12(.epsync.v1.UpdateWorkloadEndpointRequest\x1a).epsync.v1.UpdateWorkloadEndpointResponse\x12m\n\x16\x44\x65leteWorkloadEndpoint\x12(.epsync.v1.DeleteWorkloadEndpointRequest\x1a).epsync.v1.DeleteWorkloadEndpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)epsync/v1/workload_endpoint_service.proto\x12\tepsync.v1\x1a\x15\x65psync/v1/watch.proto\x1a!epsync/v1/workload_endpoint.proto\x1a\x17google/rpc/status.proto\"o\n\x1aGetWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x14min_resource_version\x18\x03 \x01(\x03R\x12minResourceVersion\"g\n\x1bGetWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\xd4\x01\n\x1cListWorkloadEndpointsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\x12\x30\n\x14min_resource_version\x18\x06 \x01(\x03R\x12minResourceVersion\"\x9e\x01\n\x1dListWorkloadEndpointsResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\"i\n\x1d\x43reateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"j\n\x1e\x43reateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x8e\x01\n\x1dUpdateWorkloadEndpointRequest\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\"j\n\x1eUpdateWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\"\x9d\x01\n\x1d\x44\x65leteWorkloadEndpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12#\n\rallow_missing\x18\x05 \x01(\x08R\x0c\x61llowMissing\"\x95\x01\n\x1e\x44\x65leteWorkloadEndpointResponse\x12H\n\x11workload_endpoint\x18\x01 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12)\n\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\xa6\x03\n\x1dWatchWorkloadEndpointsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12\x0c\n\x04node\x18\x03 \x01(\t\x12)\n\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion\x12.\n\x13send_initial_events\x18\x05 \x01(\x08R\x11sendInitialEvents\x12\'\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08R\x0e\x61llowBookmarks\x12{\n\x17known_resource_versions\x18\x07 \x03(\x0b\x32\x43.epsync.v1.WatchWorkloadEndpointsRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x1a<\n\x1aKnownResourceVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc6\x01\n\x1aWorkloadEndpointWatchEvent\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.epsync.v1.EventType\x12+\n\x06object\x18\x02 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpoint\x12)\n\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12,\n\x12initial_events_end\x18\x04 \x01(\x08R\x10initialEventsEnd\"i\n\x1eWatchWorkloadEndpointsResponse\x12\x35\n\x06\x65vents\x18\x01 \x03(\x0b\x32%.epsync.v1.WorkloadEndpointWatchEvent\x12\x10\n\x08\x66ragment\x18\x02 \x01(\x08\"\xff\x01\n\x1dWriteWorkloadEndpointsRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12:\n\x06\x63reate\x18\x02 \x01(\x0b\x32(.epsync.v1.CreateWorkloadEndpointRequestH\x00\x12:\n\x06update\x18\x03 \x01(\x0b\x32(.epsync.v1.UpdateWorkloadEndpointRequestH\x00\x12:\n\x06\x64\x65lete\x18\x04 \x01(\x0b\x32(.epsync.v1.DeleteWorkloadEndpointRequestH\x00\x42\x0b\n\toperation\"\xd8\x01\n\x1eWriteWorkloadEndpointsResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12H\n\x11workload_endpoint\x18\x03 \x01(\x0b\x32\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12)\n\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion2\x9c\x06\n\x17WorkloadEndpointService\x12\x64\n\x13GetWorkloadEndpoint\x12%.epsync.v1.GetWorkloadEndpointRequest\x1a&.epsync.v1.GetWorkloadEndpointResponse\x12j\n\x15ListWorkloadEndpoints\x12\'.epsync.v1.ListWorkloadEndpointsRequest\x1a(.epsync.v1.ListWorkloadEndpointsResponse\x12m\n\x16\x43reateWorkloadEndpoint\x12(.epsync.v1.CreateWorkloadEndpointRequest\x1a).epsync.v1.CreateWorkloadEndpointResponse\x12m\n\x16UpdateWorkloadEndpoint\x12(.epsync.v1.UpdateWorkloadEndpointRequest\x1a).epsync.v1.UpdateWorkloadEndpointResponse\x12m\n\x16\x44\x65leteWorkloadEndpoint\x12(.epsync.v1.DeleteWorkloadEndpointRequest\x1a).epsync.v1.DeleteWorkloadEndpointResponse\x12o\n\x16WatchWorkloadEndpoints\x12(.epsync.v1.WatchWorkloadEndpointsRequest\x1a).epsync.v1.WatchWorkloadEndpointsResponse0\x01\x12q\n\x16WriteWorkloadEndpoints\x12(.epsync.v1.WriteWorkloadEndpointsRequest\x1a).epsync.v1.WriteWorkloadEndpointsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'epsync.v1.workload_endpoint_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_start=91
-  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_end=202
-  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_start=204
-  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_end=307
-  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_start=310
-  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_end=522
-  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_start=525
-  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_end=683
-  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_start=685
-  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_end=790
-  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_start=792
-  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_end=898
-  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_start=901
-  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_end=1043
-  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_start=1045
-  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_end=1151
-  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_start=1154
-  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_end=1311
-  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_start=1314
-  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_end=1463
-  _globals['_WORKLOADENDPOINTSERVICE']._serialized_start=1466
-  _globals['_WORKLOADENDPOINTSERVICE']._serialized_end=2034
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST_KNOWNRESOURCEVERSIONSENTRY']._loaded_options = None
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_start=139
+  _globals['_GETWORKLOADENDPOINTREQUEST']._serialized_end=250
+  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_start=252
+  _globals['_GETWORKLOADENDPOINTRESPONSE']._serialized_end=355
+  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_start=358
+  _globals['_LISTWORKLOADENDPOINTSREQUEST']._serialized_end=570
+  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_start=573
+  _globals['_LISTWORKLOADENDPOINTSRESPONSE']._serialized_end=731
+  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_start=733
+  _globals['_CREATEWORKLOADENDPOINTREQUEST']._serialized_end=838
+  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_start=840
+  _globals['_CREATEWORKLOADENDPOINTRESPONSE']._serialized_end=946
+  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_start=949
+  _globals['_UPDATEWORKLOADENDPOINTREQUEST']._serialized_end=1091
+  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_start=1093
+  _globals['_UPDATEWORKLOADENDPOINTRESPONSE']._serialized_end=1199
+  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_start=1202
+  _globals['_DELETEWORKLOADENDPOINTREQUEST']._serialized_end=1359
+  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_start=1362
+  _globals['_DELETEWORKLOADENDPOINTRESPONSE']._serialized_end=1511
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST']._serialized_start=1514
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST']._serialized_end=1936
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_start=1876
+  _globals['_WATCHWORKLOADENDPOINTSREQUEST_KNOWNRESOURCEVERSIONSENTRY']._serialized_end=1936
+  _globals['_WORKLOADENDPOINTWATCHEVENT']._serialized_start=1939
+  _globals['_WORKLOADENDPOINTWATCHEVENT']._serialized_end=2137
+  _globals['_WATCHWORKLOADENDPOINTSRESPONSE']._serialized_start=2139
+  _globals['_WATCHWORKLOADENDPOINTSRESPONSE']._serialized_end=2244
+  _globals['_WRITEWORKLOADENDPOINTSREQUEST']._serialized_start=2247
+  _globals['_WRITEWORKLOADENDPOINTSREQUEST']._serialized_end=2502
+  _globals['_WRITEWORKLOADENDPOINTSRESPONSE']._serialized_start=2505
+  _globals['_WRITEWORKLOADENDPOINTSRESPONSE']._serialized_end=2721
+  _globals['_WORKLOADENDPOINTSERVICE']._serialized_start=2724
+  _globals['_WORKLOADENDPOINTSERVICE']._serialized_end=3520
 # @@protoc_insertion_point(module_scope)

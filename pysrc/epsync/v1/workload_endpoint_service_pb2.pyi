@@ -4,10 +4,12 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from epsync.v1 import watch_pb2 as _watch_pb2
 from epsync.v1 import workload_endpoint_pb2 as _workload_endpoint_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -282,3 +284,201 @@ class DeleteWorkloadEndpointResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteWorkloadEndpointResponse: _TypeAlias = DeleteWorkloadEndpointResponse  # noqa: Y015
+
+@_typing.final
+class WatchWorkloadEndpointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class KnownResourceVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    SEND_INITIAL_EVENTS_FIELD_NUMBER: _builtins.int
+    ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
+    KNOWN_RESOURCE_VERSIONS_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """"" = every namespace."""
+    label_selector: _builtins.str
+    """Calico selector over effective labels (own labels, then inherited profile labels)."""
+    node: _builtins.str
+    """"" = every node."""
+    resource_version: _builtins.int
+    """Resume after this revision (0 = from now). See known_resource_versions for when history is gone."""
+    send_initial_events: _builtins.bool
+    """Start with the current matching state as ADDED events, then a BOOKMARK with initial_events_end."""
+    allow_bookmarks: _builtins.bool
+    """Allow periodic BOOKMARK events (progress without changes)."""
+    @_builtins.property
+    def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """"namespace/name" -> resource_version of the objects the client holds; the server then sends only
+        the difference when it cannot replay from resource_version.
+        """
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        label_selector: _builtins.str = ...,
+        node: _builtins.str = ...,
+        resource_version: _builtins.int = ...,
+        send_initial_events: _builtins.bool = ...,
+        allow_bookmarks: _builtins.bool = ...,
+        known_resource_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "namespace", b"namespace", "node", b"node", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWorkloadEndpointsRequest: _TypeAlias = WatchWorkloadEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class WorkloadEndpointWatchEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    OBJECT_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
+    type: _watch_pb2.EventType.ValueType
+    resource_version: _builtins.int
+    """Revision of the change that caused the event (BOOKMARK: every event up to it has been sent)."""
+    initial_events_end: _builtins.bool
+    """Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync."""
+    @_builtins.property
+    def object(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
+        """ADDED/MODIFIED: the object as stored. DELETED: its last state that matched, with
+        metadata.resource_version set to the deleting revision. BOOKMARK: unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        type: _watch_pb2.EventType.ValueType = ...,
+        object: _workload_endpoint_pb2.WorkloadEndpoint | None = ...,
+        resource_version: _builtins.int = ...,
+        initial_events_end: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkloadEndpointWatchEvent: _TypeAlias = WorkloadEndpointWatchEvent  # noqa: Y015
+
+@_typing.final
+class WatchWorkloadEndpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    FRAGMENT_FIELD_NUMBER: _builtins.int
+    fragment: _builtins.bool
+    """More events of the last revision follow in the next response (the revision exceeded the message limit)."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkloadEndpointWatchEvent]:
+        """Ordered by revision; a response never splits a revision unless it is marked fragment."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___WorkloadEndpointWatchEvent] | None = ...,
+        fragment: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "fragment", b"fragment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWorkloadEndpointsResponse: _TypeAlias = WatchWorkloadEndpointsResponse  # noqa: Y015
+
+@_typing.final
+class WriteWorkloadEndpointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATE_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Echoed in the response; chosen by the client."""
+    @_builtins.property
+    def create(self) -> Global___CreateWorkloadEndpointRequest: ...
+    @_builtins.property
+    def update(self) -> Global___UpdateWorkloadEndpointRequest: ...
+    @_builtins.property
+    def delete(self) -> Global___DeleteWorkloadEndpointRequest: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        create: Global___CreateWorkloadEndpointRequest | None = ...,
+        update: Global___UpdateWorkloadEndpointRequest | None = ...,
+        delete: Global___DeleteWorkloadEndpointRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "delete", b"delete", "operation", b"operation", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "delete", b"delete", "operation", b"operation", "request_id", b"request_id", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_operation: _TypeAlias = _typing.Literal["create", "update", "delete"]  # noqa: Y015
+    _WhichOneofArgType_operation: _TypeAlias = _typing.Literal["operation", b"operation"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_operation) -> _WhichOneofReturnType_operation | None: ...
+
+Global___WriteWorkloadEndpointsRequest: _TypeAlias = WriteWorkloadEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class WriteWorkloadEndpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    resource_version: _builtins.int
+    """The revision of this write."""
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """Code 0 (OK) on success; otherwise the error the unary method would have returned, with its details."""
+
+    @_builtins.property
+    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
+        """Create/update: the stored object. Delete: the object as it was (unset if allow_missing found nothing)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        status: _status_pb2.Status | None = ...,
+        workload_endpoint: _workload_endpoint_pb2.WorkloadEndpoint | None = ...,
+        resource_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "workload_endpoint", b"workload_endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "resource_version", b"resource_version", "status", b"status", "workload_endpoint", b"workload_endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteWorkloadEndpointsResponse: _TypeAlias = WriteWorkloadEndpointsResponse  # noqa: Y015

@@ -60,6 +60,16 @@ class WorkloadEndpointServiceStub:
                 request_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointRequest.SerializeToString,
                 response_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointResponse.FromString,
                 _registered_method=True)
+        self.WatchWorkloadEndpoints = channel.unary_stream(
+                '/epsync.v1.WorkloadEndpointService/WatchWorkloadEndpoints',
+                request_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsRequest.SerializeToString,
+                response_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsResponse.FromString,
+                _registered_method=True)
+        self.WriteWorkloadEndpoints = channel.stream_stream(
+                '/epsync.v1.WorkloadEndpointService/WriteWorkloadEndpoints',
+                request_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsRequest.SerializeToString,
+                response_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkloadEndpointServiceServicer:
@@ -96,6 +106,20 @@ class WorkloadEndpointServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchWorkloadEndpoints(self, request, context):
+        """The endpoints matching a filter, then every change to that set, as events (SPEC §6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteWorkloadEndpoints(self, request_iterator, context):
+        """Many writes on one stream: each answered in request order, each succeeding or failing on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkloadEndpointServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +147,16 @@ def add_WorkloadEndpointServiceServicer_to_server(servicer, server):
                     servicer.DeleteWorkloadEndpoint,
                     request_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointRequest.FromString,
                     response_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointResponse.SerializeToString,
+            ),
+            'WatchWorkloadEndpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkloadEndpoints,
+                    request_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsRequest.FromString,
+                    response_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsResponse.SerializeToString,
+            ),
+            'WriteWorkloadEndpoints': grpc.stream_stream_rpc_method_handler(
+                    servicer.WriteWorkloadEndpoints,
+                    request_deserializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsRequest.FromString,
+                    response_serializer=epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +295,60 @@ class WorkloadEndpointService:
             '/epsync.v1.WorkloadEndpointService/DeleteWorkloadEndpoint',
             epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointRequest.SerializeToString,
             epsync_dot_v1_dot_workload__endpoint__service__pb2.DeleteWorkloadEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkloadEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/epsync.v1.WorkloadEndpointService/WatchWorkloadEndpoints',
+            epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsRequest.SerializeToString,
+            epsync_dot_v1_dot_workload__endpoint__service__pb2.WatchWorkloadEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteWorkloadEndpoints(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/epsync.v1.WorkloadEndpointService/WriteWorkloadEndpoints',
+            epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsRequest.SerializeToString,
+            epsync_dot_v1_dot_workload__endpoint__service__pb2.WriteWorkloadEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class WorkloadEndpointServiceStub:
     CreateWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.CreateWorkloadEndpointRequest, _workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]
     UpdateWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointRequest, _workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]
     DeleteWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest, _workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]
+    WatchWorkloadEndpoints: _grpc.UnaryStreamMultiCallable[_workload_endpoint_service_pb2.WatchWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse]
+    """The endpoints matching a filter, then every change to that set, as events (SPEC §6)."""
+    WriteWorkloadEndpoints: _grpc.StreamStreamMultiCallable[_workload_endpoint_service_pb2.WriteWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse]
+    """Many writes on one stream: each answered in request order, each succeeding or failing on its own."""
 
 @_typing.type_check_only
 class WorkloadEndpointServiceAsyncStub(WorkloadEndpointServiceStub):
@@ -49,6 +53,10 @@ class WorkloadEndpointServiceAsyncStub(WorkloadEndpointServiceStub):
     CreateWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.CreateWorkloadEndpointRequest, _workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]  # type: ignore[assignment]
     UpdateWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointRequest, _workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]  # type: ignore[assignment]
     DeleteWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest, _workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]  # type: ignore[assignment]
+    WatchWorkloadEndpoints: _aio.UnaryStreamMultiCallable[_workload_endpoint_service_pb2.WatchWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse]  # type: ignore[assignment]
+    """The endpoints matching a filter, then every change to that set, as events (SPEC §6)."""
+    WriteWorkloadEndpoints: _aio.StreamStreamMultiCallable[_workload_endpoint_service_pb2.WriteWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse]  # type: ignore[assignment]
+    """Many writes on one stream: each answered in request order, each succeeding or failing on its own."""
 
 class WorkloadEndpointServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkloadEndpointService stores endpoints and serves them to node agents and orchestrators."""
@@ -87,5 +95,21 @@ class WorkloadEndpointServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchWorkloadEndpoints(
+        self,
+        request: _workload_endpoint_service_pb2.WatchWorkloadEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse], _abc.AsyncIterator[_workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse]]:
+        """The endpoints matching a filter, then every change to that set, as events (SPEC §6)."""
+
+    @_abc_1.abstractmethod
+    def WriteWorkloadEndpoints(
+        self,
+        request_iterator: _MaybeAsyncIterator[_workload_endpoint_service_pb2.WriteWorkloadEndpointsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse], _abc.AsyncIterator[_workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse]]:
+        """Many writes on one stream: each answered in request order, each succeeding or failing on its own."""
 
 def add_WorkloadEndpointServiceServicer_to_server(servicer: WorkloadEndpointServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
