@@ -14,7 +14,7 @@ from epsync._core import EndpointIndex, Selector
 Key = tuple[str, str]
 
 
-def make_index(*endpoints: tuple[str, str, str, dict[str, str], list[str]]) -> EndpointIndex:
+def make_index(*endpoints: tuple[str, str, str, dict[str, str], list[str], int]) -> EndpointIndex:
     index = EndpointIndex()
     index.upsert_endpoints(endpoints)
     return index
@@ -26,22 +26,32 @@ def all_keys(index: EndpointIndex) -> list[Key]:
 
 def test_keys_are_ordered_as_tuples_not_as_joined_strings() -> None:
     # Joined into "ns/name", "a-b/x" would sort before "a/y"; as tuples, "a" < "a-b".
-    index = make_index(("a-b", "x", "n", {}, []), ("a", "y", "n", {}, []), ("a", "b", "n", {}, []))
+    index = make_index(("a-b", "x", "n", {}, [], 1), ("a", "y", "n", {}, [], 1), ("a", "b", "n", {}, [], 1))
     assert all_keys(index) == [("a", "b"), ("a", "y"), ("a-b", "x")]
     assert len(index) == 3
 
 
 def test_upsert_replaces_the_previous_entry() -> None:
-    index = make_index(("ns", "e", "n1", {"a": "1"}, []))
-    index.upsert_endpoints([("ns", "e", "n2", {"a": "2"}, [])])
+    index = make_index(("ns", "e", "n1", {"a": "1"}, [], 1))
+    index.upsert_endpoints([("ns", "e", "n2", {"a": "2"}, [], 1)])
     assert len(index) == 1
     assert index.effective_labels("ns", "e") == {"a": "2"}
     assert index.query("", "n1", None, None, 0) == []
     assert index.query("", "n2", None, None, 0) == [("ns", "e")]
 
 
+def test_upsert_records_the_resource_version() -> None:
+    index = make_index(("ns", "e", "n", {}, [], 41))
+    assert index.resource_version("ns", "e") == 41
+    index.upsert_endpoints([("ns", "e", "n", {}, [], 2**63)])
+    assert index.resource_version("ns", "e") == 2**63
+    assert index.resource_version("ns", "other") is None
+    with pytest.raises(OverflowError):
+        index.upsert_endpoints([("ns", "e", "n", {}, [], -1)])
+
+
 def test_remove_ignores_missing_keys() -> None:
-    index = make_index(("ns", "e", "n", {}, []))
+    index = make_index(("ns", "e", "n", {}, [], 1))
     index.remove_endpoints([("ns", "missing"), ("other", "e")])
     assert len(index) == 1
     index.remove_endpoints([("ns", "e")])
@@ -52,11 +62,11 @@ def test_remove_ignores_missing_keys() -> None:
 @pytest.fixture
 def sample() -> EndpointIndex:
     return make_index(
-        ("default", "web-1", "node-a", {"app": "web", "tier": "a"}, []),
-        ("default", "web-2", "node-b", {"app": "web", "tier": "c"}, []),
-        ("default", "db-1", "node-a", {"app": "db"}, []),
-        ("prod", "web-1", "node-a", {"app": "web", "tier": "b"}, []),
-        ("prod-eu", "web-1", "node-b", {"app": "web", "tier": "a"}, []),
+        ("default", "web-1", "node-a", {"app": "web", "tier": "a"}, [], 1),
+        ("default", "web-2", "node-b", {"app": "web", "tier": "c"}, [], 1),
+        ("default", "db-1", "node-a", {"app": "db"}, [], 1),
+        ("prod", "web-1", "node-a", {"app": "web", "tier": "b"}, [], 1),
+        ("prod-eu", "web-1", "node-b", {"app": "web", "tier": "a"}, [], 1),
     )
 
 
@@ -96,9 +106,9 @@ def test_effective_labels_come_from_own_labels_then_profiles_in_order() -> None:
     index.upsert_profiles([("p1", {"a": "p1", "b": "p1"}), ("p2", {"b": "p2", "c": "p2"})])
     index.upsert_endpoints(
         [
-            ("ns", "e1", "n", {"a": "own"}, ["p1", "p2"]),
-            ("ns", "e2", "n", {}, ["p2", "p1"]),
-            ("ns", "e3", "n", {"z": "own"}, ["missing"]),
+            ("ns", "e1", "n", {"a": "own"}, ["p1", "p2"], 1),
+            ("ns", "e2", "n", {}, ["p2", "p1"], 1),
+            ("ns", "e3", "n", {"z": "own"}, ["missing"], 1),
         ]
     )
     assert index.effective_labels("ns", "e1") == {"a": "own", "b": "p1", "c": "p2"}
@@ -108,7 +118,7 @@ def test_effective_labels_come_from_own_labels_then_profiles_in_order() -> None:
 
 
 def test_profile_upsert_and_remove_re_evaluate_the_endpoints_that_name_them() -> None:
-    index = make_index(("ns", "e1", "n", {}, ["p"]), ("ns", "e2", "n", {}, []))
+    index = make_index(("ns", "e1", "n", {}, ["p"], 1), ("ns", "e2", "n", {}, [], 1))
     role = Selector("role == 'db'")
     assert index.count("", "", role) == 0
     index.upsert_profiles([("p", {"role": "db"})])
@@ -124,7 +134,7 @@ def test_profile_upsert_and_remove_re_evaluate_the_endpoints_that_name_them() ->
 def test_own_label_wins_over_profile() -> None:
     index = EndpointIndex()
     index.upsert_profiles([("p", {"app": "from-profile"})])
-    index.upsert_endpoints([("ns", "e", "n", {"app": "own"}, ["p"])])
+    index.upsert_endpoints([("ns", "e", "n", {"app": "own"}, ["p"], 1)])
     assert index.effective_labels("ns", "e") == {"app": "own"}
     assert index.count("", "", Selector("app == 'own'")) == 1
 
@@ -132,13 +142,13 @@ def test_own_label_wins_over_profile() -> None:
 def test_a_bad_entry_changes_nothing() -> None:
     index = EndpointIndex()
     with pytest.raises(TypeError):
-        index.upsert_endpoints([("ns", "good", "n", {}, []), ("ns", "bad", "n", {"a": 1}, [])])  # type: ignore[dict-item]
+        index.upsert_endpoints([("ns", "good", "n", {}, [], 1), ("ns", "bad", "n", {"a": 1}, [], 1)])  # type: ignore[dict-item]
     assert len(index) == 0
 
 
 def test_profile_names_must_be_a_sequence_of_strings() -> None:
     with pytest.raises(TypeError):
-        EndpointIndex().upsert_endpoints([("ns", "e", "n", {}, "p")])
+        EndpointIndex().upsert_endpoints([("ns", "e", "n", {}, "p", 1)])
 
 
 # ---- model check ----
@@ -149,6 +159,7 @@ class ModelEndpoint:
     node: str
     labels: dict[str, str]
     profiles: list[str]
+    resource_version: int
 
 
 NAMESPACES = st.sampled_from(["", "a", "a-b", "b", "kube-system"])
@@ -175,13 +186,15 @@ class IndexMatchesModel(RuleBasedStateMachine):
 
     @rule(
         batch=st.lists(
-            st.tuples(NAMESPACES, NAMES, NODES, LABELS, st.lists(PROFILE_NAMES, max_size=3)), min_size=1, max_size=4
+            st.tuples(NAMESPACES, NAMES, NODES, LABELS, st.lists(PROFILE_NAMES, max_size=3), st.integers(1, 2**63 - 1)),
+            min_size=1,
+            max_size=4,
         )
     )
-    def upsert_endpoints(self, batch: list[tuple[str, str, str, dict[str, str], list[str]]]) -> None:
+    def upsert_endpoints(self, batch: list[tuple[str, str, str, dict[str, str], list[str], int]]) -> None:
         self.index.upsert_endpoints(batch)
-        for namespace, name, node, labels, profiles in batch:
-            self.endpoints[namespace, name] = ModelEndpoint(node, labels, profiles)
+        for namespace, name, node, labels, profiles, resource_version in batch:
+            self.endpoints[namespace, name] = ModelEndpoint(node, labels, profiles, resource_version)
 
     @rule(keys=st.lists(st.tuples(NAMESPACES, NAMES), max_size=3))
     def remove_endpoints(self, keys: list[Key]) -> None:
@@ -221,6 +234,7 @@ class IndexMatchesModel(RuleBasedStateMachine):
         assert len(self.index) == len(self.endpoints)
         for (namespace, name), endpoint in self.endpoints.items():
             assert self.index.effective_labels(namespace, name) == self.effective(endpoint)
+            assert self.index.resource_version(namespace, name) == endpoint.resource_version
 
     @invariant()
     def queries_agree(self) -> None:

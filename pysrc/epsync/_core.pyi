@@ -1,15 +1,20 @@
-"""epsync's Rust core: Calico selector parsing and evaluation, and the endpoint label index.
+"""epsync's Rust core: Calico selector parsing and evaluation, the endpoint label index and the
+watch fan-out built on it.
 
 Every call does a whole batch of work (many endpoints, many label sets, a whole page of
-keys), so Python crosses into Rust once per operation, never once per label.
+keys, a whole committed batch of changes), so Python crosses into Rust once per operation,
+never once per label or per watcher.
 """
 
 from collections.abc import Mapping, Sequence
 from typing import final
 
 __all__ = [
+    "ADDED",
+    "DELETED",
     "MAX_SELECTOR_DEPTH",
     "MAX_SELECTOR_LENGTH",
+    "MODIFIED",
     "VERSION",
     "EndpointIndex",
     "Selector",
@@ -24,6 +29,24 @@ MAX_SELECTOR_LENGTH: int
 
 MAX_SELECTOR_DEPTH: int
 """The deepest nesting accepted; each `(` and each `!` is one level (64)."""
+
+ADDED: int
+"""Event type 1 in `EndpointIndex.apply`'s subjects: the endpoint started matching."""
+
+MODIFIED: int
+"""Event type 2: the endpoint itself changed and still matches."""
+
+DELETED: int
+"""Event type 3: the endpoint stopped matching or was deleted."""
+
+_Event = tuple[str, str, int, int]
+"""`(namespace, name, revision, event_type)`: one event, the same for every group that gets it."""
+
+_EndpointChange = tuple[int, str, str, str | None, Mapping[str, str] | None, Sequence[str] | None]
+"""`(revision, namespace, name, node, own_labels, profiles)`; node None means deleted."""
+
+_ProfileChange = tuple[int, str, Mapping[str, str] | None]
+"""`(revision, name, labels_to_apply)`; labels None means deleted."""
 
 class SelectorError(ValueError):
     """A selector failed to parse.
@@ -66,19 +89,27 @@ class Selector:
 
 @final
 class EndpointIndex:
-    """Endpoints' namespace, node, own labels and profiles; profiles' labelsToApply; answers
-    filtered, ordered queries.
+    """Endpoints' namespace, node, own labels, profiles and resource versions; profiles'
+    labelsToApply; answers filtered, ordered queries; and plans the watch fan-out.
 
     An endpoint's effective labels are its own labels plus, for each key it lacks, the value
     from the first of its profiles (in order) that has the key. Profiles not in the index
     contribute nothing. Keys are `(namespace, name)` tuples, ordered as tuples.
+
+    Watchers register their filters as groups (`add_group`); `apply` takes each committed
+    batch of changes, updates the index and returns which events every affected group gets,
+    evaluating only the groups a change can affect; every transition is logged so `replay`
+    can serve a resume, and `diff` answers a client's known versions.
     """
 
     def __new__(cls) -> EndpointIndex: ...
-    def upsert_endpoints(self, endpoints: Sequence[tuple[str, str, str, Mapping[str, str], Sequence[str]]]) -> None:
-        """Inserts `(namespace, name, node, own_labels, profile_names)` entries, each replacing
-        any previous entry for `(namespace, name)`. The batch is converted before any of it
-        is applied, so a bad entry changes nothing."""
+    def upsert_endpoints(
+        self, endpoints: Sequence[tuple[str, str, str, Mapping[str, str], Sequence[str], int]]
+    ) -> None:
+        """Inserts `(namespace, name, node, own_labels, profile_names, resource_version)`
+        entries, each replacing any previous entry for `(namespace, name)`. For loading a
+        snapshot: nothing is logged or planned. The batch is converted before any of it is
+        applied, so a bad entry changes nothing."""
 
     def remove_endpoints(self, keys: Sequence[tuple[str, str]]) -> None:
         """Removes endpoints by `(namespace, name)`; missing keys are ignored."""
@@ -109,4 +140,78 @@ class EndpointIndex:
     def effective_labels(self, namespace: str, name: str) -> dict[str, str] | None:
         """The endpoint's effective labels, or None if it is not in the index."""
 
+    def resource_version(self, namespace: str, name: str) -> int | None:
+        """The endpoint's resource version (the revision of its last change), or None if it is
+        not in the index."""
+
     def __len__(self) -> int: ...
+
+    # ---- watch fan-out ----
+
+    def add_group(self, namespace: str, node: str, selector: Selector | None) -> int:
+        """Registers a watcher filter (namespace "" = any, node "" = any, selector None = any)
+        and returns its group id. An identical filter (same namespace, node and canonical
+        selector; a selector that `is_all` counts as None) returns the same id and takes
+        another reference to it."""
+
+    def release_group(self, group: int) -> None:
+        """Drops one reference to a group; the last one removes it. Its id is never reused.
+        Raises `KeyError` for an unknown id."""
+
+    @property
+    def group_count(self) -> int:
+        """How many distinct groups exist."""
+
+    @property
+    def revision(self) -> int:
+        """The last revision applied by `apply` or set by `reset_log` (0 at first); `apply`
+        only accepts later revisions."""
+
+    @property
+    def log_start(self) -> int:
+        """The oldest revision R a replay can start after: every change after R is logged."""
+
+    @property
+    def log_size(self) -> int:
+        """How many endpoint transitions the log holds."""
+
+    def reset_log(self, revision: int) -> None:
+        """Empties the log and sets `log_start` and `revision` to `revision`: the index now
+        holds the state at that revision (call it after loading a snapshot)."""
+
+    def trim_log(self, up_to_revision: int) -> None:
+        """Drops logged transitions of revisions up to `up_to_revision` and raises `log_start`
+        to it."""
+
+    def apply(
+        self, endpoint_changes: Sequence[_EndpointChange], profile_changes: Sequence[_ProfileChange]
+    ) -> tuple[list[_Event], list[tuple[int, list[int]]]]:
+        """Applies a batch of committed changes and plans their watch events.
+
+        `endpoint_changes`: `(revision, namespace, name, node, own_labels, profiles)`, node
+        None for a delete. `profile_changes`: `(revision, name, labels_to_apply)`, labels
+        None for a delete. Each list in ascending revision order, every revision after
+        `revision` (else `ValueError`, and nothing is applied).
+
+        Returns `(subjects, deliveries)`: subjects are distinct `(namespace, name, revision,
+        event_type)` events (1 ADDED, 2 MODIFIED, 3 DELETED) in ascending revision order;
+        deliveries are `(group, indices into subjects)` for every group with an event.
+
+        Per revision, each touched endpoint (changed itself, or naming a changed profile) is
+        compared before and after the whole revision: a group it starts matching gets ADDED,
+        one it stops matching DELETED, and one it keeps matching MODIFIED only if the
+        endpoint itself changed in that revision. Order within a revision is unspecified."""
+
+    def replay(self, group: int, after_revision: int, limit: int) -> list[_Event] | None:
+        """The events (as in `apply`'s subjects) `group` would have received live for every
+        revision after `after_revision`, in revision order; None when `after_revision <
+        log_start` or when there would be more than `limit` (0: no limit). `KeyError` for an
+        unknown group."""
+
+    def diff(
+        self, group: int, known: Mapping[str, int]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """`(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
+        version) and what `group` matches now, each sorted: matching endpoints not known,
+        matching endpoints whose version differs, and known keys that do not exist or do not
+        match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group."""

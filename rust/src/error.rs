@@ -1,9 +1,10 @@
 //! The one place where Rust errors become Python exceptions.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+use crate::index::FanoutError;
 use crate::selector::ParseError;
 
 pyo3::create_exception!(
@@ -24,5 +25,15 @@ pub fn selector_error(error: ParseError, selector: &Bound<'_, PyString>) -> PyEr
     match attributes {
         Ok(()) => exception,
         Err(failure) => failure,
+    }
+}
+
+/// Unknown group ids are `KeyError`s; out-of-order revisions are `ValueError`s.
+impl From<FanoutError> for PyErr {
+    fn from(error: FanoutError) -> Self {
+        match error {
+            FanoutError::UnknownGroup(group) => PyKeyError::new_err(group),
+            FanoutError::RevisionOrder { .. } => PyValueError::new_err(error.to_string()),
+        }
     }
 }

@@ -1,13 +1,17 @@
-//! The endpoint label index: endpoints' namespace, node, own labels and profiles, the
-//! profiles' `labelsToApply`, and ordered, filtered queries over effective labels.
-//! No PyO3 here.
+//! The endpoint label index: endpoints' namespace, node, own labels, profiles and resource
+//! versions, the profiles' `labelsToApply`, ordered and filtered queries over effective
+//! labels, and (in [`fanout`]) the watch fan-out built on them. No PyO3 here.
 //!
 //! Effective labels are an endpoint's own labels, plus, for each key it lacks, the value
 //! from the first of its profiles (in order) that has one. They are cached per endpoint and
 //! recomputed only for the endpoints that name a profile when that profile changes (found
 //! through a reverse map), so a query only has to evaluate its selector.
+//!
+//! An endpoint's filter-relevant state (node, own labels, inherited labels) is a [`State`]
+//! of reference-counted parts, so the transition log can keep old states without copying
+//! label maps, and endpoints that name the same profiles share one inherited map.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,14 +19,24 @@ use foldhash::{HashMap, HashSet, HashSetExt};
 
 use crate::selector::{Labels, Selector};
 
+pub mod fanout;
+mod groups;
+
+pub use fanout::{Diff, EndpointChange, EndpointValue, Event, EventType, FanoutError, Plan};
+pub use fanout::{ProfileChange, Replay};
+pub use groups::GroupId;
+
+use fanout::TransitionLog;
+use groups::Groups;
+
 /// A label set: key to value.
 pub type LabelMap = HashMap<String, String>;
 
 /// An endpoint's key, `(namespace, name)`; keys are ordered as tuples.
 pub type Key = (String, String);
 
-/// One allocation of a key, shared by the endpoint map and the reverse maps.
-type SharedKey = Arc<Key>;
+/// One allocation of a key, shared by the endpoint map, the reverse maps and the log.
+pub type SharedKey = Arc<Key>;
 
 /// An endpoint as it is written to the index.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,26 +48,59 @@ pub struct EndpointEntry {
     pub labels: LabelMap,
     /// The names of its profiles, in priority order.
     pub profiles: Vec<String>,
+    /// The revision of its last change.
+    pub resource_version: u64,
+}
+
+/// What a filter can see of an endpoint at one revision: its node and effective labels.
+/// Cloning it only bumps reference counts.
+#[derive(Debug, Clone)]
+pub struct State {
+    node: Arc<str>,
+    /// The endpoint's own labels.
+    own: Arc<LabelMap>,
+    /// What the profiles add: for each key `own` lacks, the first profile's value. Kept
+    /// apart from `own` rather than merged into a copy of it, so endpoints naming the same
+    /// profiles share one map and a profile change does not copy own labels.
+    inherited: Arc<LabelMap>,
+}
+
+impl State {
+    /// The node the endpoint is on.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The effective labels: own labels, then those the profiles add.
+    #[must_use]
+    pub fn effective(&self) -> EffectiveLabels<'_> {
+        EffectiveLabels {
+            own: &self.own,
+            inherited: &self.inherited,
+        }
+    }
+
+    /// Whether `other` has the same node and the same effective labels (however they are
+    /// split between own and inherited).
+    fn same_as(&self, other: &State) -> bool {
+        if self.node != other.node {
+            return false;
+        }
+        if Arc::ptr_eq(&self.own, &other.own) && Arc::ptr_eq(&self.inherited, &other.inherited) {
+            return true;
+        }
+        let (mine, theirs) = (self.effective(), other.effective());
+        mine.len() == theirs.len() && mine.iter().all(|(k, v)| theirs.get_label(k) == Some(v))
+    }
 }
 
 #[derive(Debug)]
 struct Endpoint {
-    node: String,
-    labels: LabelMap,
+    key: SharedKey,
+    state: State,
     profiles: Vec<String>,
-    /// What the profiles add: for each key `labels` lacks, the first profile's value. Kept
-    /// apart from `labels` rather than merged into a copy of them, which halves the memory
-    /// and the work of a profile change; a lookup tries `labels` first.
-    inherited: LabelMap,
-}
-
-impl Endpoint {
-    fn effective(&self) -> EffectiveLabels<'_> {
-        EffectiveLabels {
-            own: &self.labels,
-            inherited: &self.inherited,
-        }
-    }
+    resource_version: u64,
 }
 
 /// An endpoint's effective labels: its own labels, then those its profiles add.
@@ -103,29 +150,89 @@ pub struct Filter<'a> {
     pub selector: Option<&'a Selector>,
 }
 
-/// Endpoints, profiles and the effective labels that join them; see the module docs.
-#[derive(Debug, Default)]
-pub struct EndpointIndex {
-    endpoints: BTreeMap<SharedKey, Endpoint>,
-    /// node -> keys of the endpoints on it, so a node's query does not scan the others.
-    by_node: HashMap<String, BTreeSet<SharedKey>>,
-    /// profile name -> labelsToApply.
-    profiles: HashMap<String, LabelMap>,
-    /// profile name -> keys of the endpoints that name it (whether or not it exists yet).
-    profile_users: HashMap<String, HashSet<SharedKey>>,
+impl Filter<'_> {
+    /// Whether an endpoint in `namespace` with `state` passes the filter.
+    #[must_use]
+    pub fn matches(&self, namespace: &str, state: &State) -> bool {
+        (self.namespace.is_empty() || self.namespace == namespace)
+            && (self.node.is_empty() || self.node == &*state.node)
+            && self
+                .selector
+                .is_none_or(|selector| selector.matches(&state.effective()))
+    }
 }
 
-/// The labels `names` (profiles, in order) add to `own` given the current profiles.
-fn inherit(profiles: &HashMap<String, LabelMap>, own: &LabelMap, names: &[String]) -> LabelMap {
-    let mut added = LabelMap::default();
-    for applied in names.iter().filter_map(|name| profiles.get(name)) {
-        for (key, value) in applied {
-            if !own.contains_key(key) && !added.contains_key(key) {
-                added.insert(key.clone(), value.clone());
+/// Slot of an endpoint in [`EndpointIndex::slots`]; stable while the endpoint exists.
+type Slot = u32;
+
+/// Endpoints, profiles and the effective labels that join them, plus the watcher groups and
+/// transition log of the fan-out; see the module docs.
+#[derive(Debug, Default)]
+pub struct EndpointIndex {
+    /// Every endpoint's slot, in key order.
+    order: BTreeMap<SharedKey, Slot>,
+    /// The endpoints, by slot; `None` for free slots. Reverse maps hold slots, so following
+    /// one costs an array access rather than a search by key.
+    slots: Vec<Option<Endpoint>>,
+    free: Vec<Slot>,
+    /// node -> the endpoints on it, in key order, so a node's query does not scan the
+    /// others. Its keys double as the interned node names that states share.
+    by_node: HashMap<Arc<str>, BTreeMap<SharedKey, Slot>>,
+    /// profile name -> labelsToApply.
+    profiles: HashMap<String, LabelMap>,
+    /// profile name -> the endpoints that name it (whether or not it exists yet).
+    profile_users: HashMap<String, HashSet<Slot>>,
+    /// A profile list -> the labels it adds to an endpoint with no own labels, shared by
+    /// every endpoint naming that list. Entries naming a changed profile are dropped.
+    merged: HashMap<Vec<String>, Arc<LabelMap>>,
+    /// The watcher groups of the fan-out and their inverted index.
+    groups: Groups,
+    /// Every endpoint transition since `log.start`, for replays.
+    log: TransitionLog,
+    /// The last revision applied with [`EndpointIndex::apply`] (or set by `reset_log`).
+    revision: u64,
+    scratch: fanout::Scratch,
+}
+
+/// The labels profiles `names` add to an endpoint whose own labels are `own`, sharing the
+/// merged map of `names` (kept in `merged`) when no own label shadows it.
+fn inherit(
+    merged: &mut HashMap<Vec<String>, Arc<LabelMap>>,
+    profiles: &HashMap<String, LabelMap>,
+    own: &LabelMap,
+    names: &[String],
+) -> Arc<LabelMap> {
+    let shared = if let Some(shared) = merged.get(names) {
+        Arc::clone(shared)
+    } else {
+        let mut added = LabelMap::default();
+        for applied in names.iter().filter_map(|name| profiles.get(name)) {
+            for (key, value) in applied {
+                if !added.contains_key(key) {
+                    added.insert(key.clone(), value.clone());
+                }
             }
         }
+        let shared = Arc::new(added);
+        merged.insert(names.to_vec(), Arc::clone(&shared));
+        shared
+    };
+    let shadowed = if own.len() < shared.len() {
+        own.keys().any(|key| shared.contains_key(key))
+    } else {
+        shared.keys().any(|key| own.contains_key(key))
+    };
+    if shadowed {
+        Arc::new(
+            shared
+                .iter()
+                .filter(|(key, _)| !own.contains_key(*key))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        )
+    } else {
+        shared
     }
-    added
 }
 
 impl EndpointIndex {
@@ -138,16 +245,28 @@ impl EndpointIndex {
     /// How many endpoints the index holds.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.order.len()
     }
 
     /// Whether the index holds no endpoints.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
+        self.order.is_empty()
+    }
+
+    fn endpoint(&self, slot: Slot) -> &Endpoint {
+        self.slots[slot as usize].as_ref().expect("a live slot")
+    }
+
+    fn slot_of(&self, namespace: &str, name: &str) -> Option<Slot> {
+        // Looking up by tuple needs owned strings; the copies are two small allocations.
+        self.order
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
     }
 
     /// Inserts endpoints, each replacing any previous entry with its `(namespace, name)`.
+    /// Nothing is logged and no events are planned: this is for loading a snapshot.
     pub fn upsert_endpoints(&mut self, entries: impl IntoIterator<Item = EndpointEntry>) {
         for entry in entries {
             self.upsert_endpoint(entry);
@@ -162,34 +281,72 @@ impl EndpointIndex {
             node,
             labels,
             profiles,
+            resource_version,
         } = entry;
-        let key = Arc::new((namespace, name));
-        if let Some(old) = self.endpoints.remove(&*key) {
-            self.unlink(&key, &old);
+        let (key, _) = self.lookup(namespace, name);
+        self.put(key, &node, labels, profiles, resource_version);
+    }
+
+    /// The index's own allocation of the key and the slot if the endpoint exists, else a
+    /// new allocation.
+    fn lookup(&self, namespace: String, name: String) -> (SharedKey, Option<Slot>) {
+        let key = (namespace, name);
+        match self.order.get_key_value(&key) {
+            Some((shared, &slot)) => (Arc::clone(shared), Some(slot)),
+            None => (Arc::new(key), None),
         }
+    }
+
+    /// Inserts or replaces the endpoint at `key`; returns its slot.
+    fn put(
+        &mut self,
+        key: SharedKey,
+        node: &str,
+        labels: LabelMap,
+        profiles: Vec<String>,
+        resource_version: u64,
+    ) -> Slot {
+        let inherited = inherit(&mut self.merged, &self.profiles, &labels, &profiles);
+        let node = match self.by_node.get_key_value(node) {
+            Some((interned, _)) => Arc::clone(interned),
+            None => Arc::from(node),
+        };
+        let slot = if let Some(&slot) = self.order.get(&*key) {
+            let old = self.slots[slot as usize].take().expect("a live slot");
+            self.unlink(slot, &old);
+            slot
+        } else {
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                Slot::try_from(self.slots.len() - 1).expect("fewer than 2^32 endpoints")
+            });
+            self.order.insert(Arc::clone(&key), slot);
+            slot
+        };
         self.by_node
-            .entry(node.clone())
+            .entry(Arc::clone(&node))
             .or_default()
-            .insert(key.clone());
+            .insert(Arc::clone(&key), slot);
         for profile in &profiles {
             if let Some(users) = self.profile_users.get_mut(profile) {
-                users.insert(key.clone());
+                users.insert(slot);
             } else {
                 let mut users = HashSet::new();
-                users.insert(key.clone());
+                users.insert(slot);
                 self.profile_users.insert(profile.clone(), users);
             }
         }
-        let inherited = inherit(&self.profiles, &labels, &profiles);
-        self.endpoints.insert(
+        self.slots[slot as usize] = Some(Endpoint {
             key,
-            Endpoint {
+            state: State {
                 node,
-                labels,
-                profiles,
+                own: Arc::new(labels),
                 inherited,
             },
-        );
+            profiles,
+            resource_version,
+        });
+        slot
     }
 
     /// Removes endpoints by key; keys that are not present are ignored.
@@ -201,27 +358,32 @@ impl EndpointIndex {
 
     /// Removes one endpoint; returns whether it was present.
     pub fn remove_endpoint(&mut self, namespace: &str, name: &str) -> bool {
-        let key = (namespace.to_owned(), name.to_owned());
-        match self.endpoints.remove(&key) {
-            Some(old) => {
-                self.unlink(&key, &old);
+        self.delete(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    fn delete(&mut self, key: &Key) -> bool {
+        match self.order.remove(key) {
+            Some(slot) => {
+                let old = self.slots[slot as usize].take().expect("a live slot");
+                self.unlink(slot, &old);
+                self.free.push(slot);
                 true
             }
             None => false,
         }
     }
 
-    /// Drops `key` from the node and profile reverse maps.
-    fn unlink(&mut self, key: &Key, old: &Endpoint) {
-        if let Some(keys) = self.by_node.get_mut(&old.node) {
-            keys.remove(key);
+    /// Drops the endpoint at `slot` from the node and profile reverse maps.
+    fn unlink(&mut self, slot: Slot, old: &Endpoint) {
+        if let Some(keys) = self.by_node.get_mut(&old.state.node) {
+            keys.remove(&*old.key);
             if keys.is_empty() {
-                self.by_node.remove(&old.node);
+                self.by_node.remove(&old.state.node);
             }
         }
         for profile in &old.profiles {
             if let Some(users) = self.profile_users.get_mut(profile) {
-                users.remove(key);
+                users.remove(&slot);
                 if users.is_empty() {
                     self.profile_users.remove(profile);
                 }
@@ -229,13 +391,50 @@ impl EndpointIndex {
         }
     }
 
+    /// Records a profile's new `labelsToApply` (`None`: deleted); returns whether that
+    /// changed anything. Merged maps naming it are dropped, as are unused ones.
+    fn set_profile(&mut self, name: &str, labels: Option<LabelMap>) -> bool {
+        let changed = match labels {
+            Some(labels) if self.profiles.get(name) != Some(&labels) => {
+                self.profiles.insert(name.to_owned(), labels);
+                true
+            }
+            Some(_) => false,
+            None => self.profiles.remove(name).is_some(),
+        };
+        if changed {
+            self.merged.retain(|names, map| {
+                Arc::strong_count(map) > 1 && !names.iter().any(|n| n == name)
+            });
+        }
+        changed
+    }
+
+    /// Recomputes the inherited labels of the endpoint at `slot`, keeping the old map when
+    /// the result is the same; returns whether it changed.
+    fn reinherit(&mut self, slot: Slot) -> bool {
+        let endpoint = self.slots[slot as usize].as_mut().expect("a live slot");
+        let inherited = inherit(
+            &mut self.merged,
+            &self.profiles,
+            &endpoint.state.own,
+            &endpoint.profiles,
+        );
+        if Arc::ptr_eq(&inherited, &endpoint.state.inherited)
+            || *inherited == *endpoint.state.inherited
+        {
+            return false;
+        }
+        endpoint.state.inherited = inherited;
+        true
+    }
+
     /// Inserts or replaces profiles' `labelsToApply`, then recomputes the effective labels
     /// of the endpoints that name any of them (once each).
     pub fn upsert_profiles(&mut self, profiles: impl IntoIterator<Item = (String, LabelMap)>) {
         let mut changed = Vec::new();
         for (name, labels) in profiles {
-            if self.profiles.get(&name) != Some(&labels) {
-                self.profiles.insert(name.clone(), labels);
+            if self.set_profile(&name, Some(labels)) {
                 changed.push(name);
             }
         }
@@ -247,33 +446,36 @@ impl EndpointIndex {
     pub fn remove_profiles<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         let changed: Vec<&str> = names
             .into_iter()
-            .filter(|name| self.profiles.remove(*name).is_some())
+            .filter(|name| self.set_profile(name, None))
             .collect();
         self.refresh(&changed);
     }
 
     /// Recomputes the effective labels of the endpoints that name any of `changed`.
     fn refresh<S: AsRef<str>>(&mut self, changed: &[S]) {
-        let mut affected: HashSet<&SharedKey> = HashSet::new();
+        let mut affected: HashSet<Slot> = HashSet::new();
         for name in changed {
             if let Some(users) = self.profile_users.get(name.as_ref()) {
                 affected.extend(users);
             }
         }
-        for key in affected {
-            if let Some(endpoint) = self.endpoints.get_mut(&**key) {
-                endpoint.inherited = inherit(&self.profiles, &endpoint.labels, &endpoint.profiles);
-            }
+        for slot in affected {
+            self.reinherit(slot);
         }
     }
 
     /// The effective labels of an endpoint, or `None` if it is not in the index.
     #[must_use]
     pub fn effective_labels(&self, namespace: &str, name: &str) -> Option<EffectiveLabels<'_>> {
-        // Looking up by tuple needs owned strings; the copies are two small allocations.
-        self.endpoints
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .map(Endpoint::effective)
+        self.slot_of(namespace, name)
+            .map(|slot| self.endpoint(slot).state.effective())
+    }
+
+    /// The resource version of an endpoint, or `None` if it is not in the index.
+    #[must_use]
+    pub fn resource_version(&self, namespace: &str, name: &str) -> Option<u64> {
+        self.slot_of(namespace, name)
+            .map(|slot| self.endpoint(slot).resource_version)
     }
 
     /// The keys that pass `filter`, in ascending `(namespace, name)` order, strictly after
@@ -286,7 +488,10 @@ impl EndpointIndex {
         limit: usize,
     ) -> Vec<&Key> {
         let limit = if limit == 0 { usize::MAX } else { limit };
-        self.matching(filter, after).take(limit).collect()
+        self.matching(filter, after)
+            .map(|endpoint| &*endpoint.key)
+            .take(limit)
+            .collect()
     }
 
     /// How many endpoints pass `filter`.
@@ -295,39 +500,38 @@ impl EndpointIndex {
         self.matching(filter, None).count()
     }
 
-    /// Matching keys in order: a range scan of the endpoints (or of one node's endpoints),
-    /// bounded to the namespace when there is one, with the selector evaluated on the cached
-    /// effective labels.
+    /// Matching endpoints in key order: a range scan of the endpoints (or of one node's
+    /// endpoints), bounded to the namespace when there is one, with the selector evaluated
+    /// on the cached effective labels.
     fn matching<'s, 'f>(
         &'s self,
         filter: Filter<'f>,
         after: Option<(&str, &str)>,
-    ) -> impl Iterator<Item = &'s Key> + use<'s, 'f> {
+    ) -> impl Iterator<Item = &'s Endpoint> + use<'s, 'f> {
         let start = start_bound(filter.namespace, after);
         let in_namespace =
             move |key: &Key| filter.namespace.is_empty() || key.0 == filter.namespace;
-        let candidates: Box<dyn Iterator<Item = (&'s SharedKey, &'s Endpoint)> + 's> =
+        let candidates: Box<dyn Iterator<Item = (&'s SharedKey, &'s Slot)> + 's> =
             match (&start, filter.node) {
                 (None, _) => Box::new(std::iter::empty()),
                 (Some(start), "") => Box::new(
-                    self.endpoints
+                    self.order
                         .range::<Key, _>((start.as_ref(), Bound::Unbounded)),
                 ),
                 (Some(start), node) => match self.by_node.get(node) {
                     None => Box::new(std::iter::empty()),
-                    Some(keys) => Box::new(
-                        keys.range::<Key, _>((start.as_ref(), Bound::Unbounded))
-                            .filter_map(|key| self.endpoints.get_key_value(key)),
-                    ),
+                    Some(keys) => {
+                        Box::new(keys.range::<Key, _>((start.as_ref(), Bound::Unbounded)))
+                    }
                 },
             };
         candidates
             .take_while(move |(key, _)| in_namespace(key))
-            .filter_map(move |(key, endpoint)| {
+            .map(|(_, &slot)| self.endpoint(slot))
+            .filter(move |endpoint| {
                 filter
                     .selector
-                    .is_none_or(|selector| selector.matches(&endpoint.effective()))
-                    .then_some(&**key)
+                    .is_none_or(|selector| selector.matches(&endpoint.state.effective()))
             })
     }
 }

@@ -22,6 +22,16 @@ mod _core {
     #[pymodule_export]
     const MAX_SELECTOR_DEPTH: usize = crate::selector::MAX_DEPTH;
 
+    /// Event types in `EndpointIndex.apply`'s subjects, as in `epsync.v1.EventType`.
+    #[pymodule_export]
+    const ADDED: u8 = crate::index::EventType::Added as u8;
+
+    #[pymodule_export]
+    const MODIFIED: u8 = crate::index::EventType::Modified as u8;
+
+    #[pymodule_export]
+    const DELETED: u8 = crate::index::EventType::Deleted as u8;
+
     #[pymodule_export]
     use crate::error::SelectorError;
 

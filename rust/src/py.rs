@@ -4,11 +4,47 @@
 //! of keys), so Python crosses the boundary once per operation, never once per label.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 
 use crate::error::selector_error;
-use crate::index::{EndpointEntry, EndpointIndex, Filter, LabelMap};
+use crate::index::{
+    EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId, Key,
+    LabelMap, ProfileChange, Replay,
+};
 use crate::selector::Selector;
+
+/// An event as Python sees it: `(namespace, name, revision, event_type)`.
+fn event_tuple<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyTuple>> {
+    (
+        event.key.0.as_str(),
+        event.key.1.as_str(),
+        event.revision,
+        event.kind as u8,
+    )
+        .into_pyobject(py)
+}
+
+/// A list of `(namespace, name)` tuples.
+fn key_list<'py, 'a>(
+    py: Python<'py>,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, keys)
+}
+
+/// `(revision, namespace, name, node, own_labels, profiles)` as `apply` receives it.
+type EndpointChangeTuple<'py> = (
+    u64,
+    String,
+    String,
+    Option<String>,
+    Option<Bound<'py, PyAny>>,
+    Option<Vec<String>>,
+);
+
+fn key_parts(key: &Key) -> (&str, &str) {
+    (key.0.as_str(), key.1.as_str())
+}
 
 /// Converts a `Mapping[str, str]` (a `dict` on the fast path) into a label map.
 fn extract_labels(labels: &Bound<'_, PyAny>) -> PyResult<LabelMap> {
@@ -109,18 +145,20 @@ impl PyEndpointIndex {
         }
     }
 
-    /// Inserts `(namespace, name, node, own_labels, profile_names)` entries, each replacing
-    /// any previous entry for `(namespace, name)`. The batch is converted before any of it
-    /// is applied, so a bad entry changes nothing.
+    /// Inserts `(namespace, name, node, own_labels, profile_names, resource_version)`
+    /// entries, each replacing any previous entry for `(namespace, name)`. For loading a
+    /// snapshot: nothing is logged or planned. The batch is converted before any of it is
+    /// applied, so a bad entry changes nothing.
     fn upsert_endpoints(&mut self, endpoints: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut entries = Vec::new();
         for item in endpoints.try_iter()? {
-            let (namespace, name, node, labels, profiles): (
+            let (namespace, name, node, labels, profiles, resource_version): (
                 String,
                 String,
                 String,
                 Bound<'_, PyAny>,
                 Vec<String>,
+                u64,
             ) = item?.extract()?;
             entries.push(EndpointEntry {
                 namespace,
@@ -128,6 +166,7 @@ impl PyEndpointIndex {
                 node,
                 labels: extract_labels(&labels)?,
                 profiles,
+                resource_version,
             });
         }
         self.inner.upsert_endpoints(entries);
@@ -223,7 +262,189 @@ impl PyEndpointIndex {
             .transpose()
     }
 
+    /// The endpoint's resource version (the revision of its last change), or None if it is
+    /// not in the index.
+    fn resource_version(&self, namespace: &str, name: &str) -> Option<u64> {
+        self.inner.resource_version(namespace, name)
+    }
+
     fn __len__(&self) -> usize {
         self.inner.len()
+    }
+
+    /// Registers a watcher filter (namespace "" = any, node "" = any, selector None = any)
+    /// and returns its group id. An identical filter (same namespace, node and canonical
+    /// selector; a selector that `is_all` counts as None) returns the same id and takes
+    /// another reference to it.
+    #[pyo3(signature = (namespace, node, selector))]
+    fn add_group(
+        &mut self,
+        namespace: &str,
+        node: &str,
+        selector: Option<&Bound<'_, PySelector>>,
+    ) -> GroupId {
+        self.inner.add_group(namespace, node, selector_of(selector))
+    }
+
+    /// Drops one reference to a group; the last one removes it. Its id is never reused.
+    /// Raises `KeyError` for an unknown id.
+    fn release_group(&mut self, group: GroupId) -> PyResult<()> {
+        Ok(self.inner.release_group(group)?)
+    }
+
+    /// How many distinct groups exist.
+    #[getter]
+    fn group_count(&self) -> usize {
+        self.inner.group_count()
+    }
+
+    /// The last revision applied by `apply` or set by `reset_log` (0 at first); `apply`
+    /// only accepts later revisions.
+    #[getter]
+    fn revision(&self) -> u64 {
+        self.inner.revision()
+    }
+
+    /// The oldest revision R a replay can start after: every change after R is logged.
+    #[getter]
+    fn log_start(&self) -> u64 {
+        self.inner.log_start()
+    }
+
+    /// How many endpoint transitions the log holds.
+    #[getter]
+    fn log_size(&self) -> usize {
+        self.inner.log_len()
+    }
+
+    /// Empties the log and sets `log_start` and `revision` to `revision`: the index now
+    /// holds the state at that revision (call it after loading a snapshot).
+    fn reset_log(&mut self, revision: u64) {
+        self.inner.reset_log(revision);
+    }
+
+    /// Drops logged transitions of revisions up to `up_to_revision` and raises `log_start`
+    /// to it.
+    fn trim_log(&mut self, up_to_revision: u64) {
+        self.inner.trim_log(up_to_revision);
+    }
+
+    /// Applies a batch of committed changes and plans their watch events.
+    ///
+    /// `endpoint_changes`: `(revision, namespace, name, node, own_labels, profiles)`, node
+    /// None for a delete. `profile_changes`: `(revision, name, labels_to_apply)`, labels
+    /// None for a delete. Each list in ascending revision order, every revision after
+    /// `revision` (else `ValueError`, and nothing is applied).
+    ///
+    /// Returns `(subjects, deliveries)`: subjects are distinct `(namespace, name, revision,
+    /// event_type)` events (1 ADDED, 2 MODIFIED, 3 DELETED) in ascending revision order;
+    /// deliveries are `(group, indices into subjects)` for every group with an event.
+    fn apply<'py>(
+        &mut self,
+        py: Python<'py>,
+        endpoint_changes: &Bound<'py, PyAny>,
+        profile_changes: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let mut endpoints = Vec::new();
+        for item in endpoint_changes.try_iter()? {
+            let (revision, namespace, name, node, labels, profiles): EndpointChangeTuple<'_> =
+                item?.extract()?;
+            let value = match node {
+                None => None,
+                Some(node) => Some(EndpointValue {
+                    node,
+                    labels: labels
+                        .as_ref()
+                        .map(extract_labels)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    profiles: profiles.unwrap_or_default(),
+                }),
+            };
+            endpoints.push(EndpointChange {
+                revision,
+                namespace,
+                name,
+                value,
+            });
+        }
+        let mut profiles = Vec::new();
+        for item in profile_changes.try_iter()? {
+            let (revision, name, labels): (u64, String, Option<Bound<'_, PyAny>>) =
+                item?.extract()?;
+            profiles.push(ProfileChange {
+                revision,
+                name,
+                labels: labels.as_ref().map(extract_labels).transpose()?,
+            });
+        }
+        let plan = self.inner.apply(endpoints, profiles)?;
+        let subjects = PyList::empty(py);
+        for event in &plan.subjects {
+            subjects.append(event_tuple(py, event)?)?;
+        }
+        let deliveries = PyList::empty(py);
+        for (group, indices) in plan.deliveries {
+            deliveries.append((group, PyList::new(py, indices)?))?;
+        }
+        Ok((subjects, deliveries))
+    }
+
+    /// The events (as in `apply`'s subjects) `group` would have received live for every
+    /// revision after `after_revision`, in revision order; None when `after_revision <
+    /// log_start` or when there would be more than `limit` (0: no limit). `KeyError` for an
+    /// unknown group.
+    fn replay<'py>(
+        &self,
+        py: Python<'py>,
+        group: GroupId,
+        after_revision: u64,
+        limit: usize,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        match self.inner.replay(group, after_revision, limit)? {
+            Replay::Events(events) => {
+                let list = PyList::empty(py);
+                for event in &events {
+                    list.append(event_tuple(py, event)?)?;
+                }
+                Ok(Some(list))
+            }
+            Replay::Expired | Replay::TooMany => Ok(None),
+        }
+    }
+
+    /// `(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
+    /// version) and what `group` matches now, each sorted: matching endpoints not known,
+    /// matching endpoints whose version differs, and known keys that do not exist or do not
+    /// match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group.
+    #[allow(clippy::type_complexity)]
+    fn diff<'py>(
+        &self,
+        py: Python<'py>,
+        group: GroupId,
+        known: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let mut owned: Vec<(Bound<'py, PyString>, u64)> = Vec::new();
+        if let Ok(dict) = known.cast::<PyDict>() {
+            owned.reserve(dict.len());
+            for (key, version) in dict.iter() {
+                owned.push((key.cast_into::<PyString>()?, version.extract()?));
+            }
+        } else {
+            for item in known.cast::<PyMapping>()?.items()?.iter() {
+                let (key, version): (Bound<'py, PyString>, u64) = item.extract()?;
+                owned.push((key, version));
+            }
+        }
+        let mut pairs = Vec::with_capacity(owned.len());
+        for (key, version) in &owned {
+            pairs.push((key.to_str()?, *version));
+        }
+        let diff = self.inner.diff(group, &pairs)?;
+        Ok((
+            key_list(py, diff.added.into_iter().map(key_parts))?,
+            key_list(py, diff.modified.into_iter().map(key_parts))?,
+            key_list(py, diff.deleted)?,
+        ))
     }
 }

@@ -26,6 +26,7 @@ fn entry(
         node: node.to_owned(),
         labels: label_map(labels),
         profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
+        resource_version: 1,
     }
 }
 
@@ -520,7 +521,7 @@ fn op() -> impl Strategy<Value = Op> {
     let profile = || small(&["p", "q", "r"]);
     prop_oneof![
         3 => (namespace(), name(), small(&["n1", "n2"]), labels_strategy(), prop::collection::vec(profile(), 0..3))
-            .prop_map(|(namespace, name, node, labels, profiles)| Op::UpsertEndpoint(EndpointEntry { namespace, name, node, labels, profiles })),
+            .prop_map(|(namespace, name, node, labels, profiles)| Op::UpsertEndpoint(EndpointEntry { namespace, name, node, labels, profiles, resource_version: 1 })),
         1 => (namespace(), name()).prop_map(|(ns, name)| Op::RemoveEndpoint(ns, name)),
         2 => (profile(), labels_strategy()).prop_map(|(name, labels)| Op::UpsertProfile(name, labels)),
         1 => profile().prop_map(Op::RemoveProfile),

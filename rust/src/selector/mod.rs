@@ -4,6 +4,7 @@ mod ast;
 mod eval;
 mod lexer;
 mod parser;
+mod requirement;
 
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ use std::fmt::{self, Display, Formatter};
 pub use ast::Expr;
 pub use eval::Labels;
 pub use parser::parse;
+pub use requirement::Term;
 
 /// The longest selector accepted, in bytes of UTF-8.
 pub const MAX_LENGTH: usize = 4096;
@@ -85,6 +87,12 @@ impl Selector {
     #[must_use]
     pub fn is_all(&self) -> bool {
         self.expr.is_all()
+    }
+
+    /// Label terms at least one of which every match satisfies (see [`Expr::requirement`]).
+    #[must_use]
+    pub fn requirement(&self) -> Option<Vec<Term>> {
+        self.expr.requirement()
     }
 
     /// Whether `labels` satisfy the selector.

@@ -554,3 +554,89 @@ proptest! {
         }
     }
 }
+
+// ---- requirements: what every match must have ----
+
+fn requirement(text: &str) -> Option<Vec<Term>> {
+    sel(text).requirement()
+}
+
+fn label(key: &str, value: &str) -> Term {
+    Term::Label(s(key), s(value))
+}
+
+#[test]
+fn requirement_of_leaves() {
+    assert_eq!(requirement("app == 'web'"), Some(vec![label("app", "web")]));
+    assert_eq!(
+        requirement("app in {'b', 'a'}"),
+        Some(vec![label("app", "a"), label("app", "b")])
+    );
+    for text in [
+        "has(app)",
+        "app contains 'w'",
+        "app starts with 'w'",
+        "app ends with 'w'",
+    ] {
+        assert_eq!(requirement(text), Some(vec![Term::Key(s("app"))]), "{text}");
+    }
+    // `k in {}` matches nothing, so it requires one of nothing.
+    assert_eq!(requirement("app in {}"), Some(vec![]));
+    for text in [
+        "",
+        "all()",
+        "global()",
+        "app != 'web'",
+        "app not in {'web'}",
+        "!has(app)",
+        "!(app == 'web')",
+    ] {
+        assert_eq!(requirement(text), None, "{text:?}");
+    }
+}
+
+#[test]
+fn requirement_of_and_takes_the_more_selective_side() {
+    assert_eq!(
+        requirement("has(tier) && app == 'web'"),
+        Some(vec![label("app", "web")])
+    );
+    assert_eq!(
+        requirement("app in {'a', 'b', 'c'} && env == 'prod'"),
+        Some(vec![label("env", "prod")])
+    );
+    assert_eq!(
+        requirement("tier != 'x' && has(app)"),
+        Some(vec![Term::Key(s("app"))])
+    );
+    assert_eq!(requirement("tier != 'x' && !has(app)"), None);
+}
+
+#[test]
+fn requirement_of_or_is_the_union_only_when_every_side_has_one() {
+    assert_eq!(
+        requirement("app == 'web' || has(db) || app == 'web'"),
+        Some(vec![label("app", "web"), Term::Key(s("db"))])
+    );
+    assert_eq!(requirement("app == 'web' || tier != 'x'"), None);
+    assert_eq!(
+        requirement("(a == '1' && b != '2') || c in {'3'}"),
+        Some(vec![label("a", "1"), label("c", "3")])
+    );
+}
+
+proptest! {
+    // Random labels rarely satisfy a random `==`, so look at many cases.
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn every_match_satisfies_a_term_of_the_requirement(expr in expr(), labels in label_set()) {
+        if let Some(terms) = expr.requirement() && expr.matches(&labels) {
+            let satisfied = terms.iter().any(|term| match term {
+                Term::Label(k, v) => labels.get(k) == Some(v),
+                Term::Key(k) => labels.contains_key(k),
+            });
+            prop_assert!(satisfied, "{} matches {:?} but none of {:?}", expr, labels, terms);
+        }
+    }
+}

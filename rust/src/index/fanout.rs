@@ -1,0 +1,543 @@
+//! The watch fan-out: which events each watcher group gets for a batch of committed
+//! changes, the transition log that replays them, and the known-versions diff.
+//!
+//! Changes are processed revision by revision. For each revision the old state of every
+//! endpoint it touches (the endpoints it changes and the users of the profiles it changes)
+//! is noted, all of the revision's changes are applied, and then each touched endpoint's
+//! old and new states are compared against every candidate group (see [`super::groups`]):
+//! not matching to matching is ADDED, matching to not matching is DELETED, and matching to
+//! matching is MODIFIED only when the endpoint itself changed in that revision. A profile
+//! change thus sends events only to groups whose match changes (SPEC §6.2).
+//!
+//! Every transition is also logged with its old and new [`State`] (which share label maps
+//! with the live index), so a group can replay what it would have received after any
+//! revision still in the log, with the same rules.
+
+use std::collections::VecDeque;
+use std::fmt::{self, Display, Formatter};
+use std::sync::Arc;
+
+use foldhash::HashSet;
+
+use super::groups::Group;
+use super::{EndpointIndex, Key, LabelMap, SharedKey, Slot, State};
+use crate::selector::Selector;
+
+pub use super::groups::GroupId;
+
+/// One endpoint change: the endpoint's new value, or `None` when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointChange {
+    /// The revision of the change; it becomes the endpoint's resource version.
+    pub revision: u64,
+    pub namespace: String,
+    pub name: String,
+    pub value: Option<EndpointValue>,
+}
+
+/// What the fan-out needs of an endpoint that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointValue {
+    pub node: String,
+    /// Its own labels.
+    pub labels: LabelMap,
+    /// Its profiles, in priority order.
+    pub profiles: Vec<String>,
+}
+
+/// One profile change: its new `labelsToApply`, or `None` when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileChange {
+    pub revision: u64,
+    pub name: String,
+    pub labels: Option<LabelMap>,
+}
+
+/// What happened to an endpoint, as far as one group's filter is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EventType {
+    /// It started matching (or was created matching).
+    Added = 1,
+    /// It changed itself and still matches.
+    Modified = 2,
+    /// It stopped matching (or was deleted).
+    Deleted = 3,
+}
+
+impl EventType {
+    /// The event for a group that did (`was`) or did not match before and does (`is`) or
+    /// does not after; `own_change` says whether the endpoint itself changed.
+    #[must_use]
+    pub fn between(was: bool, is: bool, own_change: bool) -> Option<Self> {
+        match (was, is) {
+            (false, true) => Some(EventType::Added),
+            (true, true) if own_change => Some(EventType::Modified),
+            (true, false) => Some(EventType::Deleted),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+/// An event about one endpoint at one revision; the same for every group that gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub key: SharedKey,
+    pub revision: u64,
+    pub kind: EventType,
+}
+
+/// What [`EndpointIndex::apply`] works out for a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Each distinct event once, in ascending revision order.
+    pub subjects: Vec<Event>,
+    /// For each group with at least one event (in ascending id order), the indices into
+    /// `subjects` of its events, ascending.
+    pub deliveries: Vec<(GroupId, Vec<u32>)>,
+}
+
+/// What [`EndpointIndex::replay`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The events, in revision order.
+    Events(Vec<Event>),
+    /// Some of the changes after that revision are no longer in the log.
+    Expired,
+    /// More events than the limit.
+    TooMany,
+}
+
+/// The difference between a client's known versions and a group's current matches, each
+/// list in ascending key order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diff<'s, 'k> {
+    /// Matching endpoints the client does not know.
+    pub added: Vec<&'s Key>,
+    /// Matching endpoints whose resource version differs from the client's.
+    pub modified: Vec<&'s Key>,
+    /// Known keys that do not exist or do not match; a key without '/' is `("", key)`.
+    pub deleted: Vec<(&'k str, &'k str)>,
+}
+
+/// Why a fan-out call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanoutError {
+    /// No group has this id.
+    UnknownGroup(GroupId),
+    /// Changes must come in ascending revision order, after the last revision applied.
+    RevisionOrder { revision: u64, after: u64 },
+}
+
+impl Display for FanoutError {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            FanoutError::UnknownGroup(id) => write!(f, "no group has id {id}"),
+            FanoutError::RevisionOrder { revision, after } => write!(
+                f,
+                "change at revision {revision} is out of order: it must come after revision {after}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FanoutError {}
+
+/// One endpoint's states before and after a revision, as logged.
+#[derive(Debug, Clone)]
+struct Transition {
+    revision: u64,
+    key: SharedKey,
+    old: Option<State>,
+    new: Option<State>,
+    /// Whether the endpoint itself changed (rather than only a profile it names).
+    own_change: bool,
+}
+
+impl Transition {
+    /// The event this transition means for `group`, if any.
+    fn event_for(&self, group: &Group) -> Option<EventType> {
+        let namespace = &self.key.0;
+        let was = self
+            .old
+            .as_ref()
+            .is_some_and(|state| group.matches(namespace, state));
+        let is = self
+            .new
+            .as_ref()
+            .is_some_and(|state| group.matches(namespace, state));
+        EventType::between(was, is, self.own_change)
+    }
+}
+
+/// The transitions of every revision after `start`, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct TransitionLog {
+    entries: VecDeque<Transition>,
+    start: u64,
+}
+
+/// An endpoint a revision touches, before the revision is applied.
+#[derive(Debug)]
+struct Touched {
+    key: SharedKey,
+    /// Its slot, for a profile's user (which the revision cannot delete); `None` for an
+    /// endpoint changed itself, whose slot may change.
+    slot: Option<Slot>,
+    old: Option<State>,
+}
+
+/// Buffers reused across `apply` calls.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    /// Per group slot, the subject indices pending delivery.
+    pending: Vec<Vec<u32>>,
+    /// The group slots with pending deliveries.
+    groups: Vec<Slot>,
+    candidates: Vec<Slot>,
+    touched: Vec<Touched>,
+    /// Addresses of the touched endpoints' keys, as identities (see `apply_revision`).
+    seen: HashSet<usize>,
+    endpoint_changes: Vec<EndpointChange>,
+    profile_changes: Vec<ProfileChange>,
+}
+
+/// The revision of the first change of `changes` out of order, given that every change
+/// must come after `after` and none before the change preceding it.
+fn check_order(revisions: impl Iterator<Item = u64>, after: u64) -> Result<(), FanoutError> {
+    let mut previous: Option<u64> = None;
+    for revision in revisions {
+        if revision <= after || previous.is_some_and(|p| revision < p) {
+            return Err(FanoutError::RevisionOrder {
+                revision,
+                after: previous.unwrap_or(after).max(after),
+            });
+        }
+        previous = Some(revision);
+    }
+    Ok(())
+}
+
+impl EndpointIndex {
+    /// Registers a watcher filter and returns its group id; see [`Groups::add`](super::groups::Groups::add).
+    pub fn add_group(
+        &mut self,
+        namespace: &str,
+        node: &str,
+        selector: Option<&Selector>,
+    ) -> GroupId {
+        self.groups.add(namespace, node, selector)
+    }
+
+    /// Drops one reference to a group; the last one removes it (its id is never reused).
+    pub fn release_group(&mut self, group: GroupId) -> Result<(), FanoutError> {
+        if self.groups.release(group) {
+            Ok(())
+        } else {
+            Err(FanoutError::UnknownGroup(group))
+        }
+    }
+
+    /// How many distinct groups exist.
+    #[must_use]
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The last revision applied by [`EndpointIndex::apply`] or set by
+    /// [`EndpointIndex::reset_log`]; 0 at first.
+    #[must_use]
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The oldest revision a replay can start after: every change after it is logged.
+    #[must_use]
+    pub fn log_start(&self) -> u64 {
+        self.log.start
+    }
+
+    /// How many transitions the log holds.
+    #[must_use]
+    pub fn log_len(&self) -> usize {
+        self.log.entries.len()
+    }
+
+    /// Empties the log and declares the index to be at `revision` (after loading a snapshot).
+    pub fn reset_log(&mut self, revision: u64) {
+        self.log.entries.clear();
+        self.log.start = revision;
+        self.revision = revision;
+    }
+
+    /// Drops the transitions of revisions up to `revision`; replays then start after it.
+    pub fn trim_log(&mut self, revision: u64) {
+        while self
+            .log
+            .entries
+            .front()
+            .is_some_and(|t| t.revision <= revision)
+        {
+            self.log.entries.pop_front();
+        }
+        self.log.start = self.log.start.max(revision);
+    }
+
+    /// Applies a batch of committed changes, logs their transitions and works out which
+    /// events every affected group gets (see the module docs). Each list must be in
+    /// ascending revision order and after [`EndpointIndex::revision`]; a batch that is not
+    /// changes nothing.
+    pub fn apply(
+        &mut self,
+        endpoint_changes: Vec<EndpointChange>,
+        profile_changes: Vec<ProfileChange>,
+    ) -> Result<Plan, FanoutError> {
+        check_order(endpoint_changes.iter().map(|c| c.revision), self.revision)?;
+        check_order(profile_changes.iter().map(|c| c.revision), self.revision)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch
+            .pending
+            .resize_with(self.groups.slot_count(), Vec::new);
+        let mut subjects = Vec::new();
+        let mut endpoints = endpoint_changes.into_iter().peekable();
+        let mut profiles = profile_changes.into_iter().peekable();
+        loop {
+            let revision = match (endpoints.peek(), profiles.peek()) {
+                (None, None) => break,
+                (Some(e), None) => e.revision,
+                (None, Some(p)) => p.revision,
+                (Some(e), Some(p)) => e.revision.min(p.revision),
+            };
+            let mut endpoint_changes = std::mem::take(&mut scratch.endpoint_changes);
+            let mut profile_changes = std::mem::take(&mut scratch.profile_changes);
+            while let Some(change) = endpoints.next_if(|c| c.revision == revision) {
+                endpoint_changes.push(change);
+            }
+            while let Some(change) = profiles.next_if(|c| c.revision == revision) {
+                profile_changes.push(change);
+            }
+            self.apply_revision(
+                revision,
+                &mut endpoint_changes,
+                &mut profile_changes,
+                &mut scratch,
+                &mut subjects,
+            );
+            scratch.endpoint_changes = endpoint_changes;
+            scratch.profile_changes = profile_changes;
+            self.revision = revision;
+        }
+        let mut groups = std::mem::take(&mut scratch.groups);
+        groups.sort_unstable_by_key(|&slot| self.groups.slot(slot).id);
+        let deliveries = groups
+            .drain(..)
+            .map(|slot| {
+                let events = std::mem::take(&mut scratch.pending[slot as usize]);
+                (self.groups.slot(slot).id, events)
+            })
+            .collect();
+        scratch.groups = groups;
+        self.scratch = scratch;
+        Ok(Plan {
+            subjects,
+            deliveries,
+        })
+    }
+
+    fn apply_revision(
+        &mut self,
+        revision: u64,
+        endpoint_changes: &mut Vec<EndpointChange>,
+        profile_changes: &mut Vec<ProfileChange>,
+        scratch: &mut Scratch,
+        subjects: &mut Vec<Event>,
+    ) {
+        let mut touched = std::mem::take(&mut scratch.touched);
+        // Note every touched endpoint's old state before anything changes.
+        let mut own = Vec::with_capacity(endpoint_changes.len());
+        for change in endpoint_changes.drain(..) {
+            let (key, slot) = self.lookup(change.namespace, change.name);
+            let old = slot.map(|slot| self.endpoint(slot).state.clone());
+            scratch.seen.insert(Arc::as_ptr(&key).addr());
+            touched.push(Touched {
+                key: Arc::clone(&key),
+                slot: None,
+                old,
+            });
+            own.push((key, change.value));
+        }
+        let own_changes = touched.len();
+        let mut profiles_changed = false;
+        for change in profile_changes.drain(..) {
+            if !self.set_profile(&change.name, change.labels) {
+                continue;
+            }
+            profiles_changed = true;
+            let Some(users) = self.profile_users.get(&change.name) else {
+                continue;
+            };
+            for &slot in users {
+                let endpoint = self.endpoint(slot);
+                // Endpoints share one key allocation with the index, so its address is the
+                // endpoint's identity within the revision.
+                if scratch.seen.insert(Arc::as_ptr(&endpoint.key).addr()) {
+                    touched.push(Touched {
+                        key: Arc::clone(&endpoint.key),
+                        slot: Some(slot),
+                        old: Some(endpoint.state.clone()),
+                    });
+                }
+            }
+        }
+        scratch.seen.clear();
+        // Apply the revision: profiles first (above), then endpoints, then the effective
+        // labels of the profiles' other users.
+        for (key, value) in own {
+            match value {
+                Some(value) => {
+                    self.put(key, &value.node, value.labels, value.profiles, revision);
+                }
+                None => {
+                    self.delete(&key);
+                }
+            }
+        }
+        if profiles_changed {
+            for touched in &touched[own_changes..] {
+                self.reinherit(touched.slot.expect("a profile user's slot"));
+            }
+        }
+        // Compare, plan and log.
+        for (i, Touched { key, slot, old }) in touched.drain(..).enumerate() {
+            let own_change = i < own_changes;
+            let slot = slot.or_else(|| self.order.get(&*key).copied());
+            let new = slot.map(|slot| self.endpoint(slot).state.clone());
+            let unchanged = match (&old, &new) {
+                (None, None) => true,
+                (Some(old), Some(new)) => !own_change && old.same_as(new),
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            let transition = Transition {
+                revision,
+                key,
+                old,
+                new,
+                own_change,
+            };
+            self.plan(&transition, scratch, subjects);
+            self.log.entries.push_back(transition);
+        }
+        scratch.touched = touched;
+    }
+
+    /// Adds the events of one transition for every group it affects.
+    fn plan(&mut self, transition: &Transition, scratch: &mut Scratch, subjects: &mut Vec<Event>) {
+        scratch.candidates.clear();
+        self.groups.candidates(
+            &transition.key.0,
+            transition.old.iter().chain(&transition.new),
+            &mut scratch.candidates,
+        );
+        let mut subject: [Option<u32>; 3] = [None; 3];
+        for &slot in &scratch.candidates {
+            let Some(kind) = transition.event_for(self.groups.slot(slot)) else {
+                continue;
+            };
+            let index = *subject[kind.index()].get_or_insert_with(|| {
+                subjects.push(Event {
+                    key: Arc::clone(&transition.key),
+                    revision: transition.revision,
+                    kind,
+                });
+                u32::try_from(subjects.len() - 1).expect("fewer than 2^32 events in a batch")
+            });
+            let pending = &mut scratch.pending[slot as usize];
+            if pending.is_empty() {
+                scratch.groups.push(slot);
+            }
+            pending.push(index);
+        }
+    }
+
+    /// The events `group` would have received live for every revision after `after`, in
+    /// revision order; [`Replay::Expired`] when the log no longer reaches back to `after`,
+    /// [`Replay::TooMany`] when there are more than `limit` (0: no limit).
+    pub fn replay(&self, group: GroupId, after: u64, limit: usize) -> Result<Replay, FanoutError> {
+        let group = self
+            .groups
+            .get(group)
+            .ok_or(FanoutError::UnknownGroup(group))?;
+        if after < self.log.start {
+            return Ok(Replay::Expired);
+        }
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let from = self.log.entries.partition_point(|t| t.revision <= after);
+        let mut events = Vec::new();
+        for transition in self.log.entries.range(from..) {
+            if let Some(kind) = transition.event_for(group) {
+                if events.len() == limit {
+                    return Ok(Replay::TooMany);
+                }
+                events.push(Event {
+                    key: Arc::clone(&transition.key),
+                    revision: transition.revision,
+                    kind,
+                });
+            }
+        }
+        Ok(Replay::Events(events))
+    }
+
+    /// The difference between `known` (`("namespace/name", resource_version)` pairs, keys
+    /// unique) and the endpoints `group` matches now; see [`Diff`].
+    pub fn diff<'s, 'k>(
+        &'s self,
+        group: GroupId,
+        known: &[(&'k str, u64)],
+    ) -> Result<Diff<'s, 'k>, FanoutError> {
+        let group = self
+            .groups
+            .get(group)
+            .ok_or(FanoutError::UnknownGroup(group))?;
+        let mut diff = Diff::default();
+        let mut known_keys: Vec<((&str, &str), u64)> = Vec::with_capacity(known.len());
+        for &(key, version) in known {
+            match key.split_once('/') {
+                Some(parts) => known_keys.push((parts, version)),
+                None => diff.deleted.push(("", key)),
+            }
+        }
+        let unsplit = diff.deleted.len();
+        known_keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut known_keys = known_keys.into_iter().peekable();
+        // Both sides are in key order: merge them.
+        for endpoint in self.matching(group.filter(), None) {
+            let key = (endpoint.key.0.as_str(), endpoint.key.1.as_str());
+            while let Some((gone, _)) = known_keys.next_if(|(k, _)| *k < key) {
+                diff.deleted.push(gone);
+            }
+            match known_keys.next_if(|(k, _)| *k == key) {
+                Some((_, version)) if version != endpoint.resource_version => {
+                    diff.modified.push(&endpoint.key);
+                }
+                Some(_) => {}
+                None => diff.added.push(&endpoint.key),
+            }
+        }
+        diff.deleted.extend(known_keys.map(|(key, _)| key));
+        if unsplit > 0 {
+            diff.deleted.sort_unstable();
+        }
+        Ok(diff)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! What a selector requires of the labels it matches, so watchers can be indexed by it.
+//!
+//! A selector's requirement is a set of [`Term`]s such that every label set the selector
+//! matches satisfies at least one of them. The fan-out index posts a watcher group under each
+//! term of its requirement, so a change only has to evaluate the groups posted under a term
+//! the endpoint's labels satisfy. Selectors with no such set (negations, `all()`) have no
+//! requirement and are evaluated for every change.
+
+use super::ast::Expr;
+
+/// A condition on one label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Term {
+    /// The label `key` is present with exactly this value.
+    Label(String, String),
+    /// The label `key` is present, with any value.
+    Key(String),
+}
+
+/// How many endpoints a key-only term is assumed to admit, relative to a `key == value`
+/// term (which counts 1): a key is usually shared by many values.
+const KEY_COST: usize = 16;
+
+impl Term {
+    /// A rough estimate of how many endpoints satisfy the term; lower is more selective.
+    fn cost(&self) -> usize {
+        match self {
+            Term::Label(..) => 1,
+            Term::Key(_) => KEY_COST,
+        }
+    }
+}
+
+/// The estimated selectivity of a requirement: the sum of its terms' costs.
+fn cost(terms: &[Term]) -> usize {
+    terms.iter().map(Term::cost).sum()
+}
+
+impl Expr {
+    /// Terms at least one of which every label set matching the expression satisfies, or
+    /// `None` when none can be derived. An empty list means the expression matches nothing.
+    ///
+    /// `k == 'v'` requires `(k, v)`; `k in {a, b}` requires `(k, a)` or `(k, b)`; `has(k)`
+    /// and the string operators require the key `k`; `A && B` takes the more selective
+    /// operand's requirement; `A || B` needs one from every operand and requires their
+    /// union. `!`, `!=`, `not in`, `all()` and `global()` require nothing.
+    #[must_use]
+    pub fn requirement(&self) -> Option<Vec<Term>> {
+        match self {
+            Expr::Eq(key, value) => Some(vec![Term::Label(key.clone(), value.clone())]),
+            Expr::In(key, values) => Some(
+                values
+                    .iter()
+                    .map(|value| Term::Label(key.clone(), value.clone()))
+                    .collect(),
+            ),
+            Expr::Has(key)
+            | Expr::Contains(key, _)
+            | Expr::StartsWith(key, _)
+            | Expr::EndsWith(key, _) => Some(vec![Term::Key(key.clone())]),
+            Expr::And(operands) => operands
+                .iter()
+                .filter_map(Expr::requirement)
+                .min_by_key(|terms| cost(terms)),
+            Expr::Or(operands) => {
+                let mut union = Vec::new();
+                for operand in operands {
+                    union.extend(operand.requirement()?);
+                }
+                union.sort_unstable();
+                union.dedup();
+                Some(union)
+            }
+            Expr::All | Expr::Global | Expr::Ne(..) | Expr::NotIn(..) | Expr::Not(_) => None,
+        }
+    }
+}
