@@ -37,9 +37,9 @@ class Page(Generic[T]):
     more: bool
 
 
-def _index_entry(wep: WorkloadEndpoint) -> tuple[str, str, str, dict[str, str], list[str]]:
+def _index_entry(wep: WorkloadEndpoint) -> tuple[str, str, str, dict[str, str], list[str], int]:
     meta = wep.metadata
-    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles))
+    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), meta.resource_version)
 
 
 class ResourceCache:
