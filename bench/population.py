@@ -25,14 +25,31 @@ class Cluster:
 
 def cluster(endpoints: int, *, namespaces: int = 100, nodes: int = 500, seed: int = 1) -> Cluster:
     rng = random.Random(seed)
-    profiles: list[Profile] = []
+    profiles = [_profile(name, labels) for name, labels in namespace_profiles(namespaces)]
+    pods = [endpoint_for(i, rng, namespaces=namespaces, nodes=nodes) for i in range(endpoints)]
+    return Cluster(profiles, pods)
+
+
+def namespace_profiles(namespaces: int) -> list[tuple[str, dict[str, str]]]:
+    """`(name, labels_to_apply)` of the namespace (`kns.`) and default service-account (`ksa.`) profiles."""
+    profiles: list[tuple[str, dict[str, str]]] = []
     for n in range(namespaces):
         ns = f"ns-{n}"
         env = "prod" if n % 2 == 0 else "dev"
-        profiles.append(_profile(f"kns.{ns}", {"projectcalico.org/name": ns, "env": env}))
-        profiles.append(_profile(f"ksa.{ns}.default", {"projectcalico.org/serviceaccount": "default"}))
-    pods = [endpoint_for(i, rng, namespaces=namespaces, nodes=nodes) for i in range(endpoints)]
-    return Cluster(profiles, pods)
+        profiles.append((f"kns.{ns}", {"projectcalico.org/name": ns, "env": env}))
+        profiles.append((f"ksa.{ns}.default", {"projectcalico.org/serviceaccount": "default"}))
+    return profiles
+
+
+def pod_labels(i: int, rng: random.Random) -> dict[str, str]:
+    """The labels of pod `i`: its deployment's app, a tier, a template hash and a versioned name."""
+    app = APPS[i % len(APPS)]
+    return {
+        "app": app,
+        "tier": rng.choice(TIERS),
+        "pod-template-hash": f"{rng.getrandbits(32):08x}",
+        "app.kubernetes.io/name": f"{app}-{i % 37}",
+    }
 
 
 def endpoint_for(i: int, rng: random.Random, *, namespaces: int, nodes: int) -> WorkloadEndpoint:
@@ -40,15 +57,7 @@ def endpoint_for(i: int, rng: random.Random, *, namespaces: int, nodes: int) -> 
     app = APPS[i % len(APPS)]
     octets = (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF
     return WorkloadEndpoint(
-        metadata=ObjectMeta(
-            namespace=ns,
-            labels={
-                "app": app,
-                "tier": rng.choice(TIERS),
-                "pod-template-hash": f"{rng.getrandbits(32):08x}",
-                "app.kubernetes.io/name": f"{app}-{i % 37}",
-            },
-        ),
+        metadata=ObjectMeta(namespace=ns, labels=pod_labels(i, rng)),
         spec=WorkloadEndpointSpec(
             orchestrator="k8s",
             node=f"node-{i % nodes}",

@@ -30,6 +30,7 @@ class Plot:
     title: str
     series: str | None = None
     log_x: bool = False
+    log_y: bool = False
 
 
 def machine() -> dict[str, Any]:
@@ -72,6 +73,8 @@ def _plot(path: Path, rows: Sequence[Row], plot: Plot) -> None:
         axes.plot([r[plot.x] for r in members], [r[plot.y] for r in members], marker="o", label=label)
     if plot.log_x:
         axes.set_xscale("log")
+    if plot.log_y:
+        axes.set_yscale("log")
     axes.set_xlabel(plot.x)
     axes.set_ylabel(plot.y)
     axes.set_title(plot.title)

@@ -100,6 +100,9 @@ struct Endpoint {
     key: SharedKey,
     state: State,
     profiles: Vec<String>,
+    /// The labels `profiles` add to an endpoint with no own labels (shared through
+    /// `EndpointIndex::merged`); `state.inherited` is this minus the keys of own labels.
+    base: Arc<LabelMap>,
     resource_version: u64,
 }
 
@@ -169,8 +172,10 @@ type Slot = u32;
 /// transition log of the fan-out; see the module docs.
 #[derive(Debug, Default)]
 pub struct EndpointIndex {
-    /// Every endpoint's slot, in key order.
+    /// Every endpoint's slot, in key order, for ordered scans.
     order: BTreeMap<SharedKey, Slot>,
+    /// Every endpoint's slot, for point lookups (a hash beats ~17 key comparisons).
+    slot_by_key: HashMap<SharedKey, Slot>,
     /// The endpoints, by slot; `None` for free slots. Reverse maps hold slots, so following
     /// one costs an array access rather than a search by key.
     slots: Vec<Option<Endpoint>>,
@@ -194,44 +199,46 @@ pub struct EndpointIndex {
     scratch: fanout::Scratch,
 }
 
-/// The labels profiles `names` add to an endpoint whose own labels are `own`, sharing the
-/// merged map of `names` (kept in `merged`) when no own label shadows it.
-fn inherit(
+/// The labels profiles `names` add to an endpoint with no own labels: one map per profile
+/// list, kept in `merged` and shared by every endpoint naming that list.
+fn merge(
     merged: &mut HashMap<Vec<String>, Arc<LabelMap>>,
     profiles: &HashMap<String, LabelMap>,
-    own: &LabelMap,
     names: &[String],
 ) -> Arc<LabelMap> {
-    let shared = if let Some(shared) = merged.get(names) {
-        Arc::clone(shared)
-    } else {
-        let mut added = LabelMap::default();
-        for applied in names.iter().filter_map(|name| profiles.get(name)) {
-            for (key, value) in applied {
-                if !added.contains_key(key) {
-                    added.insert(key.clone(), value.clone());
-                }
+    if let Some(shared) = merged.get(names) {
+        return Arc::clone(shared);
+    }
+    let mut added = LabelMap::default();
+    for applied in names.iter().filter_map(|name| profiles.get(name)) {
+        for (key, value) in applied {
+            if !added.contains_key(key) {
+                added.insert(key.clone(), value.clone());
             }
         }
-        let shared = Arc::new(added);
-        merged.insert(names.to_vec(), Arc::clone(&shared));
-        shared
-    };
-    let shadowed = if own.len() < shared.len() {
-        own.keys().any(|key| shared.contains_key(key))
+    }
+    let shared = Arc::new(added);
+    merged.insert(names.to_vec(), Arc::clone(&shared));
+    shared
+}
+
+/// What `base` (a profile list's labels) adds to an endpoint whose own labels are `own`:
+/// `base` itself, shared, unless an own label shadows one of its keys.
+fn shadow(base: &Arc<LabelMap>, own: &LabelMap) -> Arc<LabelMap> {
+    let shadowed = if own.len() < base.len() {
+        own.keys().any(|key| base.contains_key(key))
     } else {
-        shared.keys().any(|key| own.contains_key(key))
+        base.keys().any(|key| own.contains_key(key))
     };
     if shadowed {
         Arc::new(
-            shared
-                .iter()
+            base.iter()
                 .filter(|(key, _)| !own.contains_key(*key))
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
         )
     } else {
-        shared
+        Arc::clone(base)
     }
 }
 
@@ -260,7 +267,7 @@ impl EndpointIndex {
 
     fn slot_of(&self, namespace: &str, name: &str) -> Option<Slot> {
         // Looking up by tuple needs owned strings; the copies are two small allocations.
-        self.order
+        self.slot_by_key
             .get(&(namespace.to_owned(), name.to_owned()))
             .copied()
     }
@@ -283,57 +290,76 @@ impl EndpointIndex {
             profiles,
             resource_version,
         } = entry;
-        let (key, _) = self.lookup(namespace, name);
-        self.put(key, &node, labels, profiles, resource_version);
+        let (key, slot) = self.lookup(namespace, name);
+        self.put(key, slot, &node, labels, profiles, resource_version);
     }
 
     /// The index's own allocation of the key and the slot if the endpoint exists, else a
     /// new allocation.
     fn lookup(&self, namespace: String, name: String) -> (SharedKey, Option<Slot>) {
         let key = (namespace, name);
-        match self.order.get_key_value(&key) {
+        match self.slot_by_key.get_key_value(&key) {
             Some((shared, &slot)) => (Arc::clone(shared), Some(slot)),
             None => (Arc::new(key), None),
         }
     }
 
-    /// Inserts or replaces the endpoint at `key`; returns its slot.
+    /// Inserts the endpoint at `key`, or replaces it in `slot` (its current one, from
+    /// `lookup`); returns its slot. Reverse maps are only touched where the node or the
+    /// profiles change.
     fn put(
         &mut self,
         key: SharedKey,
+        slot: Option<Slot>,
         node: &str,
         labels: LabelMap,
         profiles: Vec<String>,
         resource_version: u64,
     ) -> Slot {
-        let inherited = inherit(&mut self.merged, &self.profiles, &labels, &profiles);
-        let node = match self.by_node.get_key_value(node) {
-            Some((interned, _)) => Arc::clone(interned),
-            None => Arc::from(node),
+        let old = slot.map(|slot| self.slots[slot as usize].take().expect("a live slot"));
+        let base = match &old {
+            Some(old) if old.profiles == profiles => Arc::clone(&old.base),
+            _ => merge(&mut self.merged, &self.profiles, &profiles),
         };
-        let slot = if let Some(&slot) = self.order.get(&*key) {
-            let old = self.slots[slot as usize].take().expect("a live slot");
-            self.unlink(slot, &old);
-            slot
-        } else {
+        let inherited = shadow(&base, &labels);
+        let slot = slot.unwrap_or_else(|| {
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.slots.push(None);
                 Slot::try_from(self.slots.len() - 1).expect("fewer than 2^32 endpoints")
             });
             self.order.insert(Arc::clone(&key), slot);
+            self.slot_by_key.insert(Arc::clone(&key), slot);
             slot
+        });
+        let node = match &old {
+            Some(old) if &*old.state.node == node => Arc::clone(&old.state.node),
+            _ => {
+                if let Some(old) = &old {
+                    self.unlink_node(old);
+                }
+                let node = match self.by_node.get_key_value(node) {
+                    Some((interned, _)) => Arc::clone(interned),
+                    None => Arc::from(node),
+                };
+                self.by_node
+                    .entry(Arc::clone(&node))
+                    .or_default()
+                    .insert(Arc::clone(&key), slot);
+                node
+            }
         };
-        self.by_node
-            .entry(Arc::clone(&node))
-            .or_default()
-            .insert(Arc::clone(&key), slot);
-        for profile in &profiles {
-            if let Some(users) = self.profile_users.get_mut(profile) {
-                users.insert(slot);
-            } else {
-                let mut users = HashSet::new();
-                users.insert(slot);
-                self.profile_users.insert(profile.clone(), users);
+        if old.as_ref().is_none_or(|old| old.profiles != profiles) {
+            if let Some(old) = &old {
+                self.unlink_profiles(slot, old);
+            }
+            for profile in &profiles {
+                if let Some(users) = self.profile_users.get_mut(profile) {
+                    users.insert(slot);
+                } else {
+                    let mut users = HashSet::new();
+                    users.insert(slot);
+                    self.profile_users.insert(profile.clone(), users);
+                }
             }
         }
         self.slots[slot as usize] = Some(Endpoint {
@@ -344,6 +370,7 @@ impl EndpointIndex {
                 inherited,
             },
             profiles,
+            base,
             resource_version,
         });
         slot
@@ -362,25 +389,29 @@ impl EndpointIndex {
     }
 
     fn delete(&mut self, key: &Key) -> bool {
-        match self.order.remove(key) {
-            Some(slot) => {
-                let old = self.slots[slot as usize].take().expect("a live slot");
-                self.unlink(slot, &old);
-                self.free.push(slot);
-                true
-            }
-            None => false,
-        }
+        let Some(slot) = self.slot_by_key.remove(key) else {
+            return false;
+        };
+        self.order.remove(key);
+        let old = self.slots[slot as usize].take().expect("a live slot");
+        self.unlink_node(&old);
+        self.unlink_profiles(slot, &old);
+        self.free.push(slot);
+        true
     }
 
-    /// Drops the endpoint at `slot` from the node and profile reverse maps.
-    fn unlink(&mut self, slot: Slot, old: &Endpoint) {
+    /// Drops the endpoint from its node's set.
+    fn unlink_node(&mut self, old: &Endpoint) {
         if let Some(keys) = self.by_node.get_mut(&old.state.node) {
             keys.remove(&*old.key);
             if keys.is_empty() {
                 self.by_node.remove(&old.state.node);
             }
         }
+    }
+
+    /// Drops the endpoint at `slot` from its profiles' user sets.
+    fn unlink_profiles(&mut self, slot: Slot, old: &Endpoint) {
         for profile in &old.profiles {
             if let Some(users) = self.profile_users.get_mut(profile) {
                 users.remove(&slot);
@@ -414,12 +445,8 @@ impl EndpointIndex {
     /// the result is the same; returns whether it changed.
     fn reinherit(&mut self, slot: Slot) -> bool {
         let endpoint = self.slots[slot as usize].as_mut().expect("a live slot");
-        let inherited = inherit(
-            &mut self.merged,
-            &self.profiles,
-            &endpoint.state.own,
-            &endpoint.profiles,
-        );
+        endpoint.base = merge(&mut self.merged, &self.profiles, &endpoint.profiles);
+        let inherited = shadow(&endpoint.base, &endpoint.state.own);
         if Arc::ptr_eq(&inherited, &endpoint.state.inherited)
             || *inherited == *endpoint.state.inherited
         {

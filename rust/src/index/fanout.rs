@@ -185,8 +185,8 @@ pub(super) struct TransitionLog {
 #[derive(Debug)]
 struct Touched {
     key: SharedKey,
-    /// Its slot, for a profile's user (which the revision cannot delete); `None` for an
-    /// endpoint changed itself, whose slot may change.
+    /// Its slot: for a profile's user, which the revision cannot delete; for an endpoint
+    /// changed itself, the slot it had, then the one it has after (`None`: absent).
     slot: Option<Slot>,
     old: Option<State>,
 }
@@ -365,10 +365,10 @@ impl EndpointIndex {
             scratch.seen.insert(Arc::as_ptr(&key).addr());
             touched.push(Touched {
                 key: Arc::clone(&key),
-                slot: None,
+                slot,
                 old,
             });
-            own.push((key, change.value));
+            own.push((key, slot, change.value));
         }
         let own_changes = touched.len();
         let mut profiles_changed = false;
@@ -396,25 +396,32 @@ impl EndpointIndex {
         scratch.seen.clear();
         // Apply the revision: profiles first (above), then endpoints, then the effective
         // labels of the profiles' other users.
-        for (key, value) in own {
-            match value {
-                Some(value) => {
-                    self.put(key, &value.node, value.labels, value.profiles, revision);
-                }
-                None => {
-                    self.delete(&key);
-                }
-            }
+        for (i, (key, slot, value)) in own.into_iter().enumerate() {
+            touched[i].slot = if let Some(value) = value {
+                Some(self.put(
+                    key,
+                    slot,
+                    &value.node,
+                    value.labels,
+                    value.profiles,
+                    revision,
+                ))
+            } else {
+                self.delete(&key);
+                None
+            };
         }
         if profiles_changed {
-            for touched in &touched[own_changes..] {
-                self.reinherit(touched.slot.expect("a profile user's slot"));
+            // Every touched endpoint that still exists, including those changed themselves:
+            // `put` kept their profiles' merged labels from before this revision's profile
+            // changes when their profile list stayed the same.
+            for slot in touched.iter().filter_map(|touched| touched.slot) {
+                self.reinherit(slot);
             }
         }
         // Compare, plan and log.
         for (i, Touched { key, slot, old }) in touched.drain(..).enumerate() {
             let own_change = i < own_changes;
-            let slot = slot.or_else(|| self.order.get(&*key).copied());
             let new = slot.map(|slot| self.endpoint(slot).state.clone());
             let unchanged = match (&old, &new) {
                 (None, None) => true,
