@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,20 @@ from epsync.server.app import EpsyncServer
 REPO = Path(__file__).resolve().parent.parent
 
 
+def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
+    """A server config for tests: any free port, short waits; `overrides` as ServerConfig fields."""
+    settings: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "data_dir": data_dir,
+        "grace_seconds": 0.5,
+        "min_revision_wait_seconds": 0.3,
+    }
+    return ServerConfig(**(settings | overrides))
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[EpsyncServer]:
-    config = ServerConfig(
-        listen="127.0.0.1:0", data_dir=tmp_path / "data", grace_seconds=0.5, min_revision_wait_seconds=0.3
-    )
-    instance = EpsyncServer(config)
+    instance = EpsyncServer(server_config(tmp_path / "data"))
     await instance.start()
     yield instance
     await instance.stop(grace=0.1)

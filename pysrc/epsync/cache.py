@@ -22,6 +22,7 @@ from epsync.resources import PROFILES, WORKLOAD_ENDPOINTS, ResourceType, endpoin
 from epsync.store.base import Change, Kind, Snapshot
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+from epsync.watch.history import ObjectHistory, Transition
 
 # Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
 _PROFILE_CHUNK = 512
@@ -42,14 +43,34 @@ def _index_entry(wep: WorkloadEndpoint) -> tuple[str, str, str, dict[str, str], 
     return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), meta.resource_version)
 
 
-class ResourceCache:
-    """Decoded objects of every kind at one revision, plus the endpoint label index."""
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one committed batch changed, for the watch hubs to turn into events."""
 
-    def __init__(self) -> None:
+    revision: int
+    # The Rust index's plan: (namespace, name, revision, event type) subjects, and for each
+    # watcher group with events the indices of its subjects in revision order.
+    endpoint_subjects: list[tuple[str, str, int, int]]
+    endpoint_deliveries: list[tuple[int, list[int]]]
+    profile_transitions: list[Transition]
+
+
+class ResourceCache:
+    """Decoded objects of every kind at one revision, the endpoint label index, and the recent past.
+
+    The recent past (the last `history_window` revisions) is what watch resume replays: the
+    index keeps each revision's label transitions, and `endpoint_history`/`profile_history`
+    keep the objects' states, so an event at a past revision carries the object as it was.
+    """
+
+    def __init__(self, history_window: int = 100_000) -> None:
         self.revision = 0
+        self.history_window = history_window
         self._endpoints: dict[str, WorkloadEndpoint] = {}
         self._profiles: SortedDict = SortedDict()
-        self._index = EndpointIndex()
+        self.index = EndpointIndex()
+        self.endpoint_history = ObjectHistory()
+        self.profile_history = ObjectHistory()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def load(self, snapshot: Snapshot) -> None:
@@ -63,49 +84,77 @@ class ResourceCache:
                 profiles.append(PROFILES.decode_record(record))
         self._endpoints = {endpoint_key(e.metadata.namespace, e.metadata.name): e for e in endpoints}
         self._profiles = SortedDict({p.metadata.name: p for p in profiles})
-        self._index = EndpointIndex()
-        self._index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in profiles])
-        self._index.upsert_endpoints([_index_entry(e) for e in endpoints])
+        self.index = EndpointIndex()
+        self.index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in profiles])
+        self.index.upsert_endpoints([_index_entry(e) for e in endpoints])
+        self.index.reset_log(snapshot.revision)
+        self.endpoint_history = ObjectHistory()
+        self.profile_history = ObjectHistory()
         self.revision = snapshot.revision
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        """Advance by one committed batch. Index updates are coalesced to each key's final state."""
+    @property
+    def oldest_replayable(self) -> int:
+        """The oldest revision a watch can resume after by replay."""
+        return int(self.index.log_start)
+
+    def apply(self, changes: Sequence[Change]) -> Applied | None:
+        """Advance by one committed batch; returns what the watch hubs need, None if nothing was new."""
         # A batch the loaded snapshot already contains (it raced start-up) must not be applied twice.
         changes = [c for c in changes if c.revision > self.revision]
         if not changes:
-            return
-        touched_endpoints: set[str] = set()
-        touched_profiles: set[str] = set()
+            return None
+        endpoint_changes: list[tuple[int, str, str, str | None, dict[str, str] | None, list[str] | None]] = []
+        profile_changes: list[tuple[int, str, dict[str, str] | None]] = []
+        profile_transitions: list[Transition] = []
         for change in changes:
             if change.kind is Kind.WORKLOAD_ENDPOINT:
-                touched_endpoints.add(change.key)
+                old_endpoint = self._endpoints.get(change.key)
+                before = (old_endpoint.metadata.resource_version, change.previous) if old_endpoint else (0, None)
+                self.endpoint_history.record(change.key, change.revision, change.value, before)
+                namespace, name = split_endpoint_key(change.key)
                 if change.value is None:
                     self._endpoints.pop(change.key, None)
+                    endpoint_changes.append((change.revision, namespace, name, None, None, None))
                 else:
-                    self._endpoints[change.key] = WORKLOAD_ENDPOINTS.decode(change.value, change.revision)
+                    wep = WORKLOAD_ENDPOINTS.decode(change.value, change.revision)
+                    self._endpoints[change.key] = wep
+                    endpoint_changes.append(
+                        (
+                            change.revision,
+                            namespace,
+                            name,
+                            wep.spec.node,
+                            dict(wep.metadata.labels),
+                            list(wep.spec.profiles),
+                        )
+                    )
             else:
-                touched_profiles.add(change.key)
+                old_profile = self._profiles.get(change.key)
+                before = (old_profile.metadata.resource_version, change.previous) if old_profile else (0, None)
+                self.profile_history.record(change.key, change.revision, change.value, before)
+                profile_transitions.append(
+                    Transition(change.revision, change.key, before, (change.revision, change.value))
+                )
                 if change.value is None:
                     self._profiles.pop(change.key, None)
+                    profile_changes.append((change.revision, change.key, None))
                 else:
-                    self._profiles[change.key] = PROFILES.decode(change.value, change.revision)
-        self._update_index(touched_endpoints, touched_profiles)
+                    profile = PROFILES.decode(change.value, change.revision)
+                    self._profiles[change.key] = profile
+                    profile_changes.append((change.revision, change.key, dict(profile.spec.labels_to_apply)))
+        subjects, deliveries = self.index.apply(endpoint_changes, profile_changes)
         self.revision = max(self.revision, changes[-1].revision)
+        self._trim_history()
         self._notify_revision()
+        return Applied(self.revision, subjects, deliveries, profile_transitions)
 
-    def _update_index(self, endpoint_keys: set[str], profile_names: set[str]) -> None:
-        present_profiles = [self._profiles[n] for n in profile_names if n in self._profiles]
-        gone_profiles = [n for n in profile_names if n not in self._profiles]
-        if present_profiles:
-            self._index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in present_profiles])
-        if gone_profiles:
-            self._index.remove_profiles(gone_profiles)
-        present = [self._endpoints[k] for k in endpoint_keys if k in self._endpoints]
-        gone = [split_endpoint_key(k) for k in endpoint_keys if k not in self._endpoints]
-        if present:
-            self._index.upsert_endpoints([_index_entry(e) for e in present])
-        if gone:
-            self._index.remove_endpoints(gone)
+    def _trim_history(self) -> None:
+        # Trimmed in steps of a tenth of the window, so the cost is paid rarely and in bulk.
+        cut = self.revision - self.history_window
+        if cut - self.oldest_replayable >= max(1, self.history_window // 10):
+            self.index.trim_log(cut)
+            self.endpoint_history.trim(cut)
+            self.profile_history.trim(cut)
 
     def _notify_revision(self) -> None:
         still_waiting = []
@@ -155,9 +204,13 @@ class ResourceCache:
         after: tuple[str, str] | None,
         limit: int,
     ) -> Page[WorkloadEndpoint]:
-        keys = self._index.query(namespace, node, selector, after, limit + 1)
+        keys = self.index.query(namespace, node, selector, after, limit + 1)
         items = [self._endpoints[endpoint_key(ns, name)] for ns, name in keys[:limit]]
         return Page(items, more=len(keys) > limit)
+
+    def profiles(self) -> list[Profile]:
+        """Every profile, by name."""
+        return list(self._profiles.values())
 
     def list_profiles(self, *, selector: Selector | None, after: str | None, limit: int) -> Page[Profile]:
         names = self._profiles.irange(minimum=after, inclusive=(False, True)) if after else iter(self._profiles)

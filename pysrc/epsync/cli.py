@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from epsync.client import DEFAULT_TARGET, Client
 from epsync.config import ServerConfig
 from epsync.errors import EpsyncError, InvalidArgument
+from epsync.event_output import print_event
 from epsync.manifest import ManifestError, dump_manifests, load_manifests
 from epsync.resources import DEFAULT_NAMESPACE
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+from epsync.view import MaterializedView
 
 Resource = WorkloadEndpoint | Profile
 
@@ -72,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("./data"), help="embedded store directory")
     serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
+    serve.add_argument("--watcher-max-events", type=int, default=10_000, help="events a watcher may fall behind")
+    serve.add_argument("--watcher-max-bytes", type=int, default=64 << 20, help="bytes a watcher may fall behind")
+    serve.add_argument(
+        "--bookmark-interval", type=float, default=60.0, help="seconds before an idle watch is bookmarked"
+    )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
 
@@ -109,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
     listing.set_defaults(func=_list)
 
+    watch = client_command("watch", "print the matching resources, then every change to them, as it happens")
+    watch.add_argument("kind", help="workloadendpoints (weps) or profiles")
+    watch_scope = watch.add_mutually_exclusive_group()
+    watch_scope.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    watch_scope.add_argument("-A", "--all-namespaces", action="store_true")
+    watch.add_argument("--node", default="", help="only endpoints on this node")
+    watch.add_argument("-l", "--selector", default="", help="Calico selector over effective labels")
+    watch.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    watch.add_argument("--limit", type=int, default=0, help="exit after this many object events (0: run until ^C)")
+    watch.set_defaults(func=_watch)
+
     delete = client_command("delete", "delete resources, named or from a file")
     delete.add_argument("kind", nargs="?", help="workloadendpoint (wep) or profile")
     delete.add_argument("name", nargs="?")
@@ -120,17 +139,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ServerConfig fields whose flag is not simply the field's name.
+_FLAG_OF_FIELD = {"grace_seconds": "--grace", "bookmark_interval_seconds": "--bookmark-interval"}
+
+
 def _serve(args: argparse.Namespace) -> int:
     from epsync.server.app import serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServerConfig(
-            listen=args.listen, data_dir=args.data_dir, history_window=args.history_window, grace_seconds=args.grace
+            listen=args.listen,
+            data_dir=args.data_dir,
+            history_window=args.history_window,
+            grace_seconds=args.grace,
+            watcher_max_events=args.watcher_max_events,
+            watcher_max_bytes=args.watcher_max_bytes,
+            bookmark_interval_seconds=args.bookmark_interval,
         )
     except ValidationError as error:
         first = error.errors()[0]
-        raise CliError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        field = str(first["loc"][0])
+        flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+        raise CliError(f"{flag}: {first['msg']}") from None
     asyncio.run(serve(config))
     return 0
 
@@ -210,6 +241,32 @@ def _list(args: argparse.Namespace) -> int:
             return [p async for p in client.list_profiles(selector=args.selector)]
 
     _print(asyncio.run(run()), args.output, kind, many=True)
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    namespace = "" if args.all_namespaces else args.namespace
+    if kind != "workloadendpoint" and (args.node or args.all_namespaces):
+        raise CliError("--node and -A apply to workload endpoints only")
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            view: MaterializedView[Any, Any] = (
+                client.watch(namespace=namespace, node=args.node, selector=args.selector)
+                if kind == "workloadendpoint"
+                else client.watch_profiles(selector=args.selector)
+            )
+            seen = 0
+            async for event in view:
+                print_event(event, args.output)
+                if event.object is not None and event.type != "BOOKMARK":
+                    seen += 1
+                    if seen == args.limit:
+                        return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
     return 0
 
 

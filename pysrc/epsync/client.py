@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, cast
+from typing import Protocol, Self, TypeVar
 
 import grpc
-from grpc_status import rpc_status
 
-from epsync.errors import EpsyncError, error_from_status
-from epsync.resources import DEFAULT_NAMESPACE
+from epsync.errors import EpsyncError, rpc_error
+from epsync.resources import DEFAULT_NAMESPACE, endpoint_key
 from epsync.v1 import profile_service_pb2 as profile_pb
 from epsync.v1 import profile_service_pb2_grpc as profile_grpc
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+from epsync.view import Backoff, MaterializedView, grpc_stream
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 T = TypeVar("T")
@@ -29,9 +29,7 @@ async def _call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except grpc.aio.AioRpcError as error:
-        # AioRpcError has the code, details and trailing metadata that from_call reads; the stubs only know grpc.Call.
-        status = rpc_status.from_call(cast(grpc.Call, error))
-        raise error_from_status(error.code(), status, error.details() or "") from None
+        raise rpc_error(error) from None
 
 
 class Client:
@@ -99,6 +97,25 @@ class Client:
         )
         return await _call(self._endpoints.DeleteWorkloadEndpoint(request, timeout=self.timeout))
 
+    async def write_endpoints(
+        self,
+        requests: AsyncIterable[wep_pb.WriteWorkloadEndpointsRequest] | Iterable[wep_pb.WriteWorkloadEndpointsRequest],
+    ) -> AsyncIterator[wep_pb.WriteWorkloadEndpointsResponse]:
+        """Many writes on one stream: one response per request, in request order, each with its own `status`.
+
+        Writes are pipelined (up to 1,000 unanswered; the server then stops reading) and share group
+        commits. A failed write fails alone; a broken stream raises `EpsyncError`, and writes it had not
+        answered have an unknown outcome. Closing the iterator early (`contextlib.aclosing`) cancels the
+        stream. No deadline applies: a stream lives as long as its writer.
+        """
+        source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
+        call = self._endpoints.WriteWorkloadEndpoints(source)
+        try:
+            while isinstance(response := await _call(call.read()), wep_pb.WriteWorkloadEndpointsResponse):
+                yield response
+        finally:
+            call.cancel()  # ends the stream if the caller stopped early; a no-op once it has finished
+
     # --- profiles -----------------------------------------------------------------------------
 
     async def get_profile(self, name: str) -> Profile:
@@ -147,6 +164,50 @@ class Client:
         profile.CopyFrom(obj)
         profile.metadata.resource_version = 0
         return await self.update_profile(profile, allow_missing=True)
+
+    # --- watches ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        namespace: str = "",
+        node: str = "",
+        selector: str = "",
+        allow_bookmarks: bool = True,
+        backoff: Backoff | None = None,
+    ) -> MaterializedView[WorkloadEndpoint, wep_pb.WatchWorkloadEndpointsRequest]:
+        """A live view of the matching endpoints, keyed "namespace/name"; iterate it to run it.
+
+        It starts with the current state, then follows every change, and resumes by itself
+        across disconnects and server restarts (see `epsync.view`).
+        """
+        request = wep_pb.WatchWorkloadEndpointsRequest(
+            namespace=namespace,
+            node=node,
+            label_selector=selector,
+            send_initial_events=True,
+            allow_bookmarks=allow_bookmarks,
+        )
+        stream = grpc_stream(self._endpoints.WatchWorkloadEndpoints)
+        return MaterializedView(stream, request, _endpoint_key, backoff=backoff)
+
+    def watch_profiles(
+        self, *, selector: str = "", allow_bookmarks: bool = True, backoff: Backoff | None = None
+    ) -> MaterializedView[Profile, profile_pb.WatchProfilesRequest]:
+        """A live view of the matching profiles, keyed by name; see `watch`."""
+        request = profile_pb.WatchProfilesRequest(
+            label_selector=selector, send_initial_events=True, allow_bookmarks=allow_bookmarks
+        )
+        stream = grpc_stream(self._profiles.WatchProfiles)
+        return MaterializedView(stream, request, _profile_key, backoff=backoff)
+
+
+def _endpoint_key(endpoint: WorkloadEndpoint) -> str:
+    return endpoint_key(endpoint.metadata.namespace or DEFAULT_NAMESPACE, endpoint.metadata.name)
+
+
+def _profile_key(profile: Profile) -> str:
+    return profile.metadata.name
 
 
 class _PageRequest(Protocol):

@@ -25,3 +25,7 @@ class ServerConfig(BaseModel):
     keepalive_seconds: float = Field(30.0, gt=0, description="ping idle connections this often")
     grace_seconds: float = Field(10.0, ge=0, description="how long shutdown waits for in-flight calls")
     min_revision_wait_seconds: float = Field(3.0, ge=0, description="how long a read waits for min_resource_version")
+    watcher_max_events: int = Field(10_000, ge=1, description="events a watcher may have queued before it is cut off")
+    watcher_max_bytes: int = Field(64 * MiB, ge=1, description="bytes a watcher may have queued before it is cut off")
+    bookmark_interval_seconds: float = Field(60.0, gt=0, description="bookmark a watcher idle this long")
+    bookmark_tick_seconds: float = Field(1.0, gt=0, description="how often bookmarks are considered")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 ERROR_DOMAIN = "epsync.projectcalico.org"
 
@@ -160,3 +162,10 @@ def error_from_status(code: grpc.StatusCode, status: status_pb2.Status | None, m
     error = error_class(message, reason=reason, metadata=metadata)
     error.code = code
     return error
+
+
+def rpc_error(error: grpc.aio.AioRpcError) -> EpsyncError:
+    """The `EpsyncError` a failed call carries (code, message, and its google.rpc details)."""
+    # AioRpcError has the code, details and trailing metadata that from_call reads; the stubs only know grpc.Call.
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    return error_from_status(error.code(), status, error.details() or "")

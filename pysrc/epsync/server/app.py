@@ -24,17 +24,20 @@ from epsync.config import ServerConfig
 from epsync.registry import endpoint_registry, profile_registry
 from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.profiles import ProfileServicer
-from epsync.store.base import Datastore
+from epsync.server.registration import add_service
+from epsync.store.base import Change, Datastore
 from epsync.store.sqlite import SqliteDatastore
-from epsync.v1 import profile_service_pb2, profile_service_pb2_grpc, workload_endpoint_service_pb2
-from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
+from epsync.v1 import profile_service_pb2, workload_endpoint_service_pb2
+from epsync.watch.endpoints import EndpointWatchHub
+from epsync.watch.hub import BookmarkPolicy
+from epsync.watch.profiles import ProfileWatchHub
+from epsync.watch.watcher import WatcherLimits
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES: Sequence[str] = (
-    workload_endpoint_service_pb2.DESCRIPTOR.services_by_name["WorkloadEndpointService"].full_name,
-    profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,
-)
+ENDPOINT_SERVICE = workload_endpoint_service_pb2.DESCRIPTOR.services_by_name["WorkloadEndpointService"]
+PROFILE_SERVICE = profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"]
+SERVICE_NAMES: Sequence[str] = (ENDPOINT_SERVICE.full_name, PROFILE_SERVICE.full_name)
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -56,7 +59,15 @@ class EpsyncServer:
     def __init__(self, config: ServerConfig, store: Datastore | None = None) -> None:
         self.config = config
         self.store = store or SqliteDatastore(config.data_dir / "epsync.db", history_window=config.history_window)
-        self.cache = ResourceCache()
+        self.cache = ResourceCache(config.history_window)
+        limits = WatcherLimits(config.watcher_max_events, config.watcher_max_bytes, config.max_message_bytes)
+        bookmarks = BookmarkPolicy(
+            interval_seconds=config.bookmark_interval_seconds,
+            revision_step=max(1, config.history_window // 4),
+            tick_seconds=config.bookmark_tick_seconds,
+        )
+        self.endpoint_hub = EndpointWatchHub(self.cache, limits, bookmarks)
+        self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -64,16 +75,26 @@ class EpsyncServer:
     async def start(self) -> int:
         """Open the store, fill the cache, and listen; returns the bound port (useful with port 0)."""
         await self.store.open()
-        self.store.add_listener(self.cache.apply)
+        self.store.add_listener(self._apply)
         self.cache.load(await self.store.snapshot())
 
         server = grpc.aio.server(options=grpc_options(self.config))
-        wep_grpc.add_WorkloadEndpointServiceServicer_to_server(
-            WorkloadEndpointServicer(endpoint_registry(self.store, self.cache), self.cache, self.config), server
+        endpoints = WorkloadEndpointServicer(
+            endpoint_registry(self.store, self.cache),
+            self.cache,
+            self.config,
+            self.endpoint_hub,
+            lambda: self.store.current_revision,
         )
-        profile_service_pb2_grpc.add_ProfileServiceServicer_to_server(
-            ProfileServicer(profile_registry(self.store, self.cache), self.cache, self.config), server
+        profiles = ProfileServicer(
+            profile_registry(self.store, self.cache),
+            self.cache,
+            self.config,
+            self.profile_hub,
+            lambda: self.store.current_revision,
         )
+        add_service(server, ENDPOINT_SERVICE, endpoints, pre_encoded={"WatchWorkloadEndpoints"})
+        add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -84,6 +105,8 @@ class EpsyncServer:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
+        self.endpoint_hub.start_ticker()
+        self.profile_hub.start_ticker()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -94,8 +117,17 @@ class EpsyncServer:
         )
         return self.port
 
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """The change feed: advance the cache, then tell the watchers (before the writers hear back)."""
+        applied = self.cache.apply(changes)
+        if applied is not None:
+            self.endpoint_hub.publish(applied)
+            self.profile_hub.publish(applied)
+
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
+        await self.endpoint_hub.shutdown()
+        await self.profile_hub.shutdown()
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds if grace is None else grace)
             self._server = None

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
 from epsync.resources import endpoint_key
 from epsync.server.resource_servicer import Context, ResourceServicer, require_name
 from epsync.server.status import parse_selector_field, unary_errors
+from epsync.server.watch_stream import serve_watch
+from epsync.server.write_stream import serve_write_stream
 from epsync.v1 import workload_endpoint_service_pb2 as pb
-from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+from epsync.watch.endpoints import EndpointWatchHub
 
 
-class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint], pb_grpc.WorkloadEndpointServiceServicer):
+class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchHub]):
+    """Registered from the service descriptor (`server.registration`), not the generated base class,
+    because the watch writes pre-encoded bytes rather than response messages."""
+
+    async def WatchWorkloadEndpoints(self, request: pb.WatchWorkloadEndpointsRequest, context: Context) -> None:
+        await serve_watch(self._hub, request, context, self._wait_until_watchable)
+
     @unary_errors
     async def GetWorkloadEndpoint(
         self, request: pb.GetWorkloadEndpointRequest, context: Context
@@ -62,3 +72,10 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint], pb_grpc.Workl
             key, resource_version=request.resource_version, uid=request.uid, allow_missing=request.allow_missing
         )
         return pb.DeleteWorkloadEndpointResponse(workload_endpoint=deleted.object, resource_version=deleted.revision)
+
+    # A coroutine answering through context.write, not an async generator: grpc.aio cancels it wherever it
+    # waits, so a cancelled stream cleans up at once. (The generated servicer stub lists only iterator returns.)
+    async def WriteWorkloadEndpoints(  # type: ignore[override, unused-ignore]
+        self, request_iterator: AsyncIterator[pb.WriteWorkloadEndpointsRequest], context: Context
+    ) -> None:
+        await serve_write_stream(self._registry, request_iterator, context.write)

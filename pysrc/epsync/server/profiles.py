@@ -5,12 +5,15 @@ from __future__ import annotations
 from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
 from epsync.server.resource_servicer import Context, ResourceServicer, require_name
 from epsync.server.status import parse_selector_field, unary_errors
+from epsync.server.watch_stream import serve_watch
 from epsync.v1 import profile_service_pb2 as pb
-from epsync.v1 import profile_service_pb2_grpc as pb_grpc
 from epsync.v1.profile_pb2 import Profile
+from epsync.watch.profiles import ProfileWatchHub
 
 
-class ProfileServicer(ResourceServicer[Profile], pb_grpc.ProfileServiceServicer):
+class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):
+    """Registered from the service descriptor (`server.registration`): see WorkloadEndpointServicer."""
+
     @unary_errors
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         await self._wait_for(request.min_resource_version)
@@ -47,3 +50,6 @@ class ProfileServicer(ResourceServicer[Profile], pb_grpc.ProfileServiceServicer)
             allow_missing=request.allow_missing,
         )
         return pb.DeleteProfileResponse(profile=deleted.object, resource_version=deleted.revision)
+
+    async def WatchProfiles(self, request: pb.WatchProfilesRequest, context: Context) -> None:
+        await serve_watch(self._hub, request, context, self._wait_until_watchable)

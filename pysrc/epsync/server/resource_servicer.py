@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from epsync.cache import ResourceCache
 from epsync.config import ServerConfig
-from epsync.errors import FieldViolation, InvalidArgument
+from epsync.errors import FieldViolation, InvalidArgument, OutOfRange, Unavailable
 from epsync.registry import Registry
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", WorkloadEndpoint, Profile)
+H = TypeVar("H")  # the kind's watch hub
 
 
 def require_name(name: str) -> str:
@@ -23,12 +25,37 @@ def require_name(name: str) -> str:
     return name
 
 
-class ResourceServicer(Generic[R]):
-    def __init__(self, registry: Registry[R], cache: ResourceCache, config: ServerConfig) -> None:
+class ResourceServicer(Generic[R, H]):
+    def __init__(
+        self,
+        registry: Registry[R],
+        cache: ResourceCache,
+        config: ServerConfig,
+        hub: H,
+        datastore_revision: Callable[[], int],
+    ) -> None:
         self._registry: Registry[R] = registry
         self._cache = cache
         self._config = config
+        self._hub: H = hub
+        self._datastore_revision = datastore_revision
 
     async def _wait_for(self, min_resource_version: int) -> None:
         """Hold a read until this server has seen `min_resource_version` (a client's read-your-writes on replicas)."""
         await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
+
+    async def _wait_until_watchable(self, resource_version: int) -> None:
+        """A watch from a revision this server has not reached waits for it (SPEC §6.4): UNAVAILABLE
+        if the datastore has it and this server is still catching up, RESOURCE_VERSION_TOO_NEW if
+        not even the datastore does."""
+        try:
+            await self._wait_for(resource_version)
+        except Unavailable:
+            current = self._datastore_revision()
+            if resource_version > current:
+                raise OutOfRange(
+                    f"resource_version {resource_version} is newer than the datastore's revision {current}",
+                    reason="RESOURCE_VERSION_TOO_NEW",
+                    metadata={"currentResourceVersion": str(current)},
+                ) from None
+            raise

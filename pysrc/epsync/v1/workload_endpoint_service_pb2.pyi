@@ -363,7 +363,9 @@ class WorkloadEndpointWatchEvent(_message.Message):
     INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
     type: _watch_pb2.EventType.ValueType
     resource_version: _builtins.int
-    """Revision of the change that caused the event (BOOKMARK: every event up to it has been sent)."""
+    """Revision of the change that caused the event; catch-up events (initial state, known-versions
+    difference) carry the snapshot's revision. BOOKMARK: every event up to it has been sent.
+    """
     initial_events_end: _builtins.bool
     """Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync."""
     @_builtins.property

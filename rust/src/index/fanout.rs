@@ -447,11 +447,29 @@ impl EndpointIndex {
     /// Adds the events of one transition for every group it affects.
     fn plan(&mut self, transition: &Transition, scratch: &mut Scratch, subjects: &mut Vec<Event>) {
         scratch.candidates.clear();
-        self.groups.candidates(
-            &transition.key.0,
-            transition.old.iter().chain(&transition.new),
-            &mut scratch.candidates,
-        );
+        let namespace = &transition.key.0;
+        match (&transition.old, &transition.new) {
+            // Only a profile changed: node and own labels are the same, so only groups that
+            // read a key whose inherited value changed can flip (and none gets MODIFIED).
+            (Some(old), Some(new)) if !transition.own_change => {
+                let (old, new) = (&*old.inherited, &*new.inherited);
+                let changed = old
+                    .iter()
+                    .filter(|(key, value)| new.get(*key) != Some(*value))
+                    .map(|(key, _)| key.as_str())
+                    .chain(
+                        new.keys()
+                            .filter(|key| !old.contains_key(*key))
+                            .map(String::as_str),
+                    );
+                self.groups
+                    .readers_of(namespace, changed, &mut scratch.candidates);
+            }
+            (old, new) => {
+                self.groups
+                    .candidates(namespace, old.iter().chain(new), &mut scratch.candidates)
+            }
+        }
         let mut subject: [Option<u32>; 3] = [None; 3];
         for &slot in &scratch.candidates {
             let Some(kind) = transition.event_for(self.groups.slot(slot)) else {

@@ -2,10 +2,16 @@
 //! them so a change evaluates only the groups it can affect.
 //!
 //! Each group is posted under exactly one of: its node; the terms of its selector's
-//! requirement (see [`Expr::requirement`](crate::selector::Expr::requirement)); its
-//! namespace; or, with none of those, the unconditional list. An endpoint state can only
-//! match a group posted under a node, term or namespace the state has, so the candidates
-//! for a change are the postings its old and new states hit, plus the unconditional list.
+//! requirement (see [`Expr::requirement`](crate::selector::Expr::requirement)), within its
+//! namespace; its namespace; or, with none of those, the unconditional list. An endpoint
+//! state can only match a group posted under a node, term or namespace the state has, so
+//! the candidates for a change are the postings its old and new states hit, plus the
+//! unconditional list.
+//!
+//! A change that leaves an endpoint's node and own labels alone (a profile edit) can only
+//! flip groups whose selector reads a label whose effective value changed, so groups are
+//! also indexed by the keys their selector reads (within their namespace), and such a
+//! change only evaluates the groups that read a changed key.
 
 use foldhash::HashMap;
 
@@ -70,6 +76,9 @@ struct KeyPostings {
 /// The identity of a filter: namespace, node and canonical selector ("" for none).
 type FilterKey = (String, String, String);
 
+/// Per namespace ("" for groups of any namespace), per label key.
+type ByNamespaceAndKey<T> = HashMap<String, HashMap<String, T>>;
+
 /// The groups and their inverted index; see the module docs.
 #[derive(Debug, Default)]
 pub struct Groups {
@@ -79,8 +88,10 @@ pub struct Groups {
     by_filter: HashMap<FilterKey, Slot>,
     last_id: GroupId,
     by_node: HashMap<String, Vec<Slot>>,
-    by_label: HashMap<String, KeyPostings>,
+    by_label: ByNamespaceAndKey<KeyPostings>,
     by_namespace: HashMap<String, Vec<Slot>>,
+    /// The groups whose selector reads each key.
+    readers: ByNamespaceAndKey<Vec<Slot>>,
     unconditional: Vec<Slot>,
     /// Per slot, the last `generation` that collected it: de-duplicates candidates without
     /// clearing a set per change.
@@ -152,7 +163,13 @@ impl Groups {
             self.seen.push(0);
             Slot::try_from(self.slots.len() - 1).expect("fewer than 2^32 groups")
         });
-        self.post(slot, &posting);
+        self.post(slot, namespace, &posting);
+        if let Some(selector) = selector {
+            let readers = self.readers.entry(namespace.to_owned()).or_default();
+            for key in selector.keys() {
+                readers.entry(key.to_owned()).or_default().push(slot);
+            }
+        }
         self.last_id += 1;
         let id = self.last_id;
         self.slots[slot as usize] = Some(Group {
@@ -182,7 +199,22 @@ impl Groups {
             return true;
         }
         let group = self.slots[slot as usize].take().expect("a live group slot");
-        self.unpost(slot, &group.posting);
+        self.unpost(slot, &group.namespace, &group.posting);
+        if let Some(selector) = &group.selector
+            && let Some(readers) = self.readers.get_mut(&group.namespace)
+        {
+            for key in selector.keys() {
+                if let Some(list) = readers.get_mut(key) {
+                    remove_slot(list, slot);
+                    if list.is_empty() {
+                        readers.remove(key);
+                    }
+                }
+            }
+            if readers.is_empty() {
+                self.readers.remove(&group.namespace);
+            }
+        }
         self.by_id.remove(&id);
         self.by_filter.remove(&(
             group.namespace,
@@ -195,23 +227,21 @@ impl Groups {
         true
     }
 
-    fn post(&mut self, slot: Slot, posting: &Posting) {
+    fn post(&mut self, slot: Slot, namespace: &str, posting: &Posting) {
         match posting {
             Posting::Node(node) => self.by_node.entry(node.clone()).or_default().push(slot),
             Posting::Terms(terms) => {
+                let by_label = self.by_label.entry(namespace.to_owned()).or_default();
                 for term in terms {
                     match term {
-                        Term::Label(key, value) => self
-                            .by_label
+                        Term::Label(key, value) => by_label
                             .entry(key.clone())
                             .or_default()
                             .values
                             .entry(value.clone())
                             .or_default()
                             .push(slot),
-                        Term::Key(key) => {
-                            self.by_label.entry(key.clone()).or_default().any.push(slot);
-                        }
+                        Term::Key(key) => by_label.entry(key.clone()).or_default().any.push(slot),
                     }
                 }
             }
@@ -224,7 +254,7 @@ impl Groups {
         }
     }
 
-    fn unpost(&mut self, slot: Slot, posting: &Posting) {
+    fn unpost(&mut self, slot: Slot, namespace: &str, posting: &Posting) {
         match posting {
             Posting::Node(node) => {
                 if let Some(list) = self.by_node.get_mut(node) {
@@ -235,11 +265,14 @@ impl Groups {
                 }
             }
             Posting::Terms(terms) => {
+                let Some(by_label) = self.by_label.get_mut(namespace) else {
+                    return;
+                };
                 for term in terms {
                     let key = match term {
                         Term::Label(key, _) | Term::Key(key) => key,
                     };
-                    let Some(postings) = self.by_label.get_mut(key) else {
+                    let Some(postings) = by_label.get_mut(key) else {
                         continue;
                     };
                     match term {
@@ -254,8 +287,11 @@ impl Groups {
                         Term::Key(_) => remove_slot(&mut postings.any, slot),
                     }
                     if postings.any.is_empty() && postings.values.is_empty() {
-                        self.by_label.remove(key);
+                        by_label.remove(key);
                     }
+                }
+                if by_label.is_empty() {
+                    self.by_label.remove(namespace);
                 }
             }
             Posting::Namespace(namespace) => {
@@ -270,9 +306,20 @@ impl Groups {
         }
     }
 
+    /// Starts a new round of de-duplication and returns its mark.
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.seen.fill(0);
+            self.generation = 1;
+        }
+        self.generation
+    }
+
     /// Appends to `out` (once each) the slots of every group an endpoint in `namespace`
     /// could match in any of `states`: the groups of their nodes, of the terms their
-    /// effective labels satisfy, of the namespace, and the unconditional ones.
+    /// effective labels satisfy (cluster-wide and in the namespace), of the namespace, and
+    /// the unconditional ones.
     pub fn candidates<'s>(
         &mut self,
         namespace: &str,
@@ -285,12 +332,8 @@ impl Groups {
         if let Some(list) = self.by_namespace.get(namespace) {
             out.extend_from_slice(list);
         }
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.seen.fill(0);
-            self.generation = 1;
-        }
-        let (generation, seen) = (self.generation, &mut self.seen);
+        let generation = self.next_generation();
+        let seen = &mut self.seen;
         let mut collect = |list: &[Slot]| {
             for &slot in list {
                 let mark = &mut seen[slot as usize];
@@ -300,18 +343,49 @@ impl Groups {
                 }
             }
         };
+        let label_maps = [self.by_label.get(""), self.by_label.get(namespace)];
+        let label_maps = label_maps.iter().flatten();
         for state in states {
             if let Some(list) = self.by_node.get(&*state.node) {
                 collect(list);
             }
-            if self.by_label.is_empty() {
-                continue;
+            for by_label in label_maps.clone() {
+                for (key, value) in state.effective().iter() {
+                    if let Some(postings) = by_label.get(key) {
+                        collect(&postings.any);
+                        if let Some(list) = postings.values.get(value) {
+                            collect(list);
+                        }
+                    }
+                }
             }
-            for (key, value) in state.effective().iter() {
-                if let Some(postings) = self.by_label.get(key) {
-                    collect(&postings.any);
-                    if let Some(list) = postings.values.get(value) {
-                        collect(list);
+        }
+    }
+
+    /// Appends to `out` (once each) the slots of every group of an endpoint in `namespace`
+    /// whose selector reads one of `keys`.
+    pub fn readers_of<'k>(
+        &mut self,
+        namespace: &str,
+        keys: impl IntoIterator<Item = &'k str>,
+        out: &mut Vec<Slot>,
+    ) {
+        let generation = self.next_generation();
+        let readers = [self.readers.get(""), self.readers.get(namespace)];
+        if readers.iter().all(Option::is_none) {
+            return;
+        }
+        for key in keys {
+            for list in readers
+                .iter()
+                .flatten()
+                .filter_map(|by_key| by_key.get(key))
+            {
+                for &slot in list {
+                    let mark = &mut self.seen[slot as usize];
+                    if *mark != generation {
+                        *mark = generation;
+                        out.push(slot);
                     }
                 }
             }

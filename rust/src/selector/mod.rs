@@ -95,6 +95,12 @@ impl Selector {
         self.expr.requirement()
     }
 
+    /// Every label key the selector reads, sorted (see [`Expr::keys`]).
+    #[must_use]
+    pub fn keys(&self) -> Vec<&str> {
+        self.expr.keys()
+    }
+
     /// Whether `labels` satisfy the selector.
     pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         self.expr.matches(labels)

@@ -75,3 +75,36 @@ impl Expr {
         }
     }
 }
+
+impl Expr {
+    /// Every label key the expression reads, sorted and without repeats: a label set's match
+    /// can only change when the value (or presence) of one of these keys does.
+    #[must_use]
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys = Vec::new();
+        self.collect_keys(&mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    fn collect_keys<'a>(&'a self, keys: &mut Vec<&'a str>) {
+        match self {
+            Expr::All | Expr::Global => {}
+            Expr::Has(key)
+            | Expr::Eq(key, _)
+            | Expr::Ne(key, _)
+            | Expr::In(key, _)
+            | Expr::NotIn(key, _)
+            | Expr::Contains(key, _)
+            | Expr::StartsWith(key, _)
+            | Expr::EndsWith(key, _) => keys.push(key),
+            Expr::Not(operand) => operand.collect_keys(keys),
+            Expr::And(operands) | Expr::Or(operands) => {
+                for operand in operands {
+                    operand.collect_keys(keys);
+                }
+            }
+        }
+    }
+}

@@ -625,6 +625,15 @@ fn requirement_of_or_is_the_union_only_when_every_side_has_one() {
     );
 }
 
+#[test]
+fn keys_are_every_key_read_sorted_once() {
+    assert_eq!(
+        sel("!(b == '1' || has(a)) && c not in {'x'} && b starts with 'y'").keys(),
+        ["a", "b", "c"]
+    );
+    assert!(sel("all()").keys().is_empty());
+}
+
 proptest! {
     // Random labels rarely satisfy a random `==`, so look at many cases.
     #![proptest_config(ProptestConfig::with_cases(3000))]
@@ -638,5 +647,15 @@ proptest! {
             });
             prop_assert!(satisfied, "{} matches {:?} but none of {:?}", expr, labels, terms);
         }
+    }
+
+    #[test]
+    fn only_the_keys_read_decide_a_match(expr in expr(), labels in label_set(), other in label_set()) {
+        // Overwrite every key the expression does not read: the match must not change.
+        let keys = expr.keys();
+        let mut mixed: BTreeMap<String, String> =
+            other.into_iter().filter(|(k, _)| !keys.contains(&k.as_str())).collect();
+        mixed.extend(labels.iter().filter(|(k, _)| keys.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())));
+        prop_assert_eq!(expr.matches(&mixed), expr.matches(&labels));
     }
 }
