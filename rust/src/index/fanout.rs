@@ -467,7 +467,7 @@ impl EndpointIndex {
             }
             (old, new) => {
                 self.groups
-                    .candidates(namespace, old.iter().chain(new), &mut scratch.candidates)
+                    .candidates(namespace, old.iter().chain(new), &mut scratch.candidates);
             }
         }
         let mut subject: [Option<u32>; 3] = [None; 3];

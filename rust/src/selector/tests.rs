@@ -648,7 +648,9 @@ proptest! {
             prop_assert!(satisfied, "{} matches {:?} but none of {:?}", expr, labels, terms);
         }
     }
+}
 
+proptest! {
     #[test]
     fn only_the_keys_read_decide_a_match(expr in expr(), labels in label_set(), other in label_set()) {
         // Overwrite every key the expression does not read: the match must not change.
