@@ -222,6 +222,22 @@ fn merge(
     shared
 }
 
+/// What profile changes did to one profile list's merged labels.
+#[derive(Debug)]
+struct Rebase {
+    /// The merged labels before, kept alive so that no other map can take its address
+    /// (the key of [`Rebases`]) while the entry exists.
+    #[allow(dead_code)]
+    old: Arc<LabelMap>,
+    new: Arc<LabelMap>,
+    /// The keys whose value changed, appeared or disappeared.
+    changed: Vec<String>,
+}
+
+/// [`Rebase`]s by the address of the old merged labels, for one round of profile changes.
+#[derive(Debug, Default)]
+struct Rebases(HashMap<usize, Rebase>);
+
 /// What `base` (a profile list's labels) adds to an endpoint whose own labels are `own`:
 /// `base` itself, shared, unless an own label shadows one of its keys.
 fn shadow(base: &Arc<LabelMap>, own: &LabelMap) -> Arc<LabelMap> {
@@ -441,18 +457,38 @@ impl EndpointIndex {
         changed
     }
 
-    /// Recomputes the inherited labels of the endpoint at `slot`, keeping the old map when
-    /// the result is the same; returns whether it changed.
-    fn reinherit(&mut self, slot: Slot) -> bool {
+    /// Recomputes the inherited labels of the endpoint at `slot` after profile changes;
+    /// returns whether they changed. Unchanged labels keep their map (so an unchanged
+    /// state keeps pointer-equal parts). `rebases` holds what the changes did to each
+    /// profile list's merged labels, worked out once for all endpoints sharing it.
+    fn reinherit(&mut self, slot: Slot, rebases: &mut Rebases) -> bool {
         let endpoint = self.slots[slot as usize].as_mut().expect("a live slot");
-        endpoint.base = merge(&mut self.merged, &self.profiles, &endpoint.profiles);
-        let inherited = shadow(&endpoint.base, &endpoint.state.own);
-        if Arc::ptr_eq(&inherited, &endpoint.state.inherited)
-            || *inherited == *endpoint.state.inherited
-        {
+        let rebase = rebases
+            .0
+            .entry(Arc::as_ptr(&endpoint.base).addr())
+            .or_insert_with(|| {
+                let new = merge(&mut self.merged, &self.profiles, &endpoint.profiles);
+                let old = &endpoint.base;
+                let mut changed: Vec<String> = old
+                    .iter()
+                    .filter(|(key, value)| new.get(*key) != Some(*value))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                changed.extend(new.keys().filter(|key| !old.contains_key(*key)).cloned());
+                Rebase {
+                    old: Arc::clone(old),
+                    new,
+                    changed,
+                }
+            });
+        endpoint.base = Arc::clone(&rebase.new);
+        // Inherited labels are the merged ones minus own keys: they change exactly where a
+        // changed key is not shadowed by an own label.
+        let own = &endpoint.state.own;
+        if rebase.changed.iter().all(|key| own.contains_key(key)) {
             return false;
         }
-        endpoint.state.inherited = inherited;
+        endpoint.state.inherited = shadow(&rebase.new, own);
         true
     }
 
@@ -486,8 +522,9 @@ impl EndpointIndex {
                 affected.extend(users);
             }
         }
+        let mut rebases = Rebases::default();
         for slot in affected {
-            self.reinherit(slot);
+            self.reinherit(slot, &mut rebases);
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use foldhash::HashSet;
 
 use super::groups::Group;
-use super::{EndpointIndex, Key, LabelMap, SharedKey, Slot, State};
+use super::{EndpointIndex, Key, LabelMap, Rebases, SharedKey, Slot, State};
 use crate::selector::Selector;
 
 pub use super::groups::GroupId;
@@ -415,8 +415,9 @@ impl EndpointIndex {
             // Every touched endpoint that still exists, including those changed themselves:
             // `put` kept their profiles' merged labels from before this revision's profile
             // changes when their profile list stayed the same.
+            let mut rebases = Rebases::default();
             for slot in touched.iter().filter_map(|touched| touched.slot) {
-                self.reinherit(slot);
+                self.reinherit(slot, &mut rebases);
             }
         }
         // Compare, plan and log.
@@ -425,7 +426,13 @@ impl EndpointIndex {
             let new = slot.map(|slot| self.endpoint(slot).state.clone());
             let unchanged = match (&old, &new) {
                 (None, None) => true,
-                (Some(old), Some(new)) => !own_change && old.same_as(new),
+                (Some(old), Some(new)) if !own_change => {
+                    // Node and own labels are the same; `reinherit` replaced the inherited
+                    // map only if its contents changed.
+                    let unchanged = Arc::ptr_eq(&old.inherited, &new.inherited);
+                    debug_assert_eq!(unchanged, old.same_as(new));
+                    unchanged
+                }
                 _ => false,
             };
             if unchanged {
