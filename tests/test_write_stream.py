@@ -278,6 +278,31 @@ async def test_a_request_without_an_operation_is_invalid_argument_for_that_reque
     assert [v.field for v in error.violations] == ["operation"]
 
 
+async def test_a_request_that_does_not_parse_ends_the_stream_after_the_ones_before_it(
+    server: EpsyncServer, client: Client
+) -> None:
+    first, last = (create(name, endpoint(name)).SerializeToString() for name in ("first", "last"))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        method = channel.stream_stream(
+            "/epsync.v1.WorkloadEndpointService/WriteWorkloadEndpoints",
+            request_serializer=bytes,
+            response_deserializer=Response.FromString,
+        )
+        call = method(iter([first, b"\xff\xff\xff", last]))
+        responses: list[Response] = []
+
+        async def read_all() -> None:
+            async for response in call:
+                responses.append(response)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await read_all()
+    assert [(r.request_id, r.status.code) for r in responses] == [("first", OK)]
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "request 2 does not parse" in (raised.value.details() or "")
+    assert [e.metadata.name async for e in client.list_endpoints()] == ["first"]
+
+
 async def test_create_update_delete_create_of_one_key_apply_in_request_order(client: Client) -> None:
     responses = await write_all(
         client,

@@ -75,6 +75,7 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
 
     # A coroutine answering through context.write, not an async generator: grpc.aio cancels it wherever it
     # waits, so a cancelled stream cleans up at once. (The generated servicer stub lists only iterator returns.)
+    @unary_errors  # the stream's own failures (a request that does not parse); each write's are in its response
     async def WriteWorkloadEndpoints(  # type: ignore[override, unused-ignore]
         self, request_iterator: AsyncIterator[pb.WriteWorkloadEndpointsRequest], context: Context
     ) -> None:

@@ -17,7 +17,8 @@ same-key revisions increase in request order. (A write that loses a compare-and-
 client retries, and so may commit after later writes of this stream to other keys.)
 
 Each write succeeds or fails on its own: its response carries the status the unary method would have
-returned. Half-close: the reader ends, every write in flight is answered, the stream ends OK. Cancel
+returned. Half-close: the reader ends, every write in flight is answered, the stream ends OK. A request
+that does not parse is answered by ending the stream with INVALID_ARGUMENT, after the ones before it. Cancel
 (or any other end): the reader and every unanswered write are cancelled and awaited before the call
 returns; such a write may or may not have landed (the store finishes what it has queued).
 """
@@ -29,6 +30,7 @@ import functools
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
 
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from epsync.errors import EpsyncError, FieldViolation, Internal, InvalidArgument
@@ -69,6 +71,7 @@ class _WriteStream:
         self._answers: asyncio.Queue[asyncio.Task[WriteWorkloadEndpointsResponse] | None] = asyncio.Queue()
         self._unanswered: set[asyncio.Task[WriteWorkloadEndpointsResponse]] = set()
         self._writing: dict[str, asyncio.Task[WriteWorkloadEndpointsResponse]] = {}  # key -> its running write
+        self._read_count = 0
 
     async def run(self, requests: AsyncIterable[WriteWorkloadEndpointsRequest], send: Send) -> None:
         reader = asyncio.create_task(self._read(requests), name="epsync-write-stream-reader")
@@ -77,7 +80,7 @@ class _WriteStream:
                 await send(await task)
                 self._unanswered.discard(task)
                 self._slots.release()
-            await reader  # a failure to read requests ends the stream once everything read is answered
+            await reader  # a request that cannot be read ends the stream, once everything before it is answered
         finally:
             await self._cancel(reader)
 
@@ -90,6 +93,12 @@ class _WriteStream:
                     request = await anext(iterator)
                 except StopAsyncIteration:
                     return
+                except DecodeError as error:
+                    # A request that does not parse has no request_id to answer: it ends the stream, after
+                    # everything before it has been answered.
+                    violation = FieldViolation("request", f"request {self._read_count + 1} does not parse: {error}")
+                    raise InvalidArgument([violation]) from None
+                self._read_count += 1
                 key = _key_of(request)
                 earlier = self._writing.get(key) if key is not None else None
                 if earlier is not None:
