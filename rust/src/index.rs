@@ -21,6 +21,7 @@ use crate::selector::{Labels, Selector};
 
 pub mod fanout;
 mod groups;
+mod stats;
 
 pub use fanout::{Diff, EndpointChange, EndpointValue, Event, EventType, FanoutError, Plan};
 pub use fanout::{ProfileChange, Replay};
@@ -28,6 +29,7 @@ pub use groups::GroupId;
 
 use fanout::TransitionLog;
 use groups::Groups;
+use stats::LabelStats;
 
 /// A label set: key to value.
 pub type LabelMap = HashMap<String, String>;
@@ -192,6 +194,8 @@ pub struct EndpointIndex {
     merged: HashMap<Vec<String>, Arc<LabelMap>>,
     /// The watcher groups of the fan-out and their inverted index.
     groups: Groups,
+    /// About how many endpoints have each effective label, to post groups well.
+    stats: LabelStats,
     /// Every endpoint transition since `log.start`, for replays.
     log: TransitionLog,
     /// The last revision applied with [`EndpointIndex::apply`] (or set by `reset_log`).
@@ -378,13 +382,16 @@ impl EndpointIndex {
                 }
             }
         }
+        let state = State {
+            node,
+            own: Arc::new(labels),
+            inherited,
+        };
+        self.stats
+            .change(old.as_ref().map(|old| &old.state), Some(&state));
         self.slots[slot as usize] = Some(Endpoint {
             key,
-            state: State {
-                node,
-                own: Arc::new(labels),
-                inherited,
-            },
+            state,
             profiles,
             base,
             resource_version,
@@ -412,6 +419,7 @@ impl EndpointIndex {
         let old = self.slots[slot as usize].take().expect("a live slot");
         self.unlink_node(&old);
         self.unlink_profiles(slot, &old);
+        self.stats.change(Some(&old.state), None);
         self.free.push(slot);
         true
     }
@@ -488,7 +496,13 @@ impl EndpointIndex {
         if rebase.changed.iter().all(|key| own.contains_key(key)) {
             return false;
         }
-        endpoint.state.inherited = shadow(&rebase.new, own);
+        let inherited = shadow(&rebase.new, own);
+        for key in rebase.changed.iter().filter(|key| !own.contains_key(*key)) {
+            let old = endpoint.state.inherited.get(key).map(String::as_str);
+            self.stats
+                .relabel(key, old, inherited.get(key).map(String::as_str));
+        }
+        endpoint.state.inherited = inherited;
         true
     }
 

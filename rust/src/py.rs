@@ -384,7 +384,7 @@ impl PyEndpointIndex {
             subjects.append(event_tuple(py, event)?)?;
         }
         let deliveries = PyList::empty(py);
-        for (group, indices) in plan.deliveries {
+        for (group, indices) in plan.deliveries() {
             deliveries.append((group, PyList::new(py, indices)?))?;
         }
         Ok((subjects, deliveries))

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::{self, Display, Formatter};
+use std::ops::Range;
 use std::sync::Arc;
 
 use foldhash::HashSet;
@@ -96,9 +97,21 @@ pub struct Event {
 pub struct Plan {
     /// Each distinct event once, in ascending revision order.
     pub subjects: Vec<Event>,
-    /// For each group with at least one event (in ascending id order), the indices into
-    /// `subjects` of its events, ascending.
-    pub deliveries: Vec<(GroupId, Vec<u32>)>,
+    /// For each group with at least one event (in ascending id order), where its events'
+    /// indices are in `indices`.
+    pub groups: Vec<(GroupId, Range<usize>)>,
+    /// The groups' indices into `subjects`, each group's ascending; one buffer for all.
+    pub indices: Vec<u32>,
+}
+
+impl Plan {
+    /// Each group with at least one event and the indices into `subjects` of its events.
+    #[must_use = "an iterator does nothing unless consumed"]
+    pub fn deliveries(&self) -> impl ExactSizeIterator<Item = (GroupId, &[u32])> {
+        self.groups
+            .iter()
+            .map(|(group, range)| (*group, &self.indices[range.clone()]))
+    }
 }
 
 /// What [`EndpointIndex::replay`] found.
@@ -191,6 +204,9 @@ struct Touched {
     old: Option<State>,
 }
 
+/// How many pending indices a group's buffer keeps room for between batches.
+const PENDING_KEPT: usize = 256;
+
 /// Buffers reused across `apply` calls.
 #[derive(Debug, Default)]
 pub(super) struct Scratch {
@@ -230,7 +246,16 @@ impl EndpointIndex {
         node: &str,
         selector: Option<&Selector>,
     ) -> GroupId {
-        self.groups.add(namespace, node, selector)
+        // A selector's `&&` is posted under the operand fewer endpoints satisfy now.
+        let stats = &self.stats;
+        self.groups
+            .add(namespace, node, selector, &|term| stats.estimate(term))
+    }
+
+    /// The terms a group is posted under, if it is posted under its selector's terms.
+    #[cfg(test)]
+    pub(crate) fn group_terms(&self, group: GroupId) -> Option<&[crate::selector::Term]> {
+        self.groups.terms(group)
     }
 
     /// Drops one reference to a group; the last one removes it (its id is never reused).
@@ -331,21 +356,26 @@ impl EndpointIndex {
             scratch.profile_changes = profile_changes;
             self.revision = revision;
         }
-        let mut groups = std::mem::take(&mut scratch.groups);
-        groups.sort_unstable_by_key(|&slot| self.groups.slot(slot).id);
-        let deliveries = groups
-            .drain(..)
-            .map(|slot| {
-                let events = std::mem::take(&mut scratch.pending[slot as usize]);
-                (self.groups.slot(slot).id, events)
-            })
-            .collect();
-        scratch.groups = groups;
-        self.scratch = scratch;
-        Ok(Plan {
+        scratch
+            .groups
+            .sort_unstable_by_key(|&slot| self.groups.slot(slot).id);
+        let mut plan = Plan {
             subjects,
-            deliveries,
-        })
+            groups: Vec::with_capacity(scratch.groups.len()),
+            indices: Vec::new(),
+        };
+        for slot in scratch.groups.drain(..) {
+            let pending = &mut scratch.pending[slot as usize];
+            let start = plan.indices.len();
+            plan.indices.extend_from_slice(pending);
+            plan.groups
+                .push((self.groups.slot(slot).id, start..plan.indices.len()));
+            // Keep the buffer for the next batch, unless a big one made it big.
+            pending.clear();
+            pending.shrink_to(PENDING_KEPT);
+        }
+        self.scratch = scratch;
+        Ok(plan)
     }
 
     fn apply_revision(

@@ -112,6 +112,15 @@ impl Groups {
         self.by_id.len()
     }
 
+    /// The terms the group is posted under, if it is posted under its selector's terms.
+    #[cfg(test)]
+    pub fn terms(&self, id: GroupId) -> Option<&[Term]> {
+        match &self.get(id)?.posting {
+            Posting::Terms(terms) => Some(terms),
+            _ => None,
+        }
+    }
+
     /// How many slots there are (live or free): an upper bound on slot numbers.
     #[must_use]
     pub fn slot_count(&self) -> usize {
@@ -134,8 +143,15 @@ impl Groups {
 
     /// Registers a filter and returns its group's id; an identical filter (same namespace,
     /// node and canonical selector, a selector matching everything counting as none) gets
-    /// the existing group's id with its reference count raised.
-    pub fn add(&mut self, namespace: &str, node: &str, selector: Option<&Selector>) -> GroupId {
+    /// the existing group's id with its reference count raised. `cost` estimates how many
+    /// endpoints satisfy a term, to choose between the operands of an `&&`.
+    pub fn add(
+        &mut self,
+        namespace: &str,
+        node: &str,
+        selector: Option<&Selector>,
+        cost: &dyn Fn(&Term) -> u64,
+    ) -> GroupId {
         let selector = selector.filter(|selector| !selector.is_all());
         let filter_key = (
             namespace.to_owned(),
@@ -151,7 +167,7 @@ impl Groups {
         }
         let posting = if !node.is_empty() {
             Posting::Node(node.to_owned())
-        } else if let Some(terms) = selector.and_then(Selector::requirement) {
+        } else if let Some(terms) = selector.and_then(|s| s.requirement_by(cost)) {
             Posting::Terms(terms)
         } else if !namespace.is_empty() {
             Posting::Namespace(namespace.to_owned())

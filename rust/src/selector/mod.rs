@@ -95,6 +95,12 @@ impl Selector {
         self.expr.requirement()
     }
 
+    /// [`Selector::requirement`] with `&&` weighed by `cost` (see [`Expr::requirement_by`]).
+    #[must_use]
+    pub fn requirement_by(&self, cost: &dyn Fn(&Term) -> u64) -> Option<Vec<Term>> {
+        self.expr.requirement_by(cost)
+    }
+
     /// Every label key the selector reads, sorted (see [`Expr::keys`]).
     #[must_use]
     pub fn keys(&self) -> Vec<&str> {

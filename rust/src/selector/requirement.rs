@@ -19,21 +19,26 @@ pub enum Term {
 
 /// How many endpoints a key-only term is assumed to admit, relative to a `key == value`
 /// term (which counts 1): a key is usually shared by many values.
-const KEY_COST: usize = 16;
+const KEY_COST: u64 = 16;
 
 impl Term {
-    /// A rough estimate of how many endpoints satisfy the term; lower is more selective.
-    fn cost(&self) -> usize {
+    /// A guess, knowing nothing of the endpoints, at how many satisfy the term; lower is
+    /// more selective.
+    #[must_use]
+    pub fn static_cost(&self) -> u64 {
         match self {
             Term::Label(..) => 1,
             Term::Key(_) => KEY_COST,
         }
     }
-}
 
-/// The estimated selectivity of a requirement: the sum of its terms' costs.
-fn cost(terms: &[Term]) -> usize {
-    terms.iter().map(Term::cost).sum()
+    /// The label key the term is about.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            Term::Label(key, _) | Term::Key(key) => key,
+        }
+    }
 }
 
 impl Expr {
@@ -42,10 +47,19 @@ impl Expr {
     ///
     /// `k == 'v'` requires `(k, v)`; `k in {a, b}` requires `(k, a)` or `(k, b)`; `has(k)`
     /// and the string operators require the key `k`; `A && B` takes the more selective
-    /// operand's requirement; `A || B` needs one from every operand and requires their
-    /// union. `!`, `!=`, `not in`, `all()` and `global()` require nothing.
+    /// operand's requirement (by [`Term::static_cost`]); `A || B` needs one from every
+    /// operand and requires their union. `!`, `!=`, `not in`, `all()` and `global()`
+    /// require nothing.
     #[must_use]
     pub fn requirement(&self) -> Option<Vec<Term>> {
+        self.requirement_by(&Term::static_cost)
+    }
+
+    /// [`Expr::requirement`], with `A && B` taking the operand whose terms have the lowest
+    /// total `cost` (e.g. how many endpoints satisfy each), ties going to the lowest
+    /// [`Term::static_cost`], then to the first.
+    #[must_use]
+    pub fn requirement_by(&self, cost: &dyn Fn(&Term) -> u64) -> Option<Vec<Term>> {
         match self {
             Expr::Eq(key, value) => Some(vec![Term::Label(key.clone(), value.clone())]),
             Expr::In(key, values) => Some(
@@ -60,12 +74,16 @@ impl Expr {
             | Expr::EndsWith(key, _) => Some(vec![Term::Key(key.clone())]),
             Expr::And(operands) => operands
                 .iter()
-                .filter_map(Expr::requirement)
-                .min_by_key(|terms| cost(terms)),
+                .filter_map(|operand| operand.requirement_by(cost))
+                .min_by_key(|terms| {
+                    let total =
+                        |cost: &dyn Fn(&Term) -> u64| -> u64 { terms.iter().map(cost).sum() };
+                    (total(cost), total(&Term::static_cost))
+                }),
             Expr::Or(operands) => {
                 let mut union = Vec::new();
                 for operand in operands {
-                    union.extend(operand.requirement()?);
+                    union.extend(operand.requirement_by(cost)?);
                 }
                 union.sort_unstable();
                 union.dedup();

@@ -613,6 +613,31 @@ fn requirement_of_and_takes_the_more_selective_side() {
 }
 
 #[test]
+fn requirement_by_weighs_and_operands_by_the_given_cost() {
+    // `env` is on half the endpoints, each `app` on a tenth.
+    let cost = |term: &Term| match term {
+        Term::Label(key, _) if key == "env" => 50,
+        Term::Label(..) => 10,
+        Term::Key(_) => 100,
+    };
+    let text = "app in {'a', 'b'} && env == 'prod'";
+    assert_eq!(
+        sel(text).requirement_by(&cost),
+        Some(vec![label("app", "a"), label("app", "b")])
+    );
+    assert_eq!(requirement(text), Some(vec![label("env", "prod")]));
+    // Ties go to the statically more selective side, then to the first.
+    assert_eq!(
+        sel("has(x) && y == '1'").requirement_by(&|_| 0),
+        Some(vec![label("y", "1")])
+    );
+    assert_eq!(
+        sel("x == '1' && y == '1'").requirement_by(&|_| 0),
+        Some(vec![label("x", "1")])
+    );
+}
+
+#[test]
 fn requirement_of_or_is_the_union_only_when_every_side_has_one() {
     assert_eq!(
         requirement("app == 'web' || has(db) || app == 'web'"),

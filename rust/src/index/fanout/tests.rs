@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::index::{EndpointEntry, Filter};
+use crate::selector::Term;
 
 use EventType::{Added, Deleted, Modified};
 
@@ -76,8 +77,7 @@ fn ev(namespace: &str, name: &str, revision: u64, kind: EventType) -> Seen {
 /// A group's events in a plan, sorted within each revision (where order is unspecified).
 fn events(plan: &Plan, group: GroupId) -> Vec<Seen> {
     let mut events: Vec<Seen> = plan
-        .deliveries
-        .iter()
+        .deliveries()
         .filter(|(g, _)| *g == group)
         .flat_map(|(_, indices)| indices.iter().map(|&i| seen(&plan.subjects[i as usize])))
         .collect();
@@ -103,11 +103,15 @@ fn apply(
     let distinct: BTreeSet<Seen> = plan.subjects.iter().map(seen).collect();
     assert_eq!(distinct.len(), plan.subjects.len(), "subjects are distinct");
     assert!(plan.subjects.is_sorted_by_key(|e| e.revision));
-    for (_, indices) in &plan.deliveries {
+    for (_, indices) in plan.deliveries() {
         assert!(!indices.is_empty());
         assert!(indices.is_sorted_by_key(|&i| i) && indices.windows(2).all(|w| w[0] < w[1]));
     }
-    assert!(plan.deliveries.is_sorted_by_key(|(g, _)| *g));
+    assert!(plan.groups.is_sorted_by_key(|(g, _)| *g));
+    assert_eq!(
+        plan.groups.iter().map(|(_, r)| r.len()).sum::<usize>(),
+        plan.indices.len()
+    );
     plan
 }
 
@@ -157,9 +161,48 @@ fn a_released_group_gets_no_more_events() {
     assert_eq!(events(&plan, g), [ev("ns", "a", 1, Added)]);
     index.release_group(g).expect("exists");
     let plan = apply(&mut index, vec![delete(2, "ns", "a")], vec![]);
-    assert!(plan.deliveries.is_empty());
+    assert!(plan.groups.is_empty());
     // Its subject is still planned only if some group wants it: none does.
     assert!(plan.subjects.is_empty());
+}
+
+#[test]
+fn an_and_is_posted_under_the_operand_fewer_endpoints_satisfy() {
+    let mut index = EndpointIndex::new();
+    let mut changes = Vec::new();
+    for (i, app) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
+        changes.push(put(
+            1,
+            "ns",
+            &format!("e{i}"),
+            "n",
+            &[("app", app)],
+            &["prod"],
+        ));
+    }
+    apply(
+        &mut index,
+        changes,
+        vec![profile(1, "prod", Some(&[("env", "prod")]))],
+    );
+    let text = "app in {'a', 'b'} && env == 'prod'";
+    let g = index.add_group("", "", Some(&selector(text)));
+    assert_eq!(
+        index.group_terms(g),
+        Some(
+            &[
+                Term::Label("app".into(), "a".into()),
+                Term::Label("app".into(), "b".into())
+            ][..]
+        )
+    );
+    // With no endpoints to go by, the static guess: one term beats two.
+    let mut empty = EndpointIndex::new();
+    let g = empty.add_group("", "", Some(&selector(text)));
+    assert_eq!(
+        empty.group_terms(g),
+        Some(&[Term::Label("env".into(), "prod".into())][..])
+    );
 }
 
 // ---- apply ----
@@ -721,7 +764,7 @@ proptest! {
             for (id, filter) in &filters {
                 let view = views.entry(*id).or_default();
                 let log = delivered.entry(*id).or_default();
-                for (_, indices) in plan.deliveries.iter().filter(|(g, _)| g == id) {
+                for (_, indices) in plan.deliveries().filter(|(g, _)| g == id) {
                     for &i in indices {
                         let event = &plan.subjects[i as usize];
                         log.push(seen(event));
@@ -754,6 +797,20 @@ proptest! {
         }
         for (id, _) in &filters {
             prop_assert_eq!(&replayed(&index, *id, 0), &delivered[id]);
+        }
+        // The label statistics count the effective labels exactly (too few distinct labels
+        // here for the sketch to collide).
+        let mut labels: BTreeMap<Term, u64> = BTreeMap::new();
+        for (_, own, profiles, _) in model.endpoints.values() {
+            for (key, value) in model.effective(own, profiles) {
+                *labels.entry(Term::Key(key.clone())).or_default() += 1;
+                *labels.entry(Term::Label(key, value)).or_default() += 1;
+            }
+        }
+        for key in ["app", "env", "tier"] {
+            for term in [Term::Key(key.into()), Term::Label(key.into(), "1".into()), Term::Label(key.into(), "2".into())] {
+                prop_assert_eq!(index.stats.estimate(&term), labels.get(&term).copied().unwrap_or(0), "{:?}", term);
+            }
         }
     }
 }
