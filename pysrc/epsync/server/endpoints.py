@@ -74,9 +74,9 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         return pb.DeleteWorkloadEndpointResponse(workload_endpoint=deleted.object, resource_version=deleted.revision)
 
     # A coroutine answering through context.write, not an async generator: grpc.aio cancels it wherever it
-    # waits, so a cancelled stream cleans up at once. (The generated servicer stub lists only iterator returns.)
+    # waits, so a cancelled stream cleans up at once.
     @unary_errors  # the stream's own failures (a request that does not parse); each write's are in its response
-    async def WriteWorkloadEndpoints(  # type: ignore[override, unused-ignore]
+    async def WriteWorkloadEndpoints(
         self, request_iterator: AsyncIterator[pb.WriteWorkloadEndpointsRequest], context: Context
     ) -> None:
         await serve_write_stream(self._registry, request_iterator, context.write)
