@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := $(CURDIR)/.tools/bin
 GRPCURL_VERSION := v1.9.3
+# etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
+ETCD_DEB_VERSION := 3.4.23-4+b4
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 PROTOS := $(wildcard proto/epsync/v1/*.proto)
@@ -42,6 +44,19 @@ $(TOOLS)/grpcurl:
 .PHONY: tools
 tools: $(TOOLS)/grpcurl ## install the Go clients the tests use (grpcurl), pinned
 
+# `apt-get download` needs no root, only the package lists; when they lack the package, root refreshes them.
+$(TOOLS)/etcd:
+	rm -rf .tools/etcd && mkdir -p .tools/etcd $(TOOLS)
+	cd .tools/etcd && { apt-get download -q etcd-server=$(ETCD_DEB_VERSION) \
+		|| { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get download -q etcd-server=$(ETCD_DEB_VERSION); } \
+		|| { echo "cannot download etcd-server=$(ETCD_DEB_VERSION): run 'apt-get update' as root" >&2; exit 1; }; }
+	dpkg-deb -x .tools/etcd/etcd-server_*.deb .tools/etcd/root
+	.tools/etcd/root/usr/bin/etcd --version | head -1
+	ln -sf ../etcd/root/usr/bin/etcd $@
+
+.PHONY: etcd
+etcd: $(TOOLS)/etcd ## install etcd $(ETCD_DEB_VERSION) into .tools/bin from Debian's etcd-server package (no root)
+
 .PHONY: run
 run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DIR))
 	$(BIN)/epsync serve --listen $(ADDR) --data-dir $(DATA_DIR)
@@ -53,7 +68,7 @@ proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and st
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 
 .PHONY: test
-test: build tools ## all set-up, then every test (cargo test and pytest)
+test: build tools etcd ## all set-up, then every test (cargo test and pytest)
 	cargo test --manifest-path rust/Cargo.toml --quiet
 	$(BIN)/pytest
 
