@@ -9,9 +9,11 @@ TOOLS := $(CURDIR)/.tools/bin
 GRPCURL_VERSION := v1.9.3
 # etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
 ETCD_DEB_VERSION := 3.4.23-4+b4
+# The etcd v3 API protos vendored in proto/epsync/etcd/v3 (`make etcd-protos`); 3.5, the nearest to the server.
+ETCD_API_VERSION := v3.5.35
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
-PROTOS := $(wildcard proto/epsync/v1/*.proto)
+PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto)
 PROTO_OUT ?= pysrc
 # google/rpc/*.proto, shipped inside the pinned googleapis-common-protos package.
 GOOGLEAPIS_PROTOS = $(shell $(BIN)/python -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parent.parent)')
@@ -56,6 +58,11 @@ $(TOOLS)/etcd:
 
 .PHONY: etcd
 etcd: $(TOOLS)/etcd ## install etcd $(ETCD_DEB_VERSION) into .tools/bin from Debian's etcd-server package (no root)
+
+.PHONY: etcd-protos
+etcd-protos: $(VENV)/.deps-installed ## re-vendor etcd's v3 API protos ($(ETCD_API_VERSION)) into proto/, then `make proto`
+	$(BIN)/python scripts/vendor_etcd_protos.py $(ETCD_API_VERSION)
+	$(MAKE) --no-print-directory proto
 
 .PHONY: run
 run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DIR))
