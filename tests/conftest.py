@@ -16,6 +16,7 @@ from epsync.client import Client
 from epsync.config import ServerConfig
 from epsync.server.app import EpsyncServer
 
+pytest_plugins = ["tests.etcd_fixture"]  # the `etcd` and `etcd_client` fixtures: a real etcd
 REPO = Path(__file__).resolve().parent.parent
 
 

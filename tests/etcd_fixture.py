@@ -1,0 +1,160 @@
+"""A real etcd for tests: one member on free loopback ports with its data in a temporary directory.
+
+The `etcd` fixture starts one per test (about half a second) and stops it afterwards; `etcd_client`
+is an EtcdClient connected to it. tests/conftest.py loads this module as a plugin, so any test can
+ask for either. `EtcdServer` also works on its own (benchmarks, other fixture scopes), and can be
+stopped and started again on the same ports and data, to test what a restart does to clients.
+`make etcd` (which `make test` runs) installs the binary into .tools/bin.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from epsync.etcd.client import EtcdClient
+
+REPO = Path(__file__).resolve().parent.parent
+START_SECONDS = 20.0
+STOP_SECONDS = 10.0
+
+
+def etcd_binary() -> str:
+    candidate = REPO / ".tools" / "bin" / "etcd"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("etcd")
+    if found is None:
+        raise RuntimeError("etcd is not installed: run `make etcd` (make test does)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EtcdServer:
+    """One etcd member; `endpoint` ("127.0.0.1:port") is the gRPC target, `url` its http:// form."""
+
+    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.client_port = _free_port()
+        self.peer_port = _free_port()
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def command(self) -> list[str]:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            etcd_binary(),
+            "--name=epsync-test",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.url}",
+            f"--advertise-client-urls={self.url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=epsync-test={peer}",
+            "--logger=zap",
+            "--log-level=warn",
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        """Start etcd and wait until it answers /health; a failure says why, with etcd's log."""
+        if self._process is not None:
+            raise RuntimeError("etcd is already running")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_SECONDS
+        while not self._healthy():
+            if self._process.poll() is not None:
+                self._process = None
+                raise RuntimeError(f"etcd exited at start: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"etcd not healthy after {START_SECONDS} s: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop etcd (SIGTERM, then SIGKILL if it lingers); it can be started again on the same data."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return bool(json.load(response).get("health") == "true")
+        except (OSError, ValueError):  # refused, timed out, HTTP error, not JSON
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _start_with_retries(data_dir: Path) -> EtcdServer:
+    # A port found free can be taken before etcd binds it; then etcd exits and new ports are tried.
+    for attempt in range(3):
+        server = EtcdServer(data_dir)
+        try:
+            server.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            return server
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A fresh, healthy, single-member etcd for this test."""
+    server = _start_with_retries(tmp_path / "etcd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def etcd_client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
+    async with EtcdClient(etcd.endpoint, timeout=10) as client:
+        yield client
