@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -44,20 +42,17 @@ async def serve_watch(
 
 
 async def _write_responses(watcher: Watcher, context: Context) -> None:
-    """Send responses until the watcher ends. A write blocked by a stalled client is abandoned when
-    the watcher is cut off, so the stream ends promptly and its buffer is freed."""
-    ended = asyncio.ensure_future(watcher.ended.wait())
-    try:
-        while (response := await watcher.next_response()) is not None:
-            write = asyncio.ensure_future(context.write(response))
-            await asyncio.wait({write, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if not write.done():
-                write.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await write
-                return
-            write.result()
-    finally:
-        ended.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ended
+    """Send responses until the watcher ends.
+
+    A write in progress is never abandoned: grpc cannot send the closing status while a message is
+    still being sent, so a cut-off watcher's status follows its last response. What a stalled
+    client holds up is that one response; its buffer is dropped as soon as it is cut off.
+    """
+    while (response := await watcher.next_response()) is not None:
+        try:
+            await context.write(response)
+        except Exception as error:
+            # The client went away mid-write: the stream is over and there is nobody left to tell.
+            log.debug("watch stream write failed: %r", error)
+            watcher.cut_off_silently()
+            return

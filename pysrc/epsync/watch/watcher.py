@@ -100,6 +100,11 @@ class Watcher:
         self.ended.set()
         self._wakeup.set()
 
+    def cut_off_silently(self) -> None:
+        """The stream is gone (the client left): drop everything, with no status to send."""
+        self.cut_off(EpsyncError("the client went away"))
+        self.error = None
+
     def finish(self, error: EpsyncError) -> None:
         """End the stream with `error` once what is queued has been sent (shutdown)."""
         if self.ended.is_set():
