@@ -83,6 +83,7 @@ test: build tools etcd ## all set-up, then every test (cargo test and pytest)
 bench: build ## run the benchmarks; figures on stdout, JSON and plots in bench/results/
 	$(BIN)/python -m bench.bench_store
 	$(BIN)/python -m bench.bench_list
+	$(BIN)/python -m bench.bench_fanout
 
 .PHONY: lint
 lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
