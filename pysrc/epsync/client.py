@@ -10,6 +10,7 @@ import grpc
 
 from epsync.errors import EpsyncError, rpc_error
 from epsync.resources import DEFAULT_NAMESPACE, endpoint_key
+from epsync.targets import channel_target
 from epsync.v1 import profile_service_pb2 as profile_pb
 from epsync.v1 import profile_service_pb2_grpc as profile_grpc
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
@@ -33,12 +34,17 @@ async def _call(awaitable: Awaitable[T]) -> T:
 
 
 class Client:
-    """Talks to one epsync server. Use as `async with Client("host:port") as client:`."""
+    """Talks to epsync. Use as `async with Client("host:port") as client:`.
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
-        self.target = target
+    Several replicas: `Client(["10.0.0.1:50051", "10.0.0.2:50051"])` (or one comma-separated
+    string) uses the first that answers and fails over to the others by itself (see
+    `epsync.targets`); watches resume on the new replica with what they hold.
+    """
+
+    def __init__(self, target: str | Sequence[str] = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.target = channel_target(target)
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(self.target)
         self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
         self._profiles = profile_grpc.ProfileServiceStub(self._channel)
 
