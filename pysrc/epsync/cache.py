@@ -22,7 +22,7 @@ from epsync.resources import PROFILES, WORKLOAD_ENDPOINTS, ResourceType, endpoin
 from epsync.store.base import Change, Kind, Snapshot
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from epsync.watch.history import ObjectHistory, Transition
+from epsync.watch.history import ObjectHistory, State, Transition
 
 # Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
 _PROFILE_CHUNK = 512
@@ -109,7 +109,7 @@ class ResourceCache:
         for change in changes:
             if change.kind is Kind.WORKLOAD_ENDPOINT:
                 old_endpoint = self._endpoints.get(change.key)
-                before = (old_endpoint.metadata.resource_version, change.previous) if old_endpoint else (0, None)
+                before = _before(WORKLOAD_ENDPOINTS, old_endpoint, change)
                 self.endpoint_history.record(change.key, change.revision, change.value, before)
                 namespace, name = split_endpoint_key(change.key)
                 if change.value is None:
@@ -130,7 +130,7 @@ class ResourceCache:
                     )
             else:
                 old_profile = self._profiles.get(change.key)
-                before = (old_profile.metadata.resource_version, change.previous) if old_profile else (0, None)
+                before = _before(PROFILES, old_profile, change)
                 self.profile_history.record(change.key, change.revision, change.value, before)
                 profile_transitions.append(
                     Transition(change.revision, change.key, before, (change.revision, change.value))
@@ -224,6 +224,15 @@ class ResourceCache:
             if len(items) > limit:
                 return Page(items[:limit], more=True)
         return Page(items, more=False)
+
+
+def _before(rtype: ResourceType[R], old: R | None, change: Change) -> State:
+    """The state a change ends: the cached object, as stored. A datastore that re-listed after a
+    compaction may not know the previous value; the cache's own copy is the same object."""
+    if old is None:
+        return (0, None)
+    previous = change.previous if change.previous is not None else rtype.encode(old)
+    return (old.metadata.resource_version, previous)
 
 
 def _chunks(names: Iterator[str], size: int) -> Iterator[list[str]]:
