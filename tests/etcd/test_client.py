@@ -16,6 +16,7 @@ from epsync.etcd.client import (
     EtcdFutureRevision,
     EtcdRequestTooLarge,
     EtcdUnavailable,
+    EtcdWatchCanceled,
     PutOp,
     PutResult,
     RangeOp,
@@ -245,6 +246,36 @@ async def test_cancel_ends_a_watch_quietly_from_another_task(etcd_client: EtcdCl
         watch.cancel()
         await task  # ends without an exception
     assert values == [b"1"]
+
+
+async def test_a_watch_cancelled_while_it_is_being_set_up_ends_at_once(etcd_client: EtcdClient) -> None:
+    for yields in range(6):  # cancel at each point of the set-up: before the write, during it, during the read
+        watch = etcd_client.watch(b"/k")
+        starting = asyncio.create_task(watch.start())
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        watch.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(EtcdWatchCanceled):
+                await starting
+    async with etcd_client.watch(b"/k") as live:  # and the client still works
+        assert live.created_revision is not None
+
+
+async def test_a_silent_etcd_fails_a_watch_set_up_after_the_timeout() -> None:
+    # A listener that accepts connections and never answers: no HTTP/2, no watch.
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, writer: accepted.append(writer), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with EtcdClient(f"127.0.0.1:{port}", timeout=0.5) as client, asyncio.timeout(10):
+            with pytest.raises(EtcdUnavailable, match="did not set the watch up"):
+                await client.watch(b"/k").start()
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
 
 
 async def test_a_watch_sees_every_change_after_it_is_created(etcd_client: EtcdClient) -> None:

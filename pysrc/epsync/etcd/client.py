@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -339,15 +341,17 @@ def _op_result(response: rpc_pb2.ResponseOp, revision: int) -> OpResult:
 # --- the client -------------------------------------------------------------------------------
 
 
-def endpoints_target(endpoints: Sequence[str]) -> str:
+def endpoints_target(endpoints: Sequence[str], *, tls: bool = False) -> str:
     """The gRPC target for etcd endpoints such as `http://10.0.0.1:2379` (scheme optional).
 
     One endpoint may name any host; several must be IP addresses of one family (gRPC then uses a
     reachable one). For a name that resolves to several members, give EtcdClient `dns:///name:port`.
+    With `tls`, endpoints are `https://host:port` (or host:port) instead of `http://`.
     """
-    hosts = [endpoint.removeprefix("http://").rstrip("/") for endpoint in endpoints]
+    scheme = "https://" if tls else "http://"
+    hosts = [endpoint.removeprefix(scheme).rstrip("/") for endpoint in endpoints]
     if not hosts or any(not host or "://" in host for host in hosts):
-        raise ValueError(f"etcd endpoints must be host:port or http://host:port, got {list(endpoints)}")
+        raise ValueError(f"etcd endpoints must be host:port or {scheme}host:port, got {list(endpoints)}")
     if len(hosts) == 1:
         return hosts[0]
     try:
@@ -359,16 +363,48 @@ def endpoints_target(endpoints: Sequence[str]) -> str:
     return f"ipv{versions.pop()}:" + ",".join(hosts)
 
 
+def tls_credentials(
+    ca_file: str | Path | None = None, cert_file: str | Path | None = None, key_file: str | Path | None = None
+) -> grpc.ChannelCredentials:
+    """Channel credentials for etcd over TLS: the CA that signs etcd's certificate (None: the system's
+    roots) and, for client-certificate authentication, a certificate and its key. Raises OSError
+    naming a file that cannot be read, ValueError for a certificate without its key.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("an etcd client certificate needs its key, and a key its certificate")
+
+    def read(path: str | Path | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file), private_key=read(key_file), certificate_chain=read(cert_file)
+    )
+
+
 class EtcdClient:
     """One connection to an etcd cluster. Use as `async with EtcdClient("127.0.0.1:2379") as etcd:`.
 
     `target` is a gRPC target (see `endpoints_target`); `timeout` applies to each unary call.
+    `credentials` (see `tls_credentials`) makes the connection TLS; `options` are extra gRPC channel
+    options, overriding the defaults of the same name.
     """
 
-    def __init__(self, target: str, *, timeout: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        overridden = {name for name, _ in options}
+        channel_options = [o for o in _CHANNEL_OPTIONS if o[0] not in overridden] + list(options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=channel_options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
         self._kv = rpc_pb2_grpc.KVStub(self._channel)
         self._watch = rpc_pb2_grpc.WatchStub(self._channel)
         self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
@@ -499,7 +535,7 @@ class EtcdClient:
             prev_kv=prev_kv,
             progress_notify=progress_notify,
         )
-        return Watch(self._watch, request)
+        return Watch(self._watch, request, setup_timeout=self.timeout)
 
 
 class Watch:
@@ -510,14 +546,22 @@ class Watch:
     `cancel()` or leaving the `async with` ends the watch and, quietly, the iteration.
     """
 
-    def __init__(self, stub: rpc_pb2_grpc.WatchAsyncStub, request: rpc_pb2.WatchCreateRequest) -> None:
+    def __init__(
+        self,
+        stub: rpc_pb2_grpc.WatchAsyncStub,
+        request: rpc_pb2.WatchCreateRequest,
+        *,
+        setup_timeout: float | None = None,
+    ) -> None:
         self.request = request
         self.watch_id: int | None = None
         self.created_revision: int | None = None
         self._stub = stub
+        self._setup_timeout = setup_timeout
         self._call: grpc.aio.StreamStreamCall[rpc_pb2.WatchRequest, rpc_pb2.WatchResponse] | None = None
         self._iterated = False
         self._closed = False
+        self._cancelled = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -529,23 +573,56 @@ class Watch:
         self.cancel()
 
     async def start(self) -> None:
-        """Open the stream and wait until etcd has created the watch."""
+        """Open the stream and wait until etcd has created the watch.
+
+        Raises EtcdWatchCanceled if `cancel()` comes first, and EtcdUnavailable if etcd has not
+        answered within the client's timeout: a write to a stream cancelled under it, or to an
+        etcd that accepted the connection and went silent, would otherwise wait for ever.
+        """
         if self._call is not None:
             raise RuntimeError("this watch has already started")
+        if self._closed:
+            raise EtcdWatchCanceled("cancelled before it started")
         self._call = self._stub.Watch(None, metadata=_REQUIRE_LEADER)  # no request iterator: we write()
+        handshake = asyncio.ensure_future(self._create())
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
         try:
-            await self._call.write(rpc_pb2.WatchRequest(create_request=self.request))
-            response = await self._read()
-            if response is None or not response.created:
-                raise EtcdError(f"etcd: expected the watch to be created, got {response}")
+            await asyncio.wait({handshake, cancelled}, timeout=self._setup_timeout, return_when=FIRST_COMPLETED)
+            if self._closed:  # whatever the handshake made of the cancelled call
+                raise EtcdWatchCanceled("cancelled while it was being set up")
+            if not handshake.done():
+                raise EtcdUnavailable(
+                    f"etcd did not set the watch up within {self._setup_timeout} s",
+                    code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+            response = handshake.result()
             self.watch_id, self.created_revision = response.watch_id, response.header.revision
         except BaseException:
             self.cancel()
             raise
+        finally:
+            cancelled.cancel()
+            if not handshake.done():
+                handshake.cancel()
+                await asyncio.wait({handshake})  # nothing of it may outlive the watch
+            if not handshake.cancelled():
+                handshake.exception()  # retrieved: a failure of a cancelled call is no news
+
+    async def _create(self) -> rpc_pb2.WatchResponse:
+        assert self._call is not None
+        try:
+            await self._call.write(rpc_pb2.WatchRequest(create_request=self.request))
+        except grpc.aio.AioRpcError as error:  # the stream failed before it started: etcd unreachable
+            raise _error(error) from None
+        response = await self._read()
+        if response is None or not response.created:
+            raise EtcdError(f"etcd: expected the watch to be created, got {response}")
+        return response
 
     def cancel(self) -> None:
         """End the watch: the stream closes and etcd drops the watcher."""
         self._closed = True
+        self._cancelled.set()
         if self._call is not None:
             self._call.cancel()
 
