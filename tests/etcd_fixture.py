@@ -1,10 +1,14 @@
 """A real etcd for tests: one member on free loopback ports with its data in a temporary directory.
 
 The `etcd` fixture starts one per test (about half a second) and stops it afterwards; `etcd_client`
-is an EtcdClient connected to it. tests/conftest.py loads this module as a plugin, so any test can
-ask for either. `EtcdServer` also works on its own (benchmarks, other fixture scopes), and can be
-stopped and started again on the same ports and data, to test what a restart does to clients.
-`make etcd` (which `make test` runs) installs the binary into .tools/bin.
+is an EtcdClient connected to it. `session_etcd` is one etcd for the whole test session, for tests
+that keep apart by key prefix (`unique_prefix()`) and do not stop it (they may compact it: tests
+run one at a time, and a store opened later starts from the revision it reads). tests/conftest.py
+loads this module as a plugin, so any test can ask for any of them. `EtcdServer` also works on its
+own (benchmarks, other fixture scopes), and can be stopped and started again on the same ports and
+data, to test what a restart does to clients; `EtcdServer(..., tls=make_etcd_pki(dir))` serves TLS
+with client-certificate authentication, from a throwaway CA that openssl makes in a few
+milliseconds. `make etcd` (which `make test` runs) installs the binary into .tools/bin.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,12 +51,67 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EtcdServer:
-    """One etcd member; `endpoint` ("127.0.0.1:port") is the gRPC target, `url` its http:// form."""
+@dataclass(frozen=True)
+class EtcdPki:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
 
-    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_etcd_pki(directory: Path) -> EtcdPki:
+    """Make a CA, a server and a client certificate with openssl (EC keys: fast), in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is not installed")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+    def key(name: str) -> None:
+        run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name)
+
+    key("ca.key")
+    run("req", "-x509", "-new", "-key", "ca.key", "-days", "2", "-subj", "/CN=epsync test CA", "-out", "ca.pem")
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key(f"{name}.key")
+        run("req", "-new", "-key", f"{name}.key", "-subj", f"/CN=epsync test {name}", "-out", f"{name}.csr")
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        run(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+        )  # fmt: skip
+    return EtcdPki(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+    )
+
+
+def unique_prefix() -> str:
+    """A key prefix of its own for one test on a shared etcd."""
+    return f"/epsync-test/{uuid.uuid4().hex}/"
+
+
+class EtcdServer:
+    """One etcd member; `endpoint` ("127.0.0.1:port") is the gRPC target, `url` its http(s):// form.
+
+    With `tls`, etcd serves clients over TLS only and requires a client certificate signed by the CA.
+    """
+
+    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = (), tls: EtcdPki | None = None) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.tls = tls
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -61,7 +123,7 @@ class EtcdServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
     def command(self) -> list[str]:
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -76,7 +138,18 @@ class EtcdServer:
             f"--initial-cluster=epsync-test={peer}",
             "--logger=zap",
             "--log-level=warn",
+            *self._tls_args(),
             *self.extra_args,
+        ]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--cert-file={self.tls.server_cert}",
+            f"--key-file={self.tls.server_key}",
+            f"--trusted-ca-file={self.tls.ca_file}",
+            "--client-cert-auth",
         ]
 
     def start(self) -> None:
@@ -116,8 +189,12 @@ class EtcdServer:
             process.wait()
 
     def _healthy(self) -> bool:
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as response:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError):  # refused, timed out, HTTP error, not JSON
             return False
@@ -129,10 +206,10 @@ class EtcdServer:
             return "(no log)"
 
 
-def _start_with_retries(data_dir: Path) -> EtcdServer:
+def start_etcd_with_retries(data_dir: Path, *, tls: EtcdPki | None = None) -> EtcdServer:
     # A port found free can be taken before etcd binds it; then etcd exits and new ports are tried.
     for attempt in range(3):
-        server = EtcdServer(data_dir)
+        server = EtcdServer(data_dir, tls=tls)
         try:
             server.start()
         except RuntimeError:
@@ -147,7 +224,17 @@ def _start_with_retries(data_dir: Path) -> EtcdServer:
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """A fresh, healthy, single-member etcd for this test."""
-    server = _start_with_retries(tmp_path / "etcd")
+    server = start_etcd_with_retries(tmp_path / "etcd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """One real etcd for the whole session; tests keep apart by key prefix (`unique_prefix()`)."""
+    server = start_etcd_with_retries(tmp_path_factory.mktemp("session-etcd") / "etcd")
     try:
         yield server
     finally:

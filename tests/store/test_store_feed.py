@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from epsync.store.base import Change, Delete, Kind, Put, Record, RevisionCompacted
+from epsync.store.base import Change, Datastore, Delete, Kind, Put, Record, RevisionCompacted
 from epsync.store.sqlite import SqliteDatastore
-from tests.store.conftest import EP, PR, Recorder, committed, put
+from tests.store.conftest import EP, PR, Backend, Recorder, assert_revision_order, committed, put
 
 
 def apply(state: dict[tuple[Kind, str], bytes], changes: Sequence[Change]) -> None:
@@ -23,30 +23,35 @@ def apply(state: dict[tuple[Kind, str], bytes], changes: Sequence[Change]) -> No
             state[(change.kind, change.key)] = change.value
 
 
-async def test_listeners_get_each_group_once_in_revision_order(store: SqliteDatastore) -> None:
+async def test_listeners_get_each_group_once_in_revision_order(store: Datastore) -> None:
     recorder = Recorder()
     store.add_listener(recorder)
-    await asyncio.gather(*(store.write([Put(EP, f"ns/k{i % 7}", str(i).encode())]) for i in range(200)))
-    revisions = [c.revision for c in recorder.changes]
-    assert revisions == list(range(1, 201))
-    assert len(recorder.batches) == store.commit_stats().groups_committed
+    results = await asyncio.gather(*(store.write([Put(EP, f"ns/k{i % 7}", str(i).encode())]) for i in range(200)))
+    written = [(f"ns/k{i % 7}", committed(r).revision) for i, (r,) in enumerate(results)]
+    assert_revision_order(recorder.changes)
+    assert [(c.key, c.revision) for c in recorder.changes] == sorted(written, key=lambda w: w[1])
+    assert [committed(r).revision for (r,) in results] == sorted(r for _, r in written), "calls commit in order"
     assert all(batch for batch in recorder.batches)
+    if isinstance(store, SqliteDatastore):
+        assert [c.revision for c in recorder.changes] == list(range(1, 201))
+        assert len(recorder.batches) == store.commit_stats().groups_committed
 
 
-async def test_change_carries_value_previous_value_and_create_revision(store: SqliteDatastore) -> None:
+async def test_change_carries_value_previous_value_and_create_revision(store: Datastore) -> None:
     recorder = Recorder()
     store.add_listener(recorder)
+    n = store.current_revision
     await store.write([Put(PR, "p", b"one"), Put(PR, "p", b"two"), Delete(PR, "p")])
-    assert recorder.batches == [
-        [
-            Change(1, PR, "p", b"one", None, 1),
-            Change(2, PR, "p", b"two", b"one", 1),
-            Change(3, PR, "p", None, b"two", 1),
-        ]
+    assert recorder.changes == [
+        Change(n + 1, PR, "p", b"one", None, n + 1),
+        Change(n + 2, PR, "p", b"two", b"one", n + 1),
+        Change(n + 3, PR, "p", None, b"two", n + 1),
     ]
+    if isinstance(store, SqliteDatastore):
+        assert len(recorder.batches) == 1, "one group commit, one batch"
 
 
-async def test_listener_has_seen_a_write_before_the_writer_resumes(store: SqliteDatastore) -> None:
+async def test_listener_has_seen_a_write_before_the_writer_resumes(store: Datastore) -> None:
     seen: dict[str, int] = {}
 
     def listener(changes: Sequence[Change]) -> None:
@@ -64,7 +69,7 @@ async def test_listener_has_seen_a_write_before_the_writer_resumes(store: Sqlite
 
 
 async def test_a_failing_listener_is_logged_and_loses_nothing(
-    store: SqliteDatastore, caplog: pytest.LogCaptureFixture
+    store: Datastore, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(changes: Sequence[Change]) -> None:
         raise RuntimeError("listener bug")
@@ -72,15 +77,15 @@ async def test_a_failing_listener_is_logged_and_loses_nothing(
     recorder = Recorder()
     store.add_listener(broken)
     store.add_listener(recorder)
-    with caplog.at_level(logging.ERROR, logger="epsync.store.sqlite"):
+    with caplog.at_level(logging.ERROR, logger="epsync.store"):
         result = await put(store, "ns/a")
-    assert result.revision == 1
+    assert result.revision == store.current_revision
     assert [c.key for c in recorder.changes] == ["ns/a"]
     assert "listener" in caplog.text
     assert await store.get(EP, "ns/a") is not None
 
 
-async def test_snapshot_revision_is_the_current_revision_when_it_returns(store: SqliteDatastore) -> None:
+async def test_snapshot_revision_is_the_current_revision_when_it_returns(store: Datastore) -> None:
     stop = asyncio.Event()
 
     async def churn(worker: int) -> None:
@@ -100,7 +105,7 @@ async def test_snapshot_revision_is_the_current_revision_when_it_returns(store: 
         await asyncio.gather(*writers)
 
 
-async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(store: SqliteDatastore) -> None:
+async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(store: Datastore) -> None:
     """What the cache does at start-up, while writers are busy: subscribe, snapshot, then apply newer batches."""
     rng = random.Random(7)
     stop = asyncio.Event()
@@ -117,7 +122,7 @@ async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(st
 
     writers = [asyncio.create_task(churn(w)) for w in range(30)]
     await asyncio.sleep(0.05)
-    groups_before = store.groups_committed
+    groups_before = store.groups_committed if isinstance(store, SqliteDatastore) else 0
 
     cache: dict[tuple[Kind, str], bytes] = {}
     cache_revision = 0
@@ -133,7 +138,8 @@ async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(st
     snapshot = await store.snapshot()
     cache = {(r.kind, r.key): r.value for r in snapshot.records}
     cache_revision = snapshot.revision
-    assert store.groups_committed > groups_before, "writes committed while the snapshot was read"
+    if isinstance(store, SqliteDatastore):
+        assert store.groups_committed > groups_before, "writes committed while the snapshot was read"
 
     await asyncio.sleep(0.1)
     stop.set()
@@ -144,37 +150,66 @@ async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(st
     assert final.revision > snapshot.revision > 0
 
 
-async def test_changes_since_returns_every_later_change_ascending(store: SqliteDatastore) -> None:
-    await store.write([Put(EP, "ns/a", b"1"), Put(PR, "p", b"2"), Put(EP, "ns/a", b"3"), Delete(EP, "ns/a")])
-    assert await store.changes_since(0) == [
-        Change(1, EP, "ns/a", b"1", None, 1),
-        Change(2, PR, "p", b"2", None, 2),
-        Change(3, EP, "ns/a", b"3", b"1", 1),
-        Change(4, EP, "ns/a", None, b"3", 1),
+async def test_changes_since_returns_every_later_change_ascending(store: Datastore) -> None:
+    start = store.current_revision
+    r = [
+        committed(result).revision
+        for result in await store.write(
+            [Put(EP, "ns/a", b"1"), Put(PR, "p", b"2"), Put(EP, "ns/a", b"3"), Delete(EP, "ns/a")]
+        )
     ]
-    assert [c.revision for c in await store.changes_since(2)] == [3, 4]
-    assert [c.revision for c in await store.changes_since(1, limit=2)] == [2, 3]
-    assert await store.changes_since(4) == []
-    assert await store.changes_since(99) == []
+    every = [
+        Change(r[0], EP, "ns/a", b"1", None, r[0]),
+        Change(r[1], PR, "p", b"2", None, r[1]),
+        Change(r[2], EP, "ns/a", b"3", b"1", r[0]),
+        Change(r[3], EP, "ns/a", None, b"3", r[0]),
+    ]
+    assert await store.changes_since(start) == every
+    for since in (start, r[0], r[1], r[2]):
+        later = [c for c in every if c.revision > since]
+        assert await store.changes_since(since) == later
+        assert await store.changes_since(since, limit=2) == later[:2]
+    assert await store.changes_since(r[3]) == []
+    assert await store.changes_since(r[3] + 1000) == []
     with pytest.raises(ValueError, match="limit"):
-        await store.changes_since(0, limit=0)
+        await store.changes_since(start, limit=0)
 
 
-async def test_compaction_drops_old_history_and_reports_the_oldest_revision(store: SqliteDatastore) -> None:
-    for i in range(10):
-        await put(store, f"ns/k{i}")
-    assert await store.compact(keep=4) == 6
-    assert store.oldest_revision == 6
-    assert [c.revision for c in await store.changes_since(6)] == [7, 8, 9, 10]
+async def test_compaction_drops_old_history_and_reports_the_oldest_revision(store: Datastore) -> None:
+    revisions = [(await put(store, f"ns/k{i}")).revision for i in range(10)]
+    assert await store.compact(keep=4) == revisions[-1] - 4
+    oldest = store.oldest_revision
+    assert oldest == revisions[-1] - 4
+    assert [c.revision for c in await store.changes_since(oldest)] == [r for r in revisions if r > oldest]
     with pytest.raises(RevisionCompacted) as raised:
-        await store.changes_since(5)
-    assert raised.value.oldest == 6
-    assert "6" in str(raised.value)
-    assert await store.compact(keep=100) == 6, "compaction never moves backwards"
-    assert await store.compact(keep=0) == 10
-    assert await store.changes_since(10) == []
+        await store.changes_since(oldest - 1)
+    assert raised.value.oldest == oldest
+    assert str(oldest) in str(raised.value)
+    assert await store.compact(keep=100) == oldest, "compaction never moves backwards"
+    assert await store.compact(keep=0) == revisions[-1]
+    assert await store.changes_since(revisions[-1]) == []
     snapshot = await store.snapshot()
     assert len(snapshot.records) == 10, "compaction touches history, never objects"
+
+
+async def test_objects_and_revisions_survive_a_restart(backend: Backend, location: str) -> None:
+    store = backend.make(location)
+    await store.open()
+    written = [await put(store, f"ns/k{i}", str(i).encode()) for i in range(10)]
+    await store.close()
+
+    reopened = backend.make(location)
+    await reopened.open()
+    try:
+        assert reopened.current_revision >= written[-1].revision
+        assert reopened.oldest_revision <= reopened.current_revision
+        for i, result in enumerate(written):
+            record = Record(EP, f"ns/k{i}", str(i).encode(), result.revision, result.revision)
+            assert await reopened.get(EP, f"ns/k{i}") == record
+        assert (await reopened.snapshot()).records == [c.record for c in written]
+        assert (await put(reopened, "ns/after")).revision > written[-1].revision
+    finally:
+        await reopened.close()
 
 
 async def test_history_is_compacted_automatically_to_the_window(db_path: Path) -> None:
@@ -215,22 +250,26 @@ async def test_history_compaction_and_revisions_survive_a_restart(db_path: Path)
         await reopened.close()
 
 
-async def test_revisions_are_never_reused_after_deleting_everything_and_restarting(db_path: Path) -> None:
-    store = SqliteDatastore(db_path)
+async def test_revisions_are_never_reused_after_deleting_everything_and_restarting(
+    backend: Backend, location: str
+) -> None:
+    store = backend.make(location)
     await store.open()
     for i in range(5):
         await put(store, f"ns/k{i}")
-    await store.write([Delete(EP, f"ns/k{i}") for i in range(5)])
+    results = await store.write([Delete(EP, f"ns/k{i}") for i in range(5)])
+    last = max(committed(r).revision for r in results)
     await store.compact(keep=0)
     await store.close()
 
-    reopened = SqliteDatastore(db_path)
+    reopened = backend.make(location)
     await reopened.open()
     try:
         snapshot = await reopened.snapshot()
-        assert (snapshot.revision, snapshot.records) == (10, [])
+        assert snapshot.records == []
+        assert snapshot.revision >= last
         again = await put(reopened, "ns/k0")
-        assert again.revision == 11
-        assert committed(again).record == Record(EP, "ns/k0", b"v", 11, 11)
+        assert again.revision > last
+        assert committed(again).record == Record(EP, "ns/k0", b"v", again.revision, again.revision)
     finally:
         await reopened.close()

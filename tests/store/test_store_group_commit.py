@@ -30,16 +30,18 @@ def install_poison_trigger(db_path: Path) -> None:
     conn.close()
 
 
-async def test_concurrent_writers_share_few_groups_and_each_get_a_distinct_revision(store: SqliteDatastore) -> None:
-    results = await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(500)))
+async def test_concurrent_writers_share_few_groups_and_each_get_a_distinct_revision(
+    sqlite_store: SqliteDatastore,
+) -> None:
+    results = await asyncio.gather(*(sqlite_store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(500)))
     revisions = [committed(r).revision for (r,) in results]
     assert sorted(revisions) == list(range(1, 501))
     assert revisions == sorted(revisions), "calls commit in the order they were made"
-    stats = store.commit_stats()
+    stats = sqlite_store.commit_stats()
     assert stats.writes_committed == 500
     assert stats.groups_committed <= 25, stats
     assert stats.max_group_size > 20
-    assert store.current_revision == 500
+    assert sqlite_store.current_revision == 500
 
 
 async def test_a_group_never_exceeds_max_group_writes(db_path: Path) -> None:
@@ -92,74 +94,74 @@ async def test_one_failing_write_rolls_back_alone_and_the_rest_of_the_group_comm
 
 
 async def test_a_failed_commit_fails_every_write_of_the_group_and_publishes_nothing(
-    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await put(store, "ns/before")
+    await put(sqlite_store, "ns/before")
     recorder = Recorder()
-    store.add_listener(recorder)
+    sqlite_store.add_listener(recorder)
 
     def failing_commit(conn: sqlite3.Connection) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store, "_commit", failing_commit)
+    monkeypatch.setattr(sqlite_store, "_commit", failing_commit)
     outcomes = await asyncio.gather(
-        store.write([Put(EP, "ns/a", b"a")]),
-        store.write([Delete(EP, "ns/before")]),
+        sqlite_store.write([Put(EP, "ns/a", b"a")]),
+        sqlite_store.write([Delete(EP, "ns/before")]),
         return_exceptions=True,
     )
     assert all(isinstance(o, DatastoreUnavailable) for o in outcomes), outcomes
     assert "nothing was written" in str(outcomes[0])
     assert recorder.batches == []
-    assert store.current_revision == 1
-    assert store.commit_stats().commit_failures == 1
+    assert sqlite_store.current_revision == 1
+    assert sqlite_store.commit_stats().commit_failures == 1
 
     monkeypatch.undo()
-    after = await put(store, "ns/after")
+    after = await put(sqlite_store, "ns/after")
     assert after.revision == 2, "the failed group used up no revisions"
-    assert await store.get(EP, "ns/a") is None
-    assert await store.get(EP, "ns/before") is not None
-    assert [c.revision for c in await store.changes_since(0)] == [1, 2]
+    assert await sqlite_store.get(EP, "ns/a") is None
+    assert await sqlite_store.get(EP, "ns/before") is not None
+    assert [c.revision for c in await sqlite_store.changes_since(0)] == [1, 2]
 
 
 async def test_a_commit_that_reports_failure_but_landed_is_published_as_committed(
-    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = Recorder()
-    store.add_listener(recorder)
+    sqlite_store.add_listener(recorder)
 
     def commit_then_fail(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
         raise sqlite3.OperationalError("disk I/O error after commit")
 
-    monkeypatch.setattr(store, "_commit", commit_then_fail)
-    (result,) = await store.write([Put(EP, "ns/a", b"a")])
+    monkeypatch.setattr(sqlite_store, "_commit", commit_then_fail)
+    (result,) = await sqlite_store.write([Put(EP, "ns/a", b"a")])
     assert committed(result).revision == 1
     assert [c.key for c in recorder.changes] == ["ns/a"]
 
 
 async def test_a_group_with_unknown_outcome_is_published_once_the_store_sees_it(
-    store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = Recorder()
-    store.add_listener(recorder)
-    original = store._apply_group
+    sqlite_store.add_listener(recorder)
+    original = sqlite_store._apply_group
 
     def lands_then_crashes(calls):  # type: ignore[no-untyped-def]
         original(calls)
         raise RuntimeError("crash after the commit")
 
-    monkeypatch.setattr(store, "_apply_group", lands_then_crashes)
+    monkeypatch.setattr(sqlite_store, "_apply_group", lands_then_crashes)
     with pytest.raises(DatastoreUnavailable, match="outcome is unknown"):
-        await store.write([Put(EP, "ns/a", b"a")])
+        await sqlite_store.write([Put(EP, "ns/a", b"a")])
     monkeypatch.undo()
-    # Nobody writes: the committer re-reads the store by itself and publishes what landed.
+    # Nobody writes: the committer re-reads the sqlite_store by itself and publishes what landed.
     for _ in range(100):
-        if store.current_revision:
+        if sqlite_store.current_revision:
             break
         await asyncio.sleep(0.05)
-    assert store.current_revision == 1
+    assert sqlite_store.current_revision == 1
     assert [(c.revision, c.key) for c in recorder.changes] == [(1, "ns/a")]
-    assert (await put(store, "ns/b")).revision == 2
+    assert (await put(sqlite_store, "ns/b")).revision == 2
 
 
 async def test_close_finishes_writes_already_queued(db_path: Path) -> None:
@@ -178,14 +180,14 @@ async def test_close_finishes_writes_already_queued(db_path: Path) -> None:
         await reopened.close()
 
 
-async def test_commit_counters_describe_the_groups(store: SqliteDatastore) -> None:
-    await put(store, "ns/a")
-    await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(10)))
-    await store.write([Put(EP, "ns/a", b"x", expected_mod_revision=0)])  # a conflict still goes through a group
-    stats = store.commit_stats()
+async def test_commit_counters_describe_the_groups(sqlite_store: SqliteDatastore) -> None:
+    await put(sqlite_store, "ns/a")
+    await asyncio.gather(*(sqlite_store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(10)))
+    await sqlite_store.write([Put(EP, "ns/a", b"x", expected_mod_revision=0)])  # a conflict still goes through a group
+    stats = sqlite_store.commit_stats()
     assert stats.writes_committed == 12
     assert stats.revisions_committed == 11
     assert stats.last_group_size == 1
-    assert stats.groups_committed == store.groups_committed
+    assert stats.groups_committed == sqlite_store.groups_committed
     assert stats.avg_group_size == pytest.approx(12 / stats.groups_committed)
     assert stats.queued_writes == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from epsync.store.base import DatastoreError
+from epsync.store.base import Datastore, DatastoreError
 from epsync.store.sqlite import SCHEMA_VERSION, SqliteDatastore
 from tests.store.conftest import put
 
@@ -87,7 +87,7 @@ async def test_the_file_is_in_wal_mode_with_the_schema_version_recorded(db_path:
         await store.close()
 
 
-async def test_opening_twice_is_an_error(store: SqliteDatastore) -> None:
+async def test_opening_twice_is_an_error(store: Datastore) -> None:
     with pytest.raises(DatastoreError, match="already open"):
         await store.open()
 

@@ -15,6 +15,9 @@ Three things feed the server's in-memory cache and watchers:
 A consumer that registers a listener, then applies `await snapshot()` straight away (no await in
 between), then applies every listener batch's changes with revision > `snapshot.revision`, holds
 exactly the store's state.
+
+Health: a backend that depends on something outside the process (etcd) reports whether it can
+take writes now through `healthy` and `add_health_listener`; the embedded store is always healthy.
 """
 
 from __future__ import annotations
@@ -142,6 +145,25 @@ class RevisionCompacted(Exception):
 
 
 ChangeListener = Callable[[Sequence[Change]], None]
+HealthListener = Callable[[bool], None]
+
+
+def check_write(write: Write) -> None:
+    """Reject a malformed write up front (TypeError, ValueError): it is a programming error, not a datastore failure."""
+    if not isinstance(write, Put | Delete):
+        raise TypeError(f"not a Put or Delete: {write!r}")
+    if not isinstance(write.kind, Kind):
+        raise TypeError(f"kind must be a Kind, not {write.kind!r}")
+    if not isinstance(write.key, str) or not write.key:
+        raise ValueError(f"key must be a non-empty string, not {write.key!r}")
+    expected = write.expected_mod_revision
+    if expected is not None and (not isinstance(expected, int) or expected < 0):
+        raise ValueError(f"expected_mod_revision must be None or >= 0, not {expected!r}")
+    if isinstance(write, Put):
+        if not isinstance(write.value, bytes):
+            raise TypeError(f"value must be bytes, not {type(write.value).__name__}")
+    elif expected == 0:
+        raise ValueError("a Delete's expected_mod_revision is None (must exist) or > 0, never 0")
 
 
 class Datastore(abc.ABC):
@@ -171,8 +193,11 @@ class Datastore(abc.ABC):
     async def write(self, writes: Sequence[Write]) -> list[WriteResult]:
         """Apply the writes in order, each judged alone (a later write sees the earlier ones); one result each.
 
-        Each successful write gets its own revision. Returns once the writes are durable and every
-        listener has seen them. Raises DatastoreUnavailable if nothing could be committed, and
+        Each successful write gets a revision: its own, unless the backend commits several writes in
+        one transaction (etcd does, for writes to different keys, also of concurrent calls: SPEC 6.1
+        lets a revision change several objects, never one object twice). Revisions follow the order
+        of the writes. Returns once the writes are durable and every listener has seen them. Raises
+        DatastoreUnavailable if nothing could be committed, and
         WriteFailed if some writes failed unexpectedly (the others stand).
         """
 
@@ -203,3 +228,14 @@ class Datastore(abc.ABC):
     @abc.abstractmethod
     async def compact(self, keep: int) -> int:
         """Drop history older than the last `keep` revisions; returns the new `oldest_revision`."""
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the store can take writes and feeds listeners now (always, unless a backend says otherwise)."""
+        return True
+
+    def add_health_listener(self, listener: HealthListener) -> None:  # noqa: B027 - a default, not abstract
+        """Call `listener(healthy)` on the event loop thread each time `healthy` changes.
+
+        The default suits a store that is always healthy: it never calls the listener.
+        """
