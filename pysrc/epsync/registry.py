@@ -56,14 +56,18 @@ class Registry(Generic[R]):
         return obj
 
     async def create(self, obj: R) -> R:
+        creation = self._creation(obj)
+        result = await self._write_one(creation)
+        if isinstance(result, Conflict):
+            raise AlreadyExists(f"{self.rtype.describe(creation.key)} already exists")
+        return self._decoded(result)
+
+    def _creation(self, obj: R) -> Put:
+        """The write that creates `obj`, with its server-owned identity, if its key is free."""
         new = self.rtype.normalize(obj)
         new.metadata.uid = str(uuid.uuid4())
         new.metadata.creation_timestamp.CopyFrom(_now())
-        key = self.rtype.key_of(new)
-        result = await self._write_one(Put(self.rtype.kind, key, self.rtype.encode(new), expected_mod_revision=0))
-        if isinstance(result, Conflict):
-            raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
-        return self._decoded(result)
+        return Put(self.rtype.kind, self.rtype.key_of(new), self.rtype.encode(new), expected_mod_revision=0)
 
     async def update(self, obj: R, *, allow_missing: bool = False) -> R:
         new = self.rtype.normalize(obj)
@@ -81,7 +85,12 @@ class Registry(Generic[R]):
                     raise Aborted(
                         f"{self.rtype.describe(key)} does not exist, so it cannot be at resource_version {precondition}"
                     )
-                return await self.create(obj)
+                created = await self._write_one(self._creation(obj))
+                if isinstance(created, Committed):
+                    return self._decoded(created)
+                # Created meanwhile, maybe before this replica's cache heard of it: update the winner.
+                current = self._winner(created)
+                continue
             if precondition and precondition != current.metadata.resource_version:
                 raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
             new.metadata.uid = current.metadata.uid
@@ -102,9 +111,14 @@ class Registry(Generic[R]):
         deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
         while time.monotonic() < deadline:
             if current is None:
-                if allow_missing and not resource_version and not uid:
-                    return Deleted(None, self._cache.revision)
-                raise NotFound(f"{self.rtype.describe(key)} not found")
+                if not allow_missing or resource_version or uid:
+                    raise NotFound(f"{self.rtype.describe(key)} not found")
+                # The cache may not have heard of the object yet (another replica just created it):
+                # the store, not the cache, says whether there is nothing to delete.
+                result = await self._write_one(Delete(self.rtype.kind, key))
+                if isinstance(result, Committed):
+                    return Deleted(self._previous(result), result.revision)
+                return Deleted(None, self._cache.revision)
             if resource_version and resource_version != current.metadata.resource_version:
                 raise _version_mismatch(self.rtype, key, resource_version, current.metadata.resource_version)
             if uid and uid != current.metadata.uid:
@@ -127,6 +141,9 @@ class Registry(Generic[R]):
     def _winner(self, conflict: Conflict) -> R | None:
         """What won the race: the conflict carries the stored record, fresher than the cache may yet be."""
         return self.rtype.decode_record(conflict.current) if conflict.current is not None else None
+
+    def _previous(self, result: Committed) -> R | None:
+        return self.rtype.decode_record(result.previous) if result.previous is not None else None
 
     def _decoded(self, result: Committed) -> R:
         assert result.record is not None, "a committed put always has a record"
