@@ -1,4 +1,9 @@
-"""Shared fixtures: a real epsync server on a free loopback port, backed by SQLite in a temp dir."""
+"""Shared fixtures: a real epsync server on a free loopback port, on each datastore.
+
+Every test that takes `server` (or `datastore_settings`) runs twice: on the embedded SQLite store
+in a temporary directory, and on a real etcd (one per test session, a fresh key prefix per test).
+A test about one backend's nature is marked `@pytest.mark.sqlite_only`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,19 @@ import asyncio
 import os
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from epsync.client import Client
 from epsync.config import ServerConfig
 from epsync.server.app import EpsyncServer
+
+if TYPE_CHECKING:
+    from tests.etcd_fixture import EtcdServer
 
 pytest_plugins = ["tests.etcd_fixture"]  # the `etcd` and `etcd_client` fixtures: a real etcd
 REPO = Path(__file__).resolve().parent.parent
@@ -31,9 +40,38 @@ def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
     return ServerConfig(**(settings | overrides))
 
 
+BACKENDS = ("sqlite", "etcd")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test is about the embedded store; not run on etcd")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The etcd variant of a test about the embedded store (marked, or taking its `sqlite_store`) is not
+    # collected at all, rather than skipped.
+    items[:] = [
+        item
+        for item in items
+        if not (
+            "[etcd" in item.nodeid
+            and (item.get_closest_marker("sqlite_only") or "sqlite_store" in getattr(item, "fixturenames", ()))
+        )
+    ]
+
+
+@pytest.fixture(params=BACKENDS)
+def datastore_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """ServerConfig settings selecting this run's datastore."""
+    if request.param == "sqlite":
+        return {}
+    etcd: EtcdServer = request.getfixturevalue("session_etcd")
+    return {"datastore": "etcd", "etcd_endpoints": (etcd.endpoint,), "etcd_prefix": f"/test-{uuid.uuid4().hex}/"}
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[EpsyncServer]:
-    instance = EpsyncServer(server_config(tmp_path / "data"))
+async def server(tmp_path: Path, datastore_settings: dict[str, Any]) -> AsyncIterator[EpsyncServer]:
+    instance = EpsyncServer(server_config(tmp_path / "data", **datastore_settings))
     await instance.start()
     yield instance
     await instance.stop(grace=0.1)

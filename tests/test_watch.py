@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from epsync.client import Client
 from epsync.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from epsync.server.app import EpsyncServer
+from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1.watch_pb2 import ADDED, BOOKMARK, DELETED, MODIFIED
 from tests.factories import endpoint, profile
 from tests.watch_streams import channel, named, objects, running_server, watch_endpoints, watch_profiles
@@ -130,8 +132,13 @@ async def test_resume_replays_exactly_the_missed_events(server: EpsyncServer, cl
         assert events[-1].initial_events_end
 
 
-async def test_resume_past_the_history_without_known_versions_is_out_of_range(tmp_path: Path) -> None:
-    async with running_server(tmp_path, history_window=5) as server, Client(f"127.0.0.1:{server.port}") as client:
+async def test_resume_past_the_history_without_known_versions_is_out_of_range(
+    tmp_path: Path, datastore_settings: dict[str, Any]
+) -> None:
+    async with (
+        running_server(tmp_path, **datastore_settings, history_window=5) as server,
+        Client(f"127.0.0.1:{server.port}") as client,
+    ):
         for i in range(20):
             await client.create_endpoint(endpoint(f"e{i}"))
         async with channel(server) as opened:
@@ -142,8 +149,13 @@ async def test_resume_past_the_history_without_known_versions_is_out_of_range(tm
         assert int(error.metadata["oldestResourceVersion"]) == server.cache.oldest_replayable > 2
 
 
-async def test_known_versions_difference_when_history_is_gone(tmp_path: Path) -> None:
-    async with running_server(tmp_path, history_window=5) as server, Client(f"127.0.0.1:{server.port}") as client:
+async def test_known_versions_difference_when_history_is_gone(
+    tmp_path: Path, datastore_settings: dict[str, Any]
+) -> None:
+    async with (
+        running_server(tmp_path, **datastore_settings, history_window=5) as server,
+        Client(f"127.0.0.1:{server.port}") as client,
+    ):
         kept = await client.create_endpoint(endpoint("kept"))
         changed = await client.create_endpoint(endpoint("changed"))
         doomed = await client.create_endpoint(endpoint("doomed"))
@@ -166,8 +178,10 @@ async def test_known_versions_difference_when_history_is_gone(tmp_path: Path) ->
         assert not gone.object.HasField("spec")  # metadata only: all the server knows of the client's copy
 
 
-async def test_reconnect_after_a_restart_with_nothing_changed_gets_one_bookmark(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server, Client(f"127.0.0.1:{server.port}") as client:
+async def test_reconnect_after_a_restart_with_nothing_changed_gets_one_bookmark(
+    tmp_path: Path, datastore_settings: dict[str, Any]
+) -> None:
+    async with running_server(tmp_path, **datastore_settings) as server, Client(f"127.0.0.1:{server.port}") as client:
         view = client.watch(node="node1")
         created = [await client.create_endpoint(endpoint(f"e{i}")) for i in range(3)]
         async for event in view:
@@ -175,7 +189,7 @@ async def test_reconnect_after_a_restart_with_nothing_changed_gets_one_bookmark(
                 break
         known = {f"default/{e.metadata.name}": e.metadata.resource_version for e in created}
         revision = view.revision
-    async with running_server(tmp_path) as restarted, channel(restarted) as opened:
+    async with running_server(tmp_path, **datastore_settings) as restarted, channel(restarted) as opened:
         stream = watch_endpoints(opened, node="node1", resource_version=revision, known_resource_versions=known)
         events = await stream.until_synced()
         assert len(events) == 1
@@ -191,9 +205,9 @@ async def test_resource_version_from_the_future_is_too_new(server: EpsyncServer,
     assert error.reason == "RESOURCE_VERSION_TOO_NEW"
 
 
-async def test_periodic_bookmarks_only_when_allowed(tmp_path: Path) -> None:
+async def test_periodic_bookmarks_only_when_allowed(tmp_path: Path, datastore_settings: dict[str, Any]) -> None:
     timings = {"bookmark_interval_seconds": 0.2, "bookmark_tick_seconds": 0.05}
-    async with running_server(tmp_path, **timings) as server, channel(server) as opened:
+    async with running_server(tmp_path, **datastore_settings, **timings) as server, channel(server) as opened:
         allowed = watch_endpoints(opened, allow_bookmarks=True)
         silent = watch_endpoints(opened)
         await silent.until_synced()
@@ -203,15 +217,32 @@ async def test_periodic_bookmarks_only_when_allowed(tmp_path: Path) -> None:
         assert len(silent.responses) == 1  # just the end of its catch-up, nothing since
 
 
-async def test_slow_watcher_is_cut_off_without_delaying_writers_and_resumes_losing_nothing(tmp_path: Path) -> None:
-    async with running_server(tmp_path, watcher_max_events=20) as server, channel(server) as opened:
+COUNT = 1200
+
+
+async def test_slow_watcher_is_cut_off_without_delaying_writers_and_resumes_losing_nothing(
+    tmp_path: Path, datastore_settings: dict[str, Any]
+) -> None:
+    async with (
+        # Small messages: a stalled client's transport windows fill after a few, and the rest queue.
+        running_server(tmp_path, **datastore_settings, watcher_max_events=20, max_message_bytes=64 * 1024) as server,
+        channel(server) as opened,
+    ):
         stalled = watch_endpoints(opened, send_initial_events=True)
         await stalled.until_synced()
         async with Client(f"127.0.0.1:{server.port}") as client:
             # Big objects fill the stalled stream's transport windows fast; the rest queue in its buffer.
             payload = {f"k{i}": "v" * 60 for i in range(60)}
+            writes = [
+                wep_pb.WriteWorkloadEndpointsRequest(
+                    request_id=str(i),
+                    create=wep_pb.CreateWorkloadEndpointRequest(workload_endpoint=endpoint(f"e{i}", labels=payload)),
+                )
+                for i in range(COUNT)
+            ]
             async with asyncio.timeout(20):  # writers are never held up by the stalled watcher
-                await asyncio.gather(*(client.create_endpoint(endpoint(f"e{i}", labels=payload)) for i in range(600)))
+                answers = [r async for r in client.write_endpoints(writes)]
+            assert all(answer.status.code == 0 for answer in answers)
             assert server.endpoint_hub.watcher_count == 0  # cut off, its buffer dropped
             error = await stalled.until_end(within=20)
             assert isinstance(error, ResourceExhausted)
@@ -220,14 +251,14 @@ async def test_slow_watcher_is_cut_off_without_delaying_writers_and_resumes_losi
                 f"default/{e.object.metadata.name}": e.object.metadata.resource_version for e in objects(stalled.events)
             }
             last_complete = max(e.resource_version for e in stalled.events)
-            assert len(held) < 600
+            assert len(held) < COUNT
             # Its backlog is more than its buffer, so the server sends the difference to what it holds.
             resumed = watch_endpoints(opened, resource_version=last_complete, known_resource_versions=held)
             await resumed.until_synced(within=20)
             assert {e.type for e in objects(resumed.events)} == {ADDED}
             names = {k.split("/")[1] for k in held} | {e.object.metadata.name for e in objects(resumed.events)}
-            assert names == {f"e{i}" for i in range(600)}
-            assert len(held) + len(objects(resumed.events)) == 600  # nothing sent twice
+            assert names == {f"e{i}" for i in range(COUNT)}
+            assert len(held) + len(objects(resumed.events)) == COUNT  # nothing sent twice
 
 
 async def test_each_event_is_encoded_once_however_many_watchers_receive_it(
@@ -248,8 +279,8 @@ async def test_each_event_is_encoded_once_however_many_watchers_receive_it(
         }
 
 
-async def test_shutdown_sends_a_bookmark_then_shutting_down(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server, channel(server) as opened:
+async def test_shutdown_sends_a_bookmark_then_shutting_down(tmp_path: Path, datastore_settings: dict[str, Any]) -> None:
+    async with running_server(tmp_path, **datastore_settings) as server, channel(server) as opened:
         stream = watch_endpoints(opened, allow_bookmarks=True)
         await stream.until_synced()
         stop = asyncio.create_task(server.stop(grace=1))
@@ -289,8 +320,10 @@ async def test_profile_watch_filters_on_profile_labels(server: EpsyncServer, cli
         assert named(await resumed.until_synced()) == [(DELETED, "p1")]
 
 
-async def test_the_client_view_follows_changes_and_survives_a_server_restart(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
+async def test_the_client_view_follows_changes_and_survives_a_server_restart(
+    tmp_path: Path, datastore_settings: dict[str, Any]
+) -> None:
+    async with running_server(tmp_path, **datastore_settings) as server:
         port = server.port
         async with Client(f"127.0.0.1:{port}") as client:
             await client.create_endpoint(endpoint("a", labels={"app": "web"}))
@@ -307,11 +340,11 @@ async def test_the_client_view_follows_changes_and_survives_a_server_restart(tmp
                     if predicate(event):  # type: ignore[operator]
                         return
 
-        async with running_server(tmp_path, listen=f"127.0.0.1:{port}") as server:
+        async with running_server(tmp_path, **datastore_settings, listen=f"127.0.0.1:{port}") as server:
             await next_until(lambda e: e.initial_events_end)
             assert set(view.objects) == {"default/a"}
         async with (
-            running_server(tmp_path, listen=f"127.0.0.1:{port}") as server,
+            running_server(tmp_path, **datastore_settings, listen=f"127.0.0.1:{port}") as server,
             Client(f"127.0.0.1:{server.port}") as writer,
         ):
             await writer.create_endpoint(endpoint("b", labels={"app": "web"}))

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--listen", default="127.0.0.1:50051", help="host:port to listen on (default %(default)s)")
     serve.add_argument("--data-dir", type=Path, default=Path("./data"), help="embedded store directory")
+    serve.add_argument("--datastore", choices=["sqlite", "etcd"], default="sqlite", help="where the data lives")
+    serve.add_argument("--etcd-endpoints", default="", help="etcd endpoints, comma-separated (host:port or URLs)")
+    serve.add_argument("--etcd-prefix", default="/epsync/v1/", help="key prefix of epsync's data in etcd")
+    serve.add_argument("--etcd-ca-file", type=Path, help="CA bundle for etcd's TLS certificate")
+    serve.add_argument("--etcd-cert-file", type=Path, help="client certificate for etcd (mutual TLS)")
+    serve.add_argument("--etcd-key-file", type=Path, help="client key for etcd (mutual TLS)")
     serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
     serve.add_argument("--watcher-max-events", type=int, default=10_000, help="events a watcher may fall behind")
@@ -136,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--resource-version", type=int, default=0, help="only if still at this resource version")
     delete.add_argument("--ignore-missing", action="store_true", help="succeed if it does not exist")
     delete.set_defaults(func=_delete)
+
+    from epsync.loadtest.options import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench", help="load-test epsync against etcd and a raw gRPC server on this machine (see the README)"
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 
@@ -151,6 +165,12 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig(
             listen=args.listen,
             data_dir=args.data_dir,
+            datastore=args.datastore,
+            etcd_endpoints=tuple(e.strip() for e in args.etcd_endpoints.split(",") if e.strip()),
+            etcd_prefix=args.etcd_prefix,
+            etcd_ca_file=args.etcd_ca_file,
+            etcd_cert_file=args.etcd_cert_file,
+            etcd_key_file=args.etcd_key_file,
             history_window=args.history_window,
             grace_seconds=args.grace,
             watcher_max_events=args.watcher_max_events,
@@ -159,11 +179,19 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValidationError as error:
         first = error.errors()[0]
+        if not first["loc"]:  # a rule about several settings together
+            raise CliError(str(first["msg"]).removeprefix("Value error, ")) from None
         field = str(first["loc"][0])
         flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
         raise CliError(f"{flag}: {first['msg']}") from None
     asyncio.run(serve(config))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from epsync.loadtest.run import main as bench_main
+
+    return bench_main(args)
 
 
 def _kind(text: str | None) -> str:

@@ -26,6 +26,7 @@ from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.profiles import ProfileServicer
 from epsync.server.registration import add_service
 from epsync.store.base import Change, Datastore
+from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.sqlite import SqliteDatastore
 from epsync.v1 import profile_service_pb2, workload_endpoint_service_pb2
 from epsync.watch.endpoints import EndpointWatchHub
@@ -53,12 +54,22 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+def open_datastore(config: ServerConfig) -> Datastore:
+    """The datastore the config names (not yet opened)."""
+    if config.datastore == "etcd":
+        tls = None
+        if config.etcd_ca_file or config.etcd_cert_file:
+            tls = EtcdTls(ca_file=config.etcd_ca_file, cert_file=config.etcd_cert_file, key_file=config.etcd_key_file)
+        return EtcdDatastore(config.etcd_endpoints, prefix=config.etcd_prefix, tls=tls)
+    return SqliteDatastore(config.data_dir / "epsync.db", history_window=config.history_window)
+
+
 class EpsyncServer:
     """One epsync server: a datastore, the cache fed by it, and the gRPC services in front."""
 
     def __init__(self, config: ServerConfig, store: Datastore | None = None) -> None:
         self.config = config
-        self.store = store or SqliteDatastore(config.data_dir / "epsync.db", history_window=config.history_window)
+        self.store = store or open_datastore(config)
         self.cache = ResourceCache(config.history_window)
         limits = WatcherLimits(config.watcher_max_events, config.watcher_max_bytes, config.max_message_bytes)
         bookmarks = BookmarkPolicy(
@@ -70,6 +81,7 @@ class EpsyncServer:
         self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self) -> int:
@@ -107,8 +119,8 @@ class EpsyncServer:
         self._server = server
         self.endpoint_hub.start_ticker()
         self.profile_hub.start_ticker()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._report_health(self.store.healthy)
+        self.store.add_health_listener(self._on_datastore_health)
         log.info(
             "epsync serving on %s (revision %d, %d endpoints)",
             self.config.listen,
@@ -116,6 +128,21 @@ class EpsyncServer:
             self.cache.endpoint_count(),
         )
         return self.port
+
+    async def _report_health(self, datastore_healthy: bool) -> None:
+        # Reads and watches go on from the cache while the datastore is down, but writes fail: a load
+        # balancer should prefer a replica whose datastore answers.
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if datastore_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    def _on_datastore_health(self, healthy: bool) -> None:
+        log.warning("datastore is %s", "available again" if healthy else "unavailable: writes fail until it is back")
+        task = asyncio.get_running_loop().create_task(self._report_health(healthy))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _apply(self, changes: Sequence[Change]) -> None:
         """The change feed: advance the cache, then tell the watchers (before the writers hear back)."""
