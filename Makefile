@@ -75,13 +75,23 @@ proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and st
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 
 .PHONY: test
-test: build tools etcd ## all set-up, then every test (cargo test and pytest)
+test: build tools etcd ## all set-up, then every test (cargo test, pytest, and the load test at tiny sizes)
 	cargo test --manifest-path rust/Cargo.toml --quiet
-	$(BIN)/pytest
+	$(BIN)/pytest --deselect tests/loadtest/test_smoke.py
+	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: bench
-bench: build ## run the benchmarks; figures on stdout, JSON and plots in bench/results/
+bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (under 15 min); results in bench/results/
+	$(BIN)/epsync bench $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked (seconds; part of make test)
+	$(BIN)/pytest -q tests/loadtest/test_smoke.py
+
+.PHONY: bench-micro
+bench-micro: build etcd ## the component benchmarks: datastore writes, List, the Rust fan-out core
 	$(BIN)/python -m bench.bench_store
+	$(BIN)/python -m bench.bench_store --backend etcd
 	$(BIN)/python -m bench.bench_list
 	$(BIN)/python -m bench.bench_fanout
 

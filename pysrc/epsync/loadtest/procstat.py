@@ -1,0 +1,44 @@
+"""CPU time and memory of a process, read from Linux's /proc (no dependencies)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    cpu_seconds: float  # user + system, all threads
+    rss_bytes: int
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User plus system CPU seconds of every thread of the process so far."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based), so 11 and 12 here.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size now (VmRSS)."""
+    return _status_kib(pid, b"VmRSS:") * 1024
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """The largest resident set size so far (VmHWM)."""
+    return _status_kib(pid, b"VmHWM:") * 1024
+
+
+def sample(pid: int | str = "self") -> Sample:
+    return Sample(cpu_seconds(pid), rss_bytes(pid))
+
+
+def _status_kib(pid: int | str, field: bytes) -> int:
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
