@@ -32,7 +32,6 @@ from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.view import Backoff, MaterializedView, WatchEvent, grpc_stream
 from tests.conftest import free_port, server_config
 from tests.etcd_fixture import EtcdServer, unique_prefix
-from tests.factories import endpoint, profile
 from tests.selector_reference import render
 from tests.test_watch_property import (
     DELETE_ENDPOINT,
@@ -43,6 +42,7 @@ from tests.test_watch_property import (
     UpsertEndpoint,
     UpsertProfile,
     WatcherSpec,
+    apply_edit,
     check_order,
     expected_view,
 )
@@ -207,7 +207,7 @@ async def watch_history(
         for op in ops:
             match op:
                 case Via(edit, replica):
-                    await apply(edit, clients[1 - replica if replica in lagging else replica], endpoints, profiles)
+                    await apply_edit(edit, clients[1 - replica if replica in lagging else replica], endpoints, profiles)
                 case Hop(which):
                     await watchers[which % len(watchers)].hop()
                 case Lag(replica) if replica in lagging:
@@ -231,23 +231,6 @@ async def watch_history(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def apply(
-    edit: Edit, client: Client, endpoints: dict[str, WorkloadEndpoint], profiles: dict[str, Profile]
-) -> None:
-    match edit:
-        case UpsertEndpoint(namespace, name, node, labels, profile_names):
-            wep = endpoint(name, namespace=namespace, node=node, labels=labels, profiles=profile_names)
-            endpoints[f"{namespace}/{name}"] = await client.update_endpoint(wep, allow_missing=True)
-        case DeleteEndpoint(namespace, name):
-            await client.delete_endpoint(name, namespace, allow_missing=True)
-            endpoints.pop(f"{namespace}/{name}", None)
-        case UpsertProfile(name, labels):
-            profiles[name] = await client.update_profile(profile(name, labels), allow_missing=True)
-        case DeleteProfile(name):
-            await client.delete_profile(name, allow_missing=True)
-            profiles.pop(name, None)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

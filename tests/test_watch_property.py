@@ -239,6 +239,27 @@ async def apply_once(
     profiles: dict[str, Profile],
 ) -> None:
     match op:
+        case UpsertEndpoint() | DeleteEndpoint() | UpsertProfile() | DeleteProfile():
+            await apply_edit(op, client, endpoints, profiles)
+        case CutOff(which):
+            watchers = list(running[0].endpoint_hub._group_of)
+            if watchers:
+                watchers[which % len(watchers)].cut_off(Unavailable("cut off by the test", reason="TEST"))
+        case Restart():
+            config = running[0].config
+            await running[0].stop(grace=0)
+            running[0] = EpsyncServer(config)
+            await running[0].start()
+
+
+async def apply_edit(
+    edit: UpsertEndpoint | DeleteEndpoint | UpsertProfile | DeleteProfile,
+    client: Client,
+    endpoints: dict[str, WorkloadEndpoint],
+    profiles: dict[str, Profile],
+) -> None:
+    """Make one edit through `client` and record in the model what the server answered."""
+    match edit:
         case UpsertEndpoint(namespace, name, node, labels, profile_names):
             wep = endpoint(name, namespace=namespace, node=node, labels=labels, profiles=profile_names)
             endpoints[f"{namespace}/{name}"] = await client.update_endpoint(wep, allow_missing=True)
@@ -250,15 +271,6 @@ async def apply_once(
         case DeleteProfile(name):
             await client.delete_profile(name, allow_missing=True)
             profiles.pop(name, None)
-        case CutOff(which):
-            watchers = list(running[0].endpoint_hub._group_of)
-            if watchers:
-                watchers[which % len(watchers)].cut_off(Unavailable("cut off by the test", reason="TEST"))
-        case Restart():
-            config = running[0].config
-            await running[0].stop(grace=0)
-            running[0] = EpsyncServer(config)
-            await running[0].start()
 
 
 def check_order(events: list[WatchEvent[WorkloadEndpoint]]) -> None:

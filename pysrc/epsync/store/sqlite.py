@@ -42,7 +42,6 @@ from epsync.store.base import (
     Datastore,
     DatastoreError,
     DatastoreUnavailable,
-    Delete,
     Kind,
     Put,
     Record,
@@ -51,6 +50,7 @@ from epsync.store.base import (
     Write,
     WriteFailed,
     WriteResult,
+    check_write,
 )
 
 log = logging.getLogger(__name__)
@@ -140,24 +140,6 @@ class _TransactionLost(Exception):
 
 def _record(kind: Kind, key: str, row: tuple[bytes, int, int]) -> Record:
     return Record(kind, key, row[0], row[1], row[2])
-
-
-def _check(write: Write) -> None:
-    """Reject malformed writes up front: they are programming errors, not datastore failures."""
-    if not isinstance(write, Put | Delete):
-        raise TypeError(f"not a Put or Delete: {write!r}")
-    if not isinstance(write.kind, Kind):
-        raise TypeError(f"kind must be a Kind, not {write.kind!r}")
-    if not isinstance(write.key, str) or not write.key:
-        raise ValueError(f"key must be a non-empty string, not {write.key!r}")
-    expected = write.expected_mod_revision
-    if expected is not None and (not isinstance(expected, int) or expected < 0):
-        raise ValueError(f"expected_mod_revision must be None or >= 0, not {expected!r}")
-    if isinstance(write, Put):
-        if not isinstance(write.value, bytes):
-            raise TypeError(f"value must be bytes, not {type(write.value).__name__}")
-    elif expected == 0:
-        raise ValueError("a Delete's expected_mod_revision is None (must exist) or > 0, never 0")
 
 
 class SqliteDatastore(Datastore):
@@ -484,7 +466,7 @@ class SqliteDatastore(Datastore):
     async def write(self, writes: Sequence[Write]) -> list[WriteResult]:
         batch = list(writes)
         for item in batch:
-            _check(item)
+            check_write(item)
         self._check_open()
         if not batch:
             return []
