@@ -957,34 +957,19 @@ class Bench:
             )
             for row in o.rows.get(scenario, [])
         ]
-        throughput_plot = report.Plot(
-            x="offered_rate",
-            y="events_per_s",
-            series="system",
-            log_x=True,
-            log_y=True,
-            title="Delivered events/s against offered write rate",
-            data="throughput",
-            suffix="throughput",
+        against_rate = report.Plot(
+            x="offered_rate", y="events_per_s", series="system", log_x=True, log_y=True, title="", data="throughput"
         )
-        achieved_plot = report.Plot(
-            x="offered_rate",
-            y="achieved_rate",
-            series="system",
-            log_x=True,
-            log_y=True,
-            title="Achieved against offered write rate",
-            data="throughput",
-            suffix="writes",
+        throughput_plot = replace(
+            against_rate, title="Delivered events/s against offered write rate", suffix="throughput"
         )
-        p99_plot = report.Plot(
-            x="offered_rate",
+        achieved_plot = replace(
+            against_rate, y="achieved_rate", title="Achieved against offered write rate", suffix="writes"
+        )
+        p99_plot = replace(
+            against_rate,
             y="p99_ms",
-            series="system",
-            log_x=True,
-            log_y=True,
             title="p99 latency against offered write rate",
-            data="throughput",
             suffix="p99",
             threshold=s.p99_budget_ms,
         )
