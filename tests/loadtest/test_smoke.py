@@ -80,10 +80,23 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path: Path) -> None:
 
 
 def _descendants(pid: int) -> list[int]:
+    """From /proc (no procps on a bare machine): every process whose parent chain leads to `pid`."""
     found: list[int] = []
-    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
-        found += [int(child), *_descendants(int(child))]
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
     return found
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:  # the field after the state is the parent's pid
+            children.append(int(stat.parent.name))
+    return children
 
 
 def _wait_gone(pid: int) -> None:
