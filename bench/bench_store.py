@@ -22,10 +22,11 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench import report
+from epsync.loadtest.sut import EtcdProcess, etcd_binary
 from epsync.store.base import Datastore, Kind, Put
 from epsync.store.etcd import EtcdDatastore
 from epsync.store.sqlite import SqliteDatastore
@@ -103,16 +104,15 @@ async def run_level(
     }
 
 
-@contextlib.contextmanager
-def throwaway_etcd(directory: Path) -> Iterator[list[str]]:
-    """A one-member etcd in `directory` for the run (the tests' fixture, which `make etcd` provides for)."""
-    from tests.etcd_fixture import start_etcd_with_retries
-
-    server = start_etcd_with_retries(directory / "etcd")
+@contextlib.asynccontextmanager
+async def throwaway_etcd(directory: Path) -> AsyncIterator[list[str]]:
+    """A one-member etcd in `directory` for the run: the load test's (`make etcd` installs the binary)."""
+    server = EtcdProcess(etcd_binary(), directory / "etcd", directory / "etcd.log")
+    await server.start()
     try:
-        yield [server.endpoint]
+        yield [server.target]
     finally:
-        server.stop()
+        await server.stop()
 
 
 async def main() -> None:
@@ -128,11 +128,11 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="where store.json and store.png go")
     args = parser.parse_args()
 
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="epsync-bench-", dir=args.dir)))
         endpoints: list[str] | None = None
         if args.backend == "etcd":
-            endpoints = args.etcd_endpoints or stack.enter_context(throwaway_etcd(directory))
+            endpoints = args.etcd_endpoints or await stack.enter_async_context(throwaway_etcd(directory))
             print(f"etcd datastore at {','.join(endpoints)}, ", end="")
         else:
             print(f"SQLite datastore, files in {directory}, ", end="")
