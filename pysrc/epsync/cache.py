@@ -1,10 +1,16 @@
 """The in-memory view every read is served from, fed by the datastore's change feed.
 
-Like Kubernetes' watch cache or Calico's Typha, the server keeps every object decoded in
-memory, bootstrapped from one consistent snapshot and then advanced by each committed batch
-of changes (after it is durable). Endpoint filtering (namespace, node, selectors over labels
-inherited from profiles) is delegated to the Rust `EndpointIndex`, so a filtered List costs
-one call into Rust for a whole page.
+Like Kubernetes' watch cache or Calico's Typha, the server keeps every object in memory,
+bootstrapped from one consistent snapshot and then advanced by each committed batch of changes
+(after it is durable). Endpoint filtering (namespace, node, selectors over labels inherited from
+profiles) is delegated to the Rust `EndpointIndex`, so a filtered List costs one call into Rust
+for a whole page.
+
+Endpoints are kept as the datastore stored them (wire bytes without resource_version), not
+decoded: a decoded protobuf message takes about five times the memory of its encoding, and what
+the cache serves most (watch events and List pages) is wire bytes anyway (`epsync.watch.wire`).
+The bytes object is the one the change feed delivered, so the history shares it too. Profiles,
+few and read by every profile-label lookup, stay decoded.
 """
 
 from __future__ import annotations
@@ -33,14 +39,25 @@ R = TypeVar("R", WorkloadEndpoint, Profile)
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEndpoint:
+    """An endpoint as the cache holds it: its key parts, resource_version and stored bytes."""
+
+    namespace: str
+    name: str
+    resource_version: int
+    stored: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     more: bool
 
 
-def _index_entry(wep: WorkloadEndpoint) -> tuple[str, str, str, dict[str, str], list[str], int]:
+def _index_entry(stored: bytes, resource_version: int) -> tuple[str, str, str, dict[str, str], list[str], int]:
+    wep = WorkloadEndpoint.FromString(stored)
     meta = wep.metadata
-    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), meta.resource_version)
+    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), resource_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +73,7 @@ class Applied:
 
 
 class ResourceCache:
-    """Decoded objects of every kind at one revision, the endpoint label index, and the recent past.
+    """Every object at one revision, the endpoint label index, and the recent past.
 
     The recent past (the last `history_window` revisions) is what watch resume replays: the
     index keeps each revision's label transitions, and `endpoint_history`/`profile_history`
@@ -66,7 +83,8 @@ class ResourceCache:
     def __init__(self, history_window: int = 100_000) -> None:
         self.revision = 0
         self.history_window = history_window
-        self._endpoints: dict[str, WorkloadEndpoint] = {}
+        # key -> (resource_version, stored bytes)
+        self._endpoints: dict[str, tuple[int, bytes]] = {}
         self._profiles: SortedDict = SortedDict()
         self.index = EndpointIndex()
         self.endpoint_history = ObjectHistory()
@@ -75,18 +93,13 @@ class ResourceCache:
 
     def load(self, snapshot: Snapshot) -> None:
         """Start from a consistent snapshot; every later batch must come through `apply`."""
-        endpoints: list[WorkloadEndpoint] = []
-        profiles: list[Profile] = []
-        for record in snapshot.records:
-            if record.kind is Kind.WORKLOAD_ENDPOINT:
-                endpoints.append(WORKLOAD_ENDPOINTS.decode_record(record))
-            else:
-                profiles.append(PROFILES.decode_record(record))
-        self._endpoints = {endpoint_key(e.metadata.namespace, e.metadata.name): e for e in endpoints}
+        endpoints = [r for r in snapshot.records if r.kind is Kind.WORKLOAD_ENDPOINT]
+        profiles = [PROFILES.decode_record(r) for r in snapshot.records if r.kind is Kind.PROFILE]
+        self._endpoints = {r.key: (r.mod_revision, r.value) for r in endpoints}
         self._profiles = SortedDict({p.metadata.name: p for p in profiles})
         self.index = EndpointIndex()
         self.index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in profiles])
-        self.index.upsert_endpoints([_index_entry(e) for e in endpoints])
+        self.index.upsert_endpoints([_index_entry(r.value, r.mod_revision) for r in endpoints])
         self.index.reset_log(snapshot.revision)
         self.endpoint_history = ObjectHistory()
         self.profile_history = ObjectHistory()
@@ -109,15 +122,18 @@ class ResourceCache:
         for change in changes:
             if change.kind is Kind.WORKLOAD_ENDPOINT:
                 old_endpoint = self._endpoints.get(change.key)
-                before = _before(WORKLOAD_ENDPOINTS, old_endpoint, change)
+                # The cache's own bytes are the previous value (and, unlike `change.previous`, always
+                # known: a datastore that re-listed after a compaction may not know it); sharing them
+                # keeps one copy.
+                before: State = (0, None) if old_endpoint is None else old_endpoint
                 self.endpoint_history.record(change.key, change.revision, change.value, before)
                 namespace, name = split_endpoint_key(change.key)
                 if change.value is None:
                     self._endpoints.pop(change.key, None)
                     endpoint_changes.append((change.revision, namespace, name, None, None, None))
                 else:
-                    wep = WORKLOAD_ENDPOINTS.decode(change.value, change.revision)
-                    self._endpoints[change.key] = wep
+                    self._endpoints[change.key] = (change.revision, change.value)
+                    wep = WorkloadEndpoint.FromString(change.value)
                     endpoint_changes.append(
                         (
                             change.revision,
@@ -130,7 +146,7 @@ class ResourceCache:
                     )
             else:
                 old_profile = self._profiles.get(change.key)
-                before = _before(PROFILES, old_profile, change)
+                before = _profile_before(old_profile, change)
                 self.profile_history.record(change.key, change.revision, change.value, before)
                 profile_transitions.append(
                     Transition(change.revision, change.key, before, (change.revision, change.value))
@@ -183,10 +199,17 @@ class ResourceCache:
 
     def get(self, rtype: ResourceType[R], key: str) -> R | None:
         """The cached object of `rtype` under `key`, for code that is generic over kinds."""
-        objects = self._endpoints if rtype.kind is Kind.WORKLOAD_ENDPOINT else self._profiles
-        return cast("R | None", objects.get(key))
+        if rtype.kind is Kind.WORKLOAD_ENDPOINT:
+            return self.get_endpoint(key)  # type: ignore[return-value]
+        return cast("R | None", self._profiles.get(key))
 
     def get_endpoint(self, key: str) -> WorkloadEndpoint | None:
+        """The endpoint under `key`, decoded (a new message the caller may change)."""
+        found = self._endpoints.get(key)
+        return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
+
+    def endpoint_state(self, key: str) -> tuple[int, bytes] | None:
+        """The endpoint under `key` as stored: (resource_version, bytes without the resource_version)."""
         return self._endpoints.get(key)
 
     def get_profile(self, name: str) -> Profile | None:
@@ -203,9 +226,12 @@ class ResourceCache:
         selector: Selector | None,
         after: tuple[str, str] | None,
         limit: int,
-    ) -> Page[WorkloadEndpoint]:
+    ) -> Page[StoredEndpoint]:
         keys = self.index.query(namespace, node, selector, after, limit + 1)
-        items = [self._endpoints[endpoint_key(ns, name)] for ns, name in keys[:limit]]
+        items = []
+        for ns, name in keys[:limit]:
+            resource_version, stored = self._endpoints[endpoint_key(ns, name)]
+            items.append(StoredEndpoint(ns, name, resource_version, stored))
         return Page(items, more=len(keys) > limit)
 
     def profiles(self) -> list[Profile]:
@@ -226,12 +252,12 @@ class ResourceCache:
         return Page(items, more=False)
 
 
-def _before(rtype: ResourceType[R], old: R | None, change: Change) -> State:
-    """The state a change ends: the cached object, as stored. A datastore that re-listed after a
+def _profile_before(old: Profile | None, change: Change) -> State:
+    """The state a change ends: the cached profile, as stored. A datastore that re-listed after a
     compaction may not know the previous value; the cache's own copy is the same object."""
     if old is None:
         return (0, None)
-    previous = change.previous if change.previous is not None else rtype.encode(old)
+    previous = change.previous if change.previous is not None else PROFILES.encode(old)
     return (old.metadata.resource_version, previous)
 
 

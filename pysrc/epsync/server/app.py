@@ -105,7 +105,8 @@ class EpsyncServer:
             self.profile_hub,
             lambda: self.store.current_revision,
         )
-        add_service(server, ENDPOINT_SERVICE, endpoints, pre_encoded={"WatchWorkloadEndpoints"})
+        pre_encoded = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints"}
+        add_service(server, ENDPOINT_SERVICE, endpoints, pre_encoded=pre_encoded)
         add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

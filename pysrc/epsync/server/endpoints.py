@@ -13,11 +13,12 @@ from epsync.server.write_stream import serve_write_stream
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.watch.endpoints import EndpointWatchHub
+from epsync.watch.wire import list_response, object_with_version
 
 
 class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchHub]):
     """Registered from the service descriptor (`server.registration`), not the generated base class,
-    because the watch writes pre-encoded bytes rather than response messages."""
+    because the watch and the List answer in pre-encoded bytes rather than response messages."""
 
     async def WatchWorkloadEndpoints(self, request: pb.WatchWorkloadEndpointsRequest, context: Context) -> None:
         await serve_watch(self._hub, request, context, self._wait_until_watchable)
@@ -31,9 +32,8 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         return pb.GetWorkloadEndpointResponse(workload_endpoint=self._registry.get(key))
 
     @unary_errors
-    async def ListWorkloadEndpoints(
-        self, request: pb.ListWorkloadEndpointsRequest, context: Context
-    ) -> pb.ListWorkloadEndpointsResponse:
+    async def ListWorkloadEndpoints(self, request: pb.ListWorkloadEndpointsRequest, context: Context) -> bytes:
+        """Answered in wire bytes (registered pre-encoded): the cache holds endpoints encoded."""
         await self._wait_for(request.min_resource_version)
         selector = parse_selector_field(request.label_selector, "label_selector")
         limit = page_size(request.page_size, default=self._config.default_page_size, maximum=self._config.max_page_size)
@@ -43,11 +43,10 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         page = self._cache.list_endpoints(
             namespace=request.namespace, node=request.node, selector=selector, after=after, limit=limit
         )
-        last = [page.items[-1].metadata.namespace, page.items[-1].metadata.name] if page.items else []
+        last = [page.items[-1].namespace, page.items[-1].name] if page.items else []
         next_token = next_page_token(page.more, last, fingerprint, position.revision)
-        return pb.ListWorkloadEndpointsResponse(
-            items=page.items, next_page_token=next_token, resource_version=position.revision
-        )
+        items = [object_with_version(item.stored, item.resource_version) for item in page.items]
+        return list_response(items, next_token, position.revision)
 
     @unary_errors
     async def CreateWorkloadEndpoint(

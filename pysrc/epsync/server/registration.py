@@ -1,8 +1,9 @@
 """Registering a servicer from its service descriptor, with pre-encoded responses where asked.
 
 The generated `add_*Servicer_to_server` functions give every method a protobuf serializer.
-Watch methods write responses that are already wire bytes (see `epsync.watch.wire`), so they are
-registered here with an identity serializer instead: grpc.aio then sends the bytes as they are.
+Watch methods, and the endpoint List, answer with responses that are already wire bytes (see
+`epsync.watch.wire`), so they are registered here with an identity serializer instead: grpc.aio
+then sends the bytes as they are.
 """
 
 from __future__ import annotations

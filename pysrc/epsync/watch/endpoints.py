@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from epsync._core import Selector
 from epsync.cache import Applied, ResourceCache
-from epsync.resources import WORKLOAD_ENDPOINTS, endpoint_key
+from epsync.resources import endpoint_key
 from epsync.server.status import parse_selector_field
 from epsync.v1.object_meta_pb2 import ObjectMeta
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
@@ -27,9 +27,11 @@ Subject = tuple[str, str, int, int]  # namespace, name, revision, event type
 class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
-        # key -> (resource_version, snapshot revision, ADDED entry): initial events, encoded once for
-        # all the watchers that start at the same revision.
-        self._current_entries: dict[str, tuple[int, int, bytes]] = {}
+        # Initial events of the snapshot at `_entries_revision`, key -> ADDED entry: encoded once for
+        # all the watchers that start at that revision (a reconnect storm), and dropped when the
+        # revision moves, so they do not outlive the storm.
+        self._entries_revision = -1
+        self._current_entries: dict[str, bytes] = {}
         self._filters: dict[int, tuple[str, str, Selector | None]] = {}
         self.subjects_encoded = 0  # for tests and metrics: every serialisation of an event
 
@@ -61,9 +63,6 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
                 else:
                     chunks.append((revision, [entry]))
             self._deliver(group, chunks)
-        for namespace, name, _, event_type in subjects:
-            if event_type == DELETED:
-                self._current_entries.pop(endpoint_key(namespace, name), None)
 
     # --- encoding -------------------------------------------------------------------------------
 
@@ -84,9 +83,9 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
         if history.tracks(key):
             resource_version, stored = history.state_at(key, revision)
         else:
-            current = self._cache.get_endpoint(key)
+            current = self._cache.endpoint_state(key)
             assert current is not None, f"{key} is in a plan but neither in history nor in the cache"
-            resource_version, stored = current.metadata.resource_version, WORKLOAD_ENDPOINTS.encode(current)
+            resource_version, stored = current
         assert stored is not None, f"{key} did not exist at revision {revision}"
         return resource_version, stored
 
@@ -95,17 +94,19 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
 
         Catch-up events carry the snapshot's revision, not the object's own, so that a watcher's
         event revisions never decrease: the snapshot at S, its bookmark at S, then live events."""
-        endpoint = self._cache.get_endpoint(key)
-        assert endpoint is not None
-        version = endpoint.metadata.resource_version
+        current = self._cache.endpoint_state(key)
+        assert current is not None
+        version, stored = current
         if event_type == ADDED:
+            if self._entries_revision != revision:
+                self._entries_revision, self._current_entries = revision, {}
             cached = self._current_entries.get(key)
-            if cached is not None and cached[0] == version and cached[1] == revision:
-                return cached[2]
+            if cached is not None:
+                return cached
         self.subjects_encoded += 1
-        entry = event_entry(event_type, endpoint.SerializeToString(), revision)
+        entry = event_entry(event_type, object_with_version(stored, version), revision)
         if event_type == ADDED:
-            self._current_entries[key] = (version, revision, entry)
+            self._current_entries[key] = entry
         return entry
 
     # --- catch-up -------------------------------------------------------------------------------

@@ -16,12 +16,25 @@ from __future__ import annotations
 
 from epsync.v1.watch_pb2 import ADDED, BOOKMARK, DELETED, MODIFIED, EventType
 
-__all__ = ["ADDED", "BOOKMARK", "DELETED", "MODIFIED", "EventType", "bookmark_entry", "event_entry", "join_response"]
+__all__ = [
+    "ADDED",
+    "BOOKMARK",
+    "DELETED",
+    "MODIFIED",
+    "EventType",
+    "bookmark_entry",
+    "event_entry",
+    "join_response",
+    "list_response",
+]
 
 # Field numbers of <Kind>WatchEvent and of the response, the same for every kind.
 _EVENTS_FIELD = 1
 _FRAGMENT_FIELD = 2
 _EVENT_TYPE, _EVENT_OBJECT, _EVENT_REVISION, _EVENT_INITIAL_END = 1, 2, 3, 4
+# Fields of every kind's List response: `repeated <Kind> items = 1; string next_page_token = 2;
+# int64 resource_version = 3;`.
+_LIST_ITEMS, _LIST_NEXT_PAGE_TOKEN, _LIST_RESOURCE_VERSION = 1, 2, 3
 # ObjectMeta is field 1 of every resource; resource_version is field 4 of ObjectMeta.
 _OBJECT_METADATA, _META_RESOURCE_VERSION = 1, 4
 
@@ -82,3 +95,10 @@ def join_response(entries: list[bytes], *, fragment: bool = False) -> bytes:
     """A whole response message from event entries."""
     body = b"".join(entries)
     return body + FRAGMENT_FLAG if fragment else body
+
+
+def list_response(objects: list[bytes], next_page_token: str, resource_version: int) -> bytes:
+    """A whole List response from encoded objects (each already carrying its resource_version)."""
+    items = b"".join([_length_delimited(_LIST_ITEMS, obj) for obj in objects])
+    token = _length_delimited(_LIST_NEXT_PAGE_TOKEN, next_page_token.encode()) if next_page_token else b""
+    return items + token + _varint_field(_LIST_RESOURCE_VERSION, resource_version)
