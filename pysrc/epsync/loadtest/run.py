@@ -10,8 +10,9 @@ the agents' once-a-second reports. Scenarios (numbers as in the issue):
    highest W held with p99 under the budget (100 ms);
 2. reconnect storm: all node watchers drop and reconnect at once: (a) with their state and nothing
    changed, (b) with 1% of endpoints changed meanwhile, (c) without state;
-3. slow watchers: 10% of the watchers stop reading; the others' latency, the server's memory, and
-   the stalled ones cut off (WATCHER_TOO_SLOW) and resuming without loss;
+3. slow watchers: 10% of the watchers stop reading, through steady churn and then a rollout that
+   rewrites their nodes' endpoints past the server's per-watcher bound; the others' latency, the
+   server's memory, and the stalled ones cut off (WATCHER_TOO_SLOW) and resuming without loss;
 4. etcd side by side: scenarios 1 and 2 against etcd with the same payloads, the same node-agent
    shape (each watches its node's key prefix, re-lists after a reconnect) and the same writer rates,
    and epsync again with exactly that shape; every figure as an epsync/etcd ratio;
@@ -46,7 +47,7 @@ from epsync.loadtest.control import Child, Message
 from epsync.loadtest.fleet import Fleet
 from epsync.loadtest.histogram import Histogram
 from epsync.loadtest.options import Settings, add_arguments, settings_from
-from epsync.loadtest.population import Membership, membership, node_name
+from epsync.loadtest.population import Membership, membership, node_name, node_of
 from epsync.loadtest.sut import EpsyncProcess, EtcdProcess, Sampler, ServerProcess, etcd_binary, free_port, python_env
 
 MiB = 1 << 20
@@ -538,7 +539,8 @@ class Bench:
             await asyncio.sleep(1.3)
         baseline = fleet.window(base_start + s.warmup_seconds, time.time())
         base_rss = sampler.window(base_start, time.time())["peak_rss_mb"]
-        # The stall.
+        # The stall: the paced rate (the others' latency is measured over it), then a rollout that rewrites
+        # every endpoint of the stalled nodes until their backlog passes the server's bound.
         await fleet.stall(stalled)
         stall_start = time.time()
         async with self.progress.ticking("[scenario3] stalled", s.stall_seconds, self._status(fleet)):
@@ -546,7 +548,16 @@ class Bench:
             await asyncio.sleep(1.3)
         stall_end = time.time()
         during = fleet.window(stall_start, stall_end)
-        stall_rss = sampler.window(stall_start, stall_end)["peak_rss_mb"]
+        stalled_nodes = {spec["id"] for spec in self.node_specs if spec["id"] in set(stalled)}
+        rollout = [j for j in range(s.shape.endpoints) if node_of(j, s.shape) in stalled_nodes]
+        rounds = s.slow_max_events // s.shape.per_node + 1
+        async with self.progress.ticking(
+            f"[scenario3] rollout on the stalled nodes ({rounds} x {len(rollout):,} writes)", 0, self._status(fleet)
+        ):
+            for _ in range(rounds):
+                await writer.call("burst", endpoints=rollout, within=300)
+            await asyncio.sleep(1.3)
+        stall_rss = sampler.window(stall_start, time.time())["peak_rss_mb"]
         # Reading again: the cut-off ones get WATCHER_TOO_SLOW and resume.
         await fleet.unstall()
         resume_start = time.time()
@@ -589,6 +600,7 @@ class Bench:
             "cut_off_node": cut["node-s"],
             "cut_off_selector": cut["selector-s"],
             "others_cut_off": cut_elsewhere,
+            "rollout_writes": rounds * len(rollout),
             "resumed_in_s": resumed_s,
             "server_peak_rss_mb": stall_rss,
         }

@@ -81,7 +81,8 @@ class Writer:
         if cmd == "run":
             return await self.run(float(command["rate"]), float(command["duration"]))
         if cmd == "burst":
-            return await self.burst(int(command["count"]))
+            endpoints = command.get("endpoints")
+            return await self.burst(int(command.get("count", 0)), None if endpoints is None else list(endpoints))
         if cmd == "reset":
             # The server restarted: the streams broke with it; the next write opens new ones.
             streams, self._streams = self._streams, []
@@ -176,10 +177,14 @@ class Writer:
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "rate": self.shape.endpoints / seconds}
 
-    async def burst(self, count: int) -> Message:
-        """Update `count` distinct random endpoints as fast as possible."""
+    async def burst(self, count: int, endpoints: list[int] | None = None) -> Message:
+        """Update `endpoints` (or `count` distinct random ones) once each, as fast as possible."""
         started = time.perf_counter()
-        chosen = random.Random(self.generation).sample(range(self.shape.endpoints), count)
+        chosen = (
+            endpoints
+            if endpoints is not None
+            else random.Random(self.generation).sample(range(self.shape.endpoints), count)
+        )
         for j in chosen:
             await self.slots.acquire()
             await self._send(j)
