@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from epsync.store.base import (
     Change,
@@ -207,10 +207,13 @@ class StoreModel(RuleBasedStateMachine):
         assert oldest == max(before, current - keep)
         self.oldest_floor = oldest
 
-    @precondition(lambda self: self.store.oldest_revision > 0)
+    # Not a precondition: etcd's oldest revision depends on what other tests did to the shared etcd,
+    # and hypothesis needs the rules it may choose to depend on its own draws only.
     @rule()
     def resuming_from_before_the_oldest_revision_is_refused(self) -> None:
         oldest = self.store.oldest_revision
+        if oldest == 0:
+            return  # nothing compacted and no history start: every revision is servable
         with pytest.raises(RevisionCompacted) as raised:
             self.run(self.store.changes_since(oldest - 1))
         assert raised.value.oldest == oldest

@@ -28,7 +28,7 @@ import fcntl
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +136,33 @@ class _Group:
 
 class _TransactionLost(Exception):
     """SQLite rolled the whole transaction back on an error (disk full, I/O error)."""
+
+
+class _Savepoint:
+    """One write's savepoint: released on success, rolled back alone on failure. A class, not a
+    generator-based context manager: it is entered once per write on the writer thread, which
+    holds the GIL the event loop needs."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("SAVEPOINT write")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
+        conn = self._conn
+        if error is None:
+            conn.execute("RELEASE write")
+            return
+        if not conn.in_transaction:
+            raise _TransactionLost(str(error)) from error
+        try:
+            conn.execute("ROLLBACK TO write")
+            conn.execute("RELEASE write")
+        except sqlite3.Error as rollback_error:
+            raise _TransactionLost(str(rollback_error)) from error
 
 
 def _record(kind: Kind, key: str, row: tuple[bytes, int, int]) -> Record:
@@ -737,7 +764,7 @@ class SqliteDatastore(Datastore):
             if expected is not None and (current.mod_revision if current is not None else 0) != expected:
                 return Conflict(current)
             create_revision = current.create_revision if current is not None else revision
-            with self._savepoint(conn):
+            with _Savepoint(conn):
                 if current is None:
                     conn.execute(
                         "INSERT INTO objects (kind, key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?, ?)",
@@ -761,7 +788,7 @@ class SqliteDatastore(Datastore):
             return Committed(revision, Record(write.kind, key, write.value, create_revision, revision), current)
         if current is None or (expected is not None and current.mod_revision != expected):
             return Conflict(current)
-        with self._savepoint(conn):
+        with _Savepoint(conn):
             conn.execute("DELETE FROM objects WHERE kind = ? AND key = ?", (kind, key))
             conn.execute(
                 "INSERT INTO history (revision, kind, key, value, previous, create_revision) "
@@ -770,23 +797,6 @@ class SqliteDatastore(Datastore):
             )
         changes.append(Change(revision, write.kind, key, None, current.value, current.create_revision))
         return Committed(revision, None, current)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
-        conn.execute("SAVEPOINT write")
-        try:
-            yield
-        except BaseException as error:
-            if not conn.in_transaction:
-                raise _TransactionLost(str(error)) from error
-            try:
-                conn.execute("ROLLBACK TO write")
-                conn.execute("RELEASE write")
-            except sqlite3.Error as rollback_error:
-                raise _TransactionLost(str(rollback_error)) from error
-            raise
-        conn.execute("RELEASE write")
 
 
 __all__ = ["SCHEMA_VERSION", "CommitStats", "SqliteDatastore"]
