@@ -58,22 +58,22 @@ class Watcher:
         return self._queued_events
 
     def push(self, revision: int, entries: list[bytes]) -> None:
-        """Queue one whole revision's entries for this watcher, then enforce the bound."""
+        """Queue one whole revision's entries for this watcher, then enforce the bound.
+
+        `entries` may be the very list other watchers of the same group were given: it is kept as it is
+        and never changed. This runs for every watcher an event reaches, so the common case (the
+        revision fits one message) is one size sum and one append."""
         if self.ended.is_set() or self._drain_then_end or not entries:
             return
-        limit = self.limits.max_message_bytes
-        part: list[bytes] = []
-        part_size = 0
-        for entry in entries:
-            if part and part_size + len(entry) > limit:
-                self._chunks.append(_Chunk(revision, part, part_size, fragment=True))
-                part, part_size = [], 0
-            part.append(entry)
-            part_size += len(entry)
-        self._chunks.append(_Chunk(revision, part, part_size, fragment=False))
+        size = sum(map(len, entries))
+        if size <= self.limits.max_message_bytes:
+            self._chunks.append(_Chunk(revision, entries, size, fragment=False))
+        else:
+            self._push_fragments(revision, entries)
         self._queued_events += len(entries)
-        self._queued_bytes += sum(map(len, entries))
-        self.last_revision = max(self.last_revision, revision)
+        self._queued_bytes += size
+        if revision > self.last_revision:
+            self.last_revision = revision
         self.last_push = time.monotonic()
         self._wakeup.set()
         if self._over_bound():
@@ -85,10 +85,22 @@ class Watcher:
                 )
             )
 
+    def _push_fragments(self, revision: int, entries: list[bytes]) -> None:
+        """A revision larger than one message, in message-sized parts; all but the last are fragments."""
+        limit = self.limits.max_message_bytes
+        part: list[bytes] = []
+        part_size = 0
+        for entry in entries:
+            if part and part_size + len(entry) > limit:
+                self._chunks.append(_Chunk(revision, part, part_size, fragment=True))
+                part, part_size = [], 0
+            part.append(entry)
+            part_size += len(entry)
+        self._chunks.append(_Chunk(revision, part, part_size, fragment=False))
+
     def _over_bound(self) -> bool:
-        only_one_revision = self._chunks[0].revision == self._chunks[-1].revision
         over = self._queued_events > self.limits.max_events or self._queued_bytes > self.limits.max_bytes
-        return over and not only_one_revision
+        return over and self._chunks[0].revision != self._chunks[-1].revision
 
     def cut_off(self, error: EpsyncError) -> None:
         """End the stream now with `error`, dropping whatever is queued."""
