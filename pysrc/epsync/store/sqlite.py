@@ -138,6 +138,87 @@ class _TransactionLost(Exception):
     """SQLite rolled the whole transaction back on an error (disk full, I/O error)."""
 
 
+_Key = tuple[Kind, str]
+# Row values per statement when reading a group's keys (SQLite allows 32,766 variables).
+_KEYS_PER_READ = 500
+_UPSERT = (
+    "INSERT INTO objects (kind, key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
+    "create_revision = excluded.create_revision, mod_revision = excluded.mod_revision"
+)
+
+
+def _apply_batched(
+    conn: sqlite3.Connection, calls: list[_Call], revision: int, changes: list[Change]
+) -> tuple[list[list[WriteResult | Exception]], int]:
+    """Apply a group's writes after `revision` in a handful of statements; returns (outcomes, revision).
+
+    The rows of every key the group writes are read at once, each write is judged in order against
+    the state the writes before it left, and then each key's final row and every history row are
+    written with executemany. The writer thread thereby calls into SQLite a few times per group
+    instead of five times per write: each call hands the GIL to the event loop and must win it back.
+    """
+    wanted = list({(write.kind, write.key) for call in calls for write in call.writes})
+    current: dict[_Key, Record | None] = dict.fromkeys(wanted)
+    for first in range(0, len(wanted), _KEYS_PER_READ):
+        chunk = wanted[first : first + _KEYS_PER_READ]
+        rows = conn.execute(
+            "SELECT kind, key, value, create_revision, mod_revision FROM objects "
+            f"WHERE (kind, key) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+            [part for kind, key in chunk for part in (kind.value, key)],
+        )
+        for kind_value, key, value, create_revision, mod_revision in rows:
+            kind = _KINDS[kind_value]
+            current[(kind, key)] = Record(kind, key, value, create_revision, mod_revision)
+    existed = {key for key, record in current.items() if record is not None}
+    touched: set[_Key] = set()
+    history: list[tuple[int, str, str, bytes | None, bytes | None, int]] = []
+    outcomes: list[list[WriteResult | Exception]] = []
+    for call in calls:
+        results: list[WriteResult | Exception] = []
+        for write in call.writes:
+            key = (write.kind, write.key)
+            now = current[key]
+            expected = write.expected_mod_revision
+            previous = None if now is None else now.value
+            if isinstance(write, Put):
+                if expected is not None and (0 if now is None else now.mod_revision) != expected:
+                    results.append(Conflict(now))
+                    continue
+                revision += 1
+                create_revision = revision if now is None else now.create_revision
+                record = Record(write.kind, write.key, write.value, create_revision, revision)
+                current[key] = record
+                history.append((revision, write.kind.value, write.key, write.value, previous, create_revision))
+                changes.append(Change(revision, write.kind, write.key, write.value, previous, create_revision))
+                results.append(Committed(revision, record, now))
+            else:
+                if now is None or (expected is not None and now.mod_revision != expected):
+                    results.append(Conflict(now))
+                    continue
+                revision += 1
+                current[key] = None
+                history.append((revision, write.kind.value, write.key, None, previous, now.create_revision))
+                changes.append(Change(revision, write.kind, write.key, None, previous, now.create_revision))
+                results.append(Committed(revision, None, now))
+            touched.add(key)
+        outcomes.append(results)
+    final = [(key, current[key]) for key in touched]
+    conn.executemany(
+        "DELETE FROM objects WHERE kind = ? AND key = ?",
+        [(kind.value, name) for (kind, name), record in final if record is None and (kind, name) in existed],
+    )
+    conn.executemany(
+        _UPSERT,
+        [(r.kind.value, r.key, r.value, r.create_revision, r.mod_revision) for _, r in final if r is not None],
+    )
+    conn.executemany(
+        "INSERT INTO history (revision, kind, key, value, previous, create_revision) VALUES (?, ?, ?, ?, ?, ?)",
+        history,
+    )
+    return outcomes, revision
+
+
 class _Savepoint:
     """One write's savepoint: released on success, rolled back alone on failure. A class, not a
     generator-based context manager: it is entered once per write on the writer thread, which
@@ -676,23 +757,7 @@ class SqliteDatastore(Datastore):
             group.fail(f"cannot start a transaction: {error}; nothing was written")
             return group
         try:
-            for call in calls:
-                outcomes: list[WriteResult | Exception] = []
-                for write in call.writes:
-                    try:
-                        result = self._apply_one(conn, write, revision + 1, group.changes)
-                    except _TransactionLost:
-                        raise
-                    except Exception as error:
-                        if not conn.in_transaction:
-                            raise _TransactionLost(str(error)) from error
-                        log.warning("datastore %s: %r failed and was rolled back alone: %r", self.path, write, error)
-                        outcomes.append(error)
-                        continue
-                    if isinstance(result, Committed):
-                        revision += 1
-                    outcomes.append(result)
-                group.outcomes.append(outcomes)
+            revision = self._apply_calls(conn, calls, group, start)
             if revision != start:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
             if revision - compacted >= self.history_window + min(_COMPACT_SLACK, max(1, self.history_window // 10)):
@@ -711,6 +776,49 @@ class SqliteDatastore(Datastore):
         self._w_revision, self._w_compacted = revision, compacted
         group.revision, group.compacted = revision, compacted
         return group
+
+    def _apply_calls(self, conn: sqlite3.Connection, calls: list[_Call], group: _Group, start: int) -> int:
+        """Apply every write of the group after revision `start`; returns the new revision.
+
+        All at once first (`_apply_batched`); if SQLite fails that (a trigger, a full disk), nobody can
+        tell which write it was, so the batch is rolled back and the writes are applied one by one,
+        each in its own savepoint, and only the failing one fails."""
+        conn.execute("SAVEPOINT batch")
+        try:
+            outcomes, revision = _apply_batched(conn, calls, start, group.changes)
+        except sqlite3.Error as error:
+            if not conn.in_transaction:
+                raise _TransactionLost(str(error)) from error
+            try:
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+            except sqlite3.Error as rollback_error:
+                raise _TransactionLost(str(rollback_error)) from error
+            group.changes.clear()
+            log.info("datastore %s: a group failed as a batch (%s); applying it one write at a time", self.path, error)
+        else:
+            conn.execute("RELEASE batch")
+            group.outcomes.extend(outcomes)
+            return revision
+        revision = start
+        for call in calls:
+            one_by_one: list[WriteResult | Exception] = []
+            for write in call.writes:
+                try:
+                    result = self._apply_one(conn, write, revision + 1, group.changes)
+                except _TransactionLost:
+                    raise
+                except Exception as error:
+                    if not conn.in_transaction:
+                        raise _TransactionLost(str(error)) from error
+                    log.warning("datastore %s: %r failed and was rolled back alone: %r", self.path, write, error)
+                    one_by_one.append(error)
+                    continue
+                if isinstance(result, Committed):
+                    revision += 1
+                one_by_one.append(result)
+            group.outcomes.append(one_by_one)
+        return revision
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         """The group's COMMIT and its fsync (a seam for tests that make it fail)."""
