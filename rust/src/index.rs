@@ -9,7 +9,9 @@
 //!
 //! An endpoint's filter-relevant state (node, own labels, inherited labels) is a [`State`]
 //! of reference-counted parts, so the transition log can keep old states without copying
-//! label maps, and endpoints that name the same profiles share one inherited map.
+//! label sets, and endpoints that name the same profiles share one inherited set. Labels,
+//! the strings in them and profile lists are interned (see [`labels`]): with 100,000
+//! endpoints, one copy of "app.kubernetes.io/managed-by" = "helm" instead of 100,000.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -21,35 +23,43 @@ use crate::selector::{Labels, Selector};
 
 pub mod fanout;
 mod groups;
+mod labels;
 mod stats;
 
 pub use fanout::{Diff, EndpointChange, EndpointValue, Event, EventType, FanoutError, Plan};
 pub use fanout::{ProfileChange, Replay};
 pub use groups::GroupId;
+pub use labels::{Label, LabelSet};
 
 use fanout::TransitionLog;
 use groups::Groups;
+use labels::{Interner, Sweep};
 use stats::LabelStats;
 
-/// A label set: key to value.
-pub type LabelMap = HashMap<String, String>;
-
-/// An endpoint's key, `(namespace, name)`; keys are ordered as tuples.
-pub type Key = (String, String);
+/// An endpoint's key, `(namespace, name)`; keys are ordered as tuples. Namespaces are
+/// shared like other strings (see [`EndpointEntry`]); names are the endpoint's own.
+pub type Key = (Arc<str>, Box<str>);
 
 /// One allocation of a key, shared by the endpoint map, the reverse maps and the log.
 pub type SharedKey = Arc<Key>;
 
+/// Profile names, in priority order; endpoints naming the same profiles share one list.
+pub type ProfileList = Arc<[Arc<str>]>;
+
 /// An endpoint as it is written to the index.
+///
+/// Strings, labels and lists made by [`EndpointIndex::intern`], [`EndpointIndex::label`]
+/// and [`EndpointIndex::profile_list`] are shared with every endpoint that has them; others
+/// work the same, but take memory of their own.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EndpointEntry {
-    pub namespace: String,
+    pub namespace: Arc<str>,
     pub name: String,
-    pub node: String,
+    pub node: Arc<str>,
     /// The endpoint's own labels.
-    pub labels: LabelMap,
+    pub labels: LabelSet,
     /// The names of its profiles, in priority order.
-    pub profiles: Vec<String>,
+    pub profiles: ProfileList,
     /// The revision of its last change.
     pub resource_version: u64,
 }
@@ -60,11 +70,11 @@ pub struct EndpointEntry {
 pub struct State {
     node: Arc<str>,
     /// The endpoint's own labels.
-    own: Arc<LabelMap>,
+    own: LabelSet,
     /// What the profiles add: for each key `own` lacks, the first profile's value. Kept
     /// apart from `own` rather than merged into a copy of it, so endpoints naming the same
-    /// profiles share one map and a profile change does not copy own labels.
-    inherited: Arc<LabelMap>,
+    /// profiles share one set and a profile change does not copy own labels.
+    inherited: LabelSet,
 }
 
 impl State {
@@ -89,7 +99,7 @@ impl State {
         if self.node != other.node {
             return false;
         }
-        if Arc::ptr_eq(&self.own, &other.own) && Arc::ptr_eq(&self.inherited, &other.inherited) {
+        if self.own.ptr_eq(&other.own) && self.inherited.ptr_eq(&other.inherited) {
             return true;
         }
         let (mine, theirs) = (self.effective(), other.effective());
@@ -101,27 +111,24 @@ impl State {
 struct Endpoint {
     key: SharedKey,
     state: State,
-    profiles: Vec<String>,
+    profiles: ProfileList,
     /// The labels `profiles` add to an endpoint with no own labels (shared through
-    /// `EndpointIndex::merged`); `state.inherited` is this minus the keys of own labels.
-    base: Arc<LabelMap>,
+    /// [`Merged`]); `state.inherited` is this minus the keys of own labels.
+    base: LabelSet,
     resource_version: u64,
 }
 
 /// An endpoint's effective labels: its own labels, then those its profiles add.
 #[derive(Debug, Clone, Copy)]
 pub struct EffectiveLabels<'a> {
-    own: &'a LabelMap,
-    inherited: &'a LabelMap,
+    own: &'a LabelSet,
+    inherited: &'a LabelSet,
 }
 
 impl<'a> EffectiveLabels<'a> {
-    /// Every effective label, in no particular order.
+    /// Every effective label: the own ones in key order, then the inherited ones.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
-        self.own
-            .iter()
-            .chain(self.inherited)
-            .map(|(key, value)| (key.as_str(), value.as_str()))
+        self.own.iter().chain(self.inherited.iter())
     }
 
     /// How many effective labels there are.
@@ -139,11 +146,7 @@ impl<'a> EffectiveLabels<'a> {
 
 impl Labels for EffectiveLabels<'_> {
     fn get_label(&self, key: &str) -> Option<&str> {
-        match self.own.get(key) {
-            Some(value) => Some(value),
-            None if self.inherited.is_empty() => None,
-            None => self.inherited.get(key).map(String::as_str),
-        }
+        self.own.get(key).or_else(|| self.inherited.get(key))
     }
 }
 
@@ -183,15 +186,20 @@ pub struct EndpointIndex {
     slots: Vec<Option<Endpoint>>,
     free: Vec<Slot>,
     /// node -> the endpoints on it, in key order, so a node's query does not scan the
-    /// others. Its keys double as the interned node names that states share.
+    /// others. Its keys double as the node names that states share.
     by_node: HashMap<Arc<str>, BTreeMap<SharedKey, Slot>>,
     /// profile name -> labelsToApply.
-    profiles: HashMap<String, LabelMap>,
+    profiles: HashMap<Arc<str>, LabelSet>,
     /// profile name -> the endpoints that name it (whether or not it exists yet).
-    profile_users: HashMap<String, HashSet<Slot>>,
-    /// A profile list -> the labels it adds to an endpoint with no own labels, shared by
-    /// every endpoint naming that list. Entries naming a changed profile are dropped.
-    merged: HashMap<Vec<String>, Arc<LabelMap>>,
+    profile_users: HashMap<Arc<str>, HashSet<Slot>>,
+    /// The labels each profile list adds.
+    merged: Merged,
+    /// Label keys and values, namespaces, node and profile names.
+    strings: Interner<str>,
+    /// Labels, of strings from `strings`.
+    labels: Interner<(Arc<str>, Arc<str>)>,
+    /// Profile lists, of names from `strings`.
+    profile_lists: Interner<[Arc<str>]>,
     /// The watcher groups of the fan-out and their inverted index.
     groups: Groups,
     /// About how many endpoints have each effective label, to post groups well.
@@ -203,62 +211,63 @@ pub struct EndpointIndex {
     scratch: fanout::Scratch,
 }
 
-/// The labels profiles `names` add to an endpoint with no own labels: one map per profile
-/// list, kept in `merged` and shared by every endpoint naming that list.
-fn merge(
-    merged: &mut HashMap<Vec<String>, Arc<LabelMap>>,
-    profiles: &HashMap<String, LabelMap>,
-    names: &[String],
-) -> Arc<LabelMap> {
-    if let Some(shared) = merged.get(names) {
-        return Arc::clone(shared);
-    }
-    let mut added = LabelMap::default();
-    for applied in names.iter().filter_map(|name| profiles.get(name)) {
-        for (key, value) in applied {
-            if !added.contains_key(key) {
-                added.insert(key.clone(), value.clone());
-            }
+/// A profile list -> the labels it adds to an endpoint with no own labels, shared by every
+/// endpoint naming that list. Entries naming a changed profile are dropped, and so, in
+/// sweeps (as in an [`Interner`]), are those of lists no endpoint names any more.
+#[derive(Debug, Default)]
+struct Merged {
+    sets: HashMap<ProfileList, LabelSet>,
+    sweep: Sweep,
+}
+
+impl Merged {
+    /// The labels profiles `names` add to an endpoint with no own labels. Each call that
+    /// makes a set makes a new allocation (see [`Rebases`]).
+    fn get(&mut self, profiles: &HashMap<Arc<str>, LabelSet>, names: &ProfileList) -> LabelSet {
+        if let Some(shared) = self.sets.get(names) {
+            return shared.clone();
         }
+        // The first profile with a key wins, and of equal keys collecting keeps the last.
+        let added: LabelSet = names
+            .iter()
+            .rev()
+            .filter_map(|name| profiles.get(name))
+            .flat_map(|applied| applied.labels().iter().cloned())
+            .collect();
+        self.sweep.maybe(self.sets.len(), || {
+            self.sets.retain(|_, set| set.is_shared());
+            self.sets.len()
+        });
+        self.sets.insert(Arc::clone(names), added.clone());
+        added
     }
-    let shared = Arc::new(added);
-    merged.insert(names.to_vec(), Arc::clone(&shared));
-    shared
 }
 
 /// What profile changes did to one profile list's merged labels.
 #[derive(Debug)]
 struct Rebase {
-    /// The merged labels before, kept alive so that no other map can take its address
+    /// The merged labels before, kept alive so that no other set can take its address
     /// (the key of [`Rebases`]) while the entry exists.
     #[allow(dead_code)]
-    old: Arc<LabelMap>,
-    new: Arc<LabelMap>,
+    old: LabelSet,
+    new: LabelSet,
     /// The keys whose value changed, appeared or disappeared.
-    changed: Vec<String>,
+    changed: Vec<Arc<str>>,
 }
 
 /// [`Rebase`]s by the address of the old merged labels, for one round of profile changes.
+/// Two profile lists never share an address, even with equal labels: [`Merged::get`]
+/// allocates.
 #[derive(Debug, Default)]
 struct Rebases(HashMap<usize, Rebase>);
 
 /// What `base` (a profile list's labels) adds to an endpoint whose own labels are `own`:
 /// `base` itself, shared, unless an own label shadows one of its keys.
-fn shadow(base: &Arc<LabelMap>, own: &LabelMap) -> Arc<LabelMap> {
-    let shadowed = if own.len() < base.len() {
-        own.keys().any(|key| base.contains_key(key))
+fn shadow(base: &LabelSet, own: &LabelSet) -> LabelSet {
+    if base.iter().any(|(key, _)| own.contains_key(key)) {
+        base.filter(|key| !own.contains_key(key))
     } else {
-        base.keys().any(|key| own.contains_key(key))
-    };
-    if shadowed {
-        Arc::new(
-            base.iter()
-                .filter(|(key, _)| !own.contains_key(*key))
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-        )
-    } else {
-        Arc::clone(base)
+        base.clone()
     }
 }
 
@@ -286,10 +295,7 @@ impl EndpointIndex {
     }
 
     fn slot_of(&self, namespace: &str, name: &str) -> Option<Slot> {
-        // Looking up by tuple needs owned strings; the copies are two small allocations.
-        self.slot_by_key
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .copied()
+        self.slot_by_key.get(&owned_key(namespace, name)).copied()
     }
 
     /// Inserts endpoints, each replacing any previous entry with its `(namespace, name)`.
@@ -311,13 +317,29 @@ impl EndpointIndex {
             resource_version,
         } = entry;
         let (key, slot) = self.lookup(namespace, name);
-        self.put(key, slot, &node, labels, profiles, resource_version);
+        self.put(key, slot, node, labels, profiles, resource_version);
+    }
+
+    /// The index's shared copy of a string (a namespace, a node or profile name).
+    pub fn intern(&mut self, value: &str) -> Arc<str> {
+        self.strings.intern(value)
+    }
+
+    /// The index's shared copy of a label.
+    pub fn label(&mut self, key: &str, value: &str) -> Label {
+        let label = (self.strings.intern(key), self.strings.intern(value));
+        self.labels.intern(&label)
+    }
+
+    /// The index's shared copy of a profile list (its names best from [`Self::intern`]).
+    pub fn profile_list(&mut self, names: &[Arc<str>]) -> ProfileList {
+        self.profile_lists.intern(names)
     }
 
     /// The index's own allocation of the key and the slot if the endpoint exists, else a
     /// new allocation.
-    fn lookup(&self, namespace: String, name: String) -> (SharedKey, Option<Slot>) {
-        let key = (namespace, name);
+    fn lookup(&self, namespace: Arc<str>, name: String) -> (SharedKey, Option<Slot>) {
+        let key = (namespace, name.into_boxed_str());
         match self.slot_by_key.get_key_value(&key) {
             Some((shared, &slot)) => (Arc::clone(shared), Some(slot)),
             None => (Arc::new(key), None),
@@ -331,15 +353,15 @@ impl EndpointIndex {
         &mut self,
         key: SharedKey,
         slot: Option<Slot>,
-        node: &str,
-        labels: LabelMap,
-        profiles: Vec<String>,
+        node: Arc<str>,
+        labels: LabelSet,
+        profiles: ProfileList,
         resource_version: u64,
     ) -> Slot {
         let old = slot.map(|slot| self.slots[slot as usize].take().expect("a live slot"));
         let base = match &old {
-            Some(old) if old.profiles == profiles => Arc::clone(&old.base),
-            _ => merge(&mut self.merged, &self.profiles, &profiles),
+            Some(old) if old.profiles == profiles => old.base.clone(),
+            _ => self.merged.get(&self.profiles, &profiles),
         };
         let inherited = shadow(&base, &labels);
         let slot = slot.unwrap_or_else(|| {
@@ -352,19 +374,15 @@ impl EndpointIndex {
             slot
         });
         let node = match &old {
-            Some(old) if &*old.state.node == node => Arc::clone(&old.state.node),
+            Some(old) if old.state.node == node => Arc::clone(&old.state.node),
             _ => {
                 if let Some(old) = &old {
                     self.unlink_node(old);
                 }
-                let node = match self.by_node.get_key_value(node) {
-                    Some((interned, _)) => Arc::clone(interned),
-                    None => Arc::from(node),
-                };
-                self.by_node
-                    .entry(Arc::clone(&node))
-                    .or_default()
-                    .insert(Arc::clone(&key), slot);
+                // The node's first endpoint gives the name every later one shares.
+                let keys = self.by_node.entry(node);
+                let node = Arc::clone(keys.key());
+                keys.or_default().insert(Arc::clone(&key), slot);
                 node
             }
         };
@@ -372,19 +390,16 @@ impl EndpointIndex {
             if let Some(old) = &old {
                 self.unlink_profiles(slot, old);
             }
-            for profile in &profiles {
-                if let Some(users) = self.profile_users.get_mut(profile) {
-                    users.insert(slot);
-                } else {
-                    let mut users = HashSet::new();
-                    users.insert(slot);
-                    self.profile_users.insert(profile.clone(), users);
-                }
+            for profile in profiles.iter() {
+                self.profile_users
+                    .entry(Arc::clone(profile))
+                    .or_default()
+                    .insert(slot);
             }
         }
         let state = State {
             node,
-            own: Arc::new(labels),
+            own: labels,
             inherited,
         };
         self.stats
@@ -408,7 +423,7 @@ impl EndpointIndex {
 
     /// Removes one endpoint; returns whether it was present.
     pub fn remove_endpoint(&mut self, namespace: &str, name: &str) -> bool {
-        self.delete(&(namespace.to_owned(), name.to_owned()))
+        self.delete(&owned_key(namespace, name))
     }
 
     fn delete(&mut self, key: &Key) -> bool {
@@ -436,7 +451,7 @@ impl EndpointIndex {
 
     /// Drops the endpoint at `slot` from its profiles' user sets.
     fn unlink_profiles(&mut self, slot: Slot, old: &Endpoint) {
-        for profile in &old.profiles {
+        for profile in old.profiles.iter() {
             if let Some(users) = self.profile_users.get_mut(profile) {
                 users.remove(&slot);
                 if users.is_empty() {
@@ -447,49 +462,53 @@ impl EndpointIndex {
     }
 
     /// Records a profile's new `labelsToApply` (`None`: deleted); returns whether that
-    /// changed anything. Merged maps naming it are dropped, as are unused ones.
-    fn set_profile(&mut self, name: &str, labels: Option<LabelMap>) -> bool {
+    /// changed anything. Merged sets naming it are dropped, as are unused ones.
+    fn set_profile(&mut self, name: &str, labels: Option<LabelSet>) -> bool {
         let changed = match labels {
             Some(labels) if self.profiles.get(name) != Some(&labels) => {
-                self.profiles.insert(name.to_owned(), labels);
+                let name = self.strings.intern(name);
+                self.profiles.insert(name, labels);
                 true
             }
             Some(_) => false,
             None => self.profiles.remove(name).is_some(),
         };
         if changed {
-            self.merged.retain(|names, map| {
-                Arc::strong_count(map) > 1 && !names.iter().any(|n| n == name)
-            });
+            self.merged
+                .sets
+                .retain(|names, set| set.is_shared() && !names.iter().any(|n| &**n == name));
         }
         changed
     }
 
     /// Recomputes the inherited labels of the endpoint at `slot` after profile changes;
-    /// returns whether they changed. Unchanged labels keep their map (so an unchanged
+    /// returns whether they changed. Unchanged labels keep their set (so an unchanged
     /// state keeps pointer-equal parts). `rebases` holds what the changes did to each
     /// profile list's merged labels, worked out once for all endpoints sharing it.
     fn reinherit(&mut self, slot: Slot, rebases: &mut Rebases) -> bool {
         let endpoint = self.slots[slot as usize].as_mut().expect("a live slot");
-        let rebase = rebases
-            .0
-            .entry(Arc::as_ptr(&endpoint.base).addr())
-            .or_insert_with(|| {
-                let new = merge(&mut self.merged, &self.profiles, &endpoint.profiles);
-                let old = &endpoint.base;
-                let mut changed: Vec<String> = old
+        let rebase = rebases.0.entry(endpoint.base.addr()).or_insert_with(|| {
+            let new = self.merged.get(&self.profiles, &endpoint.profiles);
+            let old = &endpoint.base;
+            let mut changed: Vec<Arc<str>> = old
+                .labels()
+                .iter()
+                .filter(|label| new.get(&label.0) != Some(&*label.1))
+                .map(|label| Arc::clone(&label.0))
+                .collect();
+            changed.extend(
+                new.labels()
                     .iter()
-                    .filter(|(key, value)| new.get(*key) != Some(*value))
-                    .map(|(key, _)| key.clone())
-                    .collect();
-                changed.extend(new.keys().filter(|key| !old.contains_key(*key)).cloned());
-                Rebase {
-                    old: Arc::clone(old),
-                    new,
-                    changed,
-                }
-            });
-        endpoint.base = Arc::clone(&rebase.new);
+                    .filter(|label| !old.contains_key(&label.0))
+                    .map(|label| Arc::clone(&label.0)),
+            );
+            Rebase {
+                old: old.clone(),
+                new,
+                changed,
+            }
+        });
+        endpoint.base = rebase.new.clone();
         // Inherited labels are the merged ones minus own keys: they change exactly where a
         // changed key is not shadowed by an own label.
         let own = &endpoint.state.own;
@@ -497,10 +516,9 @@ impl EndpointIndex {
             return false;
         }
         let inherited = shadow(&rebase.new, own);
-        for key in rebase.changed.iter().filter(|key| !own.contains_key(*key)) {
-            let old = endpoint.state.inherited.get(key).map(String::as_str);
-            self.stats
-                .relabel(key, old, inherited.get(key).map(String::as_str));
+        for key in rebase.changed.iter().filter(|key| !own.contains_key(key)) {
+            let old = endpoint.state.inherited.get(key);
+            self.stats.relabel(key, old, inherited.get(key));
         }
         endpoint.state.inherited = inherited;
         true
@@ -508,7 +526,7 @@ impl EndpointIndex {
 
     /// Inserts or replaces profiles' `labelsToApply`, then recomputes the effective labels
     /// of the endpoints that name any of them (once each).
-    pub fn upsert_profiles(&mut self, profiles: impl IntoIterator<Item = (String, LabelMap)>) {
+    pub fn upsert_profiles(&mut self, profiles: impl IntoIterator<Item = (String, LabelSet)>) {
         let mut changed = Vec::new();
         for (name, labels) in profiles {
             if self.set_profile(&name, Some(labels)) {
@@ -588,7 +606,7 @@ impl EndpointIndex {
     ) -> impl Iterator<Item = &'s Endpoint> + use<'s, 'f> {
         let start = start_bound(filter.namespace, after);
         let in_namespace =
-            move |key: &Key| filter.namespace.is_empty() || key.0 == filter.namespace;
+            move |key: &Key| filter.namespace.is_empty() || *key.0 == *filter.namespace;
         let candidates: Box<dyn Iterator<Item = (&'s SharedKey, &'s Slot)> + 's> =
             match (&start, filter.node) {
                 (None, _) => Box::new(std::iter::empty()),
@@ -614,17 +632,23 @@ impl EndpointIndex {
     }
 }
 
+/// A key to look up with: the maps' keys only borrow as a whole tuple, so this copies the
+/// strings (two small allocations).
+fn owned_key(namespace: &str, name: &str) -> Key {
+    (namespace.into(), name.into())
+}
+
 /// Where a scan starts: the later of "after `after`" and "the start of `namespace`";
 /// `None` when `after` is already past the namespace.
 fn start_bound(namespace: &str, after: Option<(&str, &str)>) -> Option<Bound<Key>> {
-    let after_key = |(ns, name): (&str, &str)| Bound::Excluded((ns.to_owned(), name.to_owned()));
+    let after_key = |(ns, name)| Bound::Excluded(owned_key(ns, name));
     if namespace.is_empty() {
         return Some(after.map_or(Bound::Unbounded, after_key));
     }
     match after {
         Some(after) if after.0 == namespace => Some(after_key(after)),
         Some(after) if after.0 > namespace => None,
-        _ => Some(Bound::Included((namespace.to_owned(), String::new()))),
+        _ => Some(Bound::Included(owned_key(namespace, ""))),
     }
 }
 

@@ -9,15 +9,18 @@ use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 use crate::error::selector_error;
 use crate::index::{
     EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId, Key,
-    LabelMap, ProfileChange, Replay,
+    LabelSet, ProfileChange, ProfileList, Replay,
 };
 use crate::selector::Selector;
+
+/// A label set as `Selector` reads it: key to value.
+type LabelMap = foldhash::HashMap<String, String>;
 
 /// An event as Python sees it: `(namespace, name, revision, event_type)`.
 fn event_tuple<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyTuple>> {
     (
-        event.key.0.as_str(),
-        event.key.1.as_str(),
+        &*event.key.0,
+        &*event.key.1,
         event.revision,
         event.kind as u8,
     )
@@ -33,17 +36,17 @@ fn key_list<'py, 'a>(
 }
 
 /// `(revision, namespace, name, node, own_labels, profiles)` as `apply` receives it.
-type EndpointChangeTuple<'py> = (
+type EndpointChangeTuple<'a, 'py> = (
     u64,
+    &'a str,
     String,
-    String,
-    Option<String>,
+    Option<&'a str>,
     Option<Bound<'py, PyAny>>,
-    Option<Vec<String>>,
+    Option<Vec<Bound<'py, PyString>>>,
 );
 
 fn key_parts(key: &Key) -> (&str, &str) {
-    (key.0.as_str(), key.1.as_str())
+    (&key.0, &key.1)
 }
 
 /// Converts a `Mapping[str, str]` (a `dict` on the fast path) into a label map.
@@ -64,6 +67,37 @@ fn extract_labels(labels: &Bound<'_, PyAny>) -> PyResult<LabelMap> {
         map.insert(key, value);
     }
     Ok(map)
+}
+
+/// Converts a `Mapping[str, str]` (a `dict` on the fast path) into a label set of the
+/// index's shared labels, reading the Python strings in place: a batch of endpoints is
+/// converted before it is applied, and copies would make it take the memory twice.
+fn intern_labels(index: &mut EndpointIndex, mapping: &Bound<'_, PyAny>) -> PyResult<LabelSet> {
+    let mut labels = Vec::new();
+    if let Ok(dict) = mapping.cast::<PyDict>() {
+        labels.reserve_exact(dict.len());
+        for (key, value) in dict.iter() {
+            labels.push(index.label(key.extract()?, value.extract()?));
+        }
+    } else {
+        for item in mapping.cast::<PyMapping>()?.items()?.iter() {
+            let (key, value): (&str, &str) = item.extract()?;
+            labels.push(index.label(key, value));
+        }
+    }
+    Ok(labels.into_iter().collect())
+}
+
+/// The index's shared list of these profile names.
+fn intern_profiles(
+    index: &mut EndpointIndex,
+    names: &[Bound<'_, PyString>],
+) -> PyResult<ProfileList> {
+    let mut list = Vec::with_capacity(names.len());
+    for name in names {
+        list.push(index.intern(name.to_str()?));
+    }
+    Ok(index.profile_list(&list))
 }
 
 /// A parsed Calico label selector.
@@ -152,20 +186,22 @@ impl PyEndpointIndex {
     fn upsert_endpoints(&mut self, endpoints: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut entries = Vec::new();
         for item in endpoints.try_iter()? {
+            let item = item?;
             let (namespace, name, node, labels, profiles, resource_version): (
+                &str,
                 String,
-                String,
-                String,
+                &str,
                 Bound<'_, PyAny>,
-                Vec<String>,
+                Vec<Bound<'_, PyString>>,
                 u64,
-            ) = item?.extract()?;
+            ) = item.extract()?;
+            let index = &mut self.inner;
             entries.push(EndpointEntry {
-                namespace,
+                namespace: index.intern(namespace),
                 name,
-                node,
-                labels: extract_labels(&labels)?,
-                profiles,
+                node: index.intern(node),
+                labels: intern_labels(index, &labels)?,
+                profiles: intern_profiles(index, &profiles)?,
                 resource_version,
             });
         }
@@ -187,7 +223,7 @@ impl PyEndpointIndex {
         let mut entries = Vec::new();
         for item in profiles.try_iter()? {
             let (name, labels): (String, Bound<'_, PyAny>) = item?.extract()?;
-            entries.push((name, extract_labels(&labels)?));
+            entries.push((name, intern_labels(&mut self.inner, &labels)?));
         }
         self.inner.upsert_profiles(entries);
         Ok(())
@@ -221,11 +257,7 @@ impl PyEndpointIndex {
             .as_ref()
             .map(|(namespace, name)| (namespace.as_str(), name.as_str()));
         let keys = self.inner.query(filter, after, limit);
-        PyList::new(
-            py,
-            keys.into_iter()
-                .map(|(namespace, name)| (namespace.as_str(), name.as_str())),
-        )
+        PyList::new(py, keys.into_iter().map(key_parts))
     }
 
     /// How many endpoints a `query` with the same filters and no paging would return.
@@ -347,23 +379,24 @@ impl PyEndpointIndex {
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let mut endpoints = Vec::new();
         for item in endpoint_changes.try_iter()? {
-            let (revision, namespace, name, node, labels, profiles): EndpointChangeTuple<'_> =
-                item?.extract()?;
+            let item = item?;
+            let (revision, namespace, name, node, labels, profiles): EndpointChangeTuple<'_, '_> =
+                item.extract()?;
+            let index = &mut self.inner;
             let value = match node {
                 None => None,
                 Some(node) => Some(EndpointValue {
-                    node,
-                    labels: labels
-                        .as_ref()
-                        .map(extract_labels)
-                        .transpose()?
-                        .unwrap_or_default(),
-                    profiles: profiles.unwrap_or_default(),
+                    node: index.intern(node),
+                    labels: match &labels {
+                        Some(labels) => intern_labels(index, labels)?,
+                        None => LabelSet::default(),
+                    },
+                    profiles: intern_profiles(index, &profiles.unwrap_or_default())?,
                 }),
             };
             endpoints.push(EndpointChange {
                 revision,
-                namespace,
+                namespace: index.intern(namespace),
                 name,
                 value,
             });
@@ -375,7 +408,9 @@ impl PyEndpointIndex {
             profiles.push(ProfileChange {
                 revision,
                 name,
-                labels: labels.as_ref().map(extract_labels).transpose()?,
+                labels: labels
+                    .map(|labels| intern_labels(&mut self.inner, &labels))
+                    .transpose()?,
             });
         }
         let plan = self.inner.apply(endpoints, profiles)?;

@@ -9,7 +9,7 @@
 //! matching is MODIFIED only when the endpoint itself changed in that revision. A profile
 //! change thus sends events only to groups whose match changes (SPEC §6.2).
 //!
-//! Every transition is also logged with its old and new [`State`] (which share label maps
+//! Every transition is also logged with its old and new [`State`] (which share label sets
 //! with the live index), so a group can replay what it would have received after any
 //! revision still in the log, with the same rules.
 
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use foldhash::HashSet;
 
 use super::groups::Group;
-use super::{EndpointIndex, Key, LabelMap, Rebases, SharedKey, Slot, State};
+use super::{EndpointIndex, Key, LabelSet, ProfileList, Rebases, SharedKey, Slot, State};
 use crate::selector::Selector;
 
 pub use super::groups::GroupId;
@@ -31,19 +31,20 @@ pub use super::groups::GroupId;
 pub struct EndpointChange {
     /// The revision of the change; it becomes the endpoint's resource version.
     pub revision: u64,
-    pub namespace: String,
+    pub namespace: Arc<str>,
     pub name: String,
     pub value: Option<EndpointValue>,
 }
 
-/// What the fan-out needs of an endpoint that exists.
+/// What the fan-out needs of an endpoint that exists; shares strings as an
+/// [`EndpointEntry`](super::EndpointEntry) does.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EndpointValue {
-    pub node: String,
+    pub node: Arc<str>,
     /// Its own labels.
-    pub labels: LabelMap,
+    pub labels: LabelSet,
     /// Its profiles, in priority order.
-    pub profiles: Vec<String>,
+    pub profiles: ProfileList,
 }
 
 /// One profile change: its new `labelsToApply`, or `None` when it was deleted.
@@ -51,7 +52,7 @@ pub struct EndpointValue {
 pub struct ProfileChange {
     pub revision: u64,
     pub name: String,
-    pub labels: Option<LabelMap>,
+    pub labels: Option<LabelSet>,
 }
 
 /// What happened to an endpoint, as far as one group's filter is concerned.
@@ -407,7 +408,7 @@ impl EndpointIndex {
                 continue;
             }
             profiles_changed = true;
-            let Some(users) = self.profile_users.get(&change.name) else {
+            let Some(users) = self.profile_users.get(change.name.as_str()) else {
                 continue;
             };
             for &slot in users {
@@ -431,7 +432,7 @@ impl EndpointIndex {
                 Some(self.put(
                     key,
                     slot,
-                    &value.node,
+                    value.node,
                     value.labels,
                     value.profiles,
                     revision,
@@ -458,8 +459,8 @@ impl EndpointIndex {
                 (None, None) => true,
                 (Some(old), Some(new)) if !own_change => {
                     // Node and own labels are the same; `reinherit` replaced the inherited
-                    // map only if its contents changed.
-                    let unchanged = Arc::ptr_eq(&old.inherited, &new.inherited);
+                    // set only if its contents changed.
+                    let unchanged = old.inherited.ptr_eq(&new.inherited);
                     debug_assert_eq!(unchanged, old.same_as(new));
                     unchanged
                 }
@@ -489,15 +490,15 @@ impl EndpointIndex {
             // Only a profile changed: node and own labels are the same, so only groups that
             // read a key whose inherited value changed can flip (and none gets MODIFIED).
             (Some(old), Some(new)) if !transition.own_change => {
-                let (old, new) = (&*old.inherited, &*new.inherited);
+                let (old, new) = (&old.inherited, &new.inherited);
                 let changed = old
                     .iter()
-                    .filter(|(key, value)| new.get(*key) != Some(*value))
-                    .map(|(key, _)| key.as_str())
+                    .filter(|(key, value)| new.get(key) != Some(*value))
+                    .map(|(key, _)| key)
                     .chain(
-                        new.keys()
-                            .filter(|key| !old.contains_key(*key))
-                            .map(String::as_str),
+                        new.iter()
+                            .filter(|(key, _)| !old.contains_key(key))
+                            .map(|(key, _)| key),
                     );
                 self.groups
                     .readers_of(namespace, changed, &mut scratch.candidates);
@@ -581,7 +582,7 @@ impl EndpointIndex {
         let mut known_keys = known_keys.into_iter().peekable();
         // Both sides are in key order: merge them.
         for endpoint in self.matching(group.filter(), None) {
-            let key = (endpoint.key.0.as_str(), endpoint.key.1.as_str());
+            let key = (&*endpoint.key.0, &*endpoint.key.1);
             while let Some((gone, _)) = known_keys.next_if(|(k, _)| *k < key) {
                 diff.deleted.push(gone);
             }

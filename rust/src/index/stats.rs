@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
-use super::{LabelMap, State};
+use super::{LabelSet, State};
 use crate::selector::Term;
 
 const ROWS: usize = 4;
@@ -79,7 +79,7 @@ impl LabelStats {
     /// Moves the counts from an endpoint's `old` state to its `new` one (either absent).
     pub fn change(&mut self, old: Option<&State>, new: Option<&State>) {
         match (old, new) {
-            (Some(old), Some(new)) if std::sync::Arc::ptr_eq(&old.inherited, &new.inherited) => {
+            (Some(old), Some(new)) if old.inherited.ptr_eq(&new.inherited) => {
                 // Same inherited labels, and own and inherited keys never overlap: only the
                 // own labels that differ move.
                 self.own_change(&old.own, &new.own);
@@ -94,14 +94,14 @@ impl LabelStats {
         }
     }
 
-    fn own_change(&mut self, old: &LabelMap, new: &LabelMap) {
-        for (key, value) in old {
+    fn own_change(&mut self, old: &LabelSet, new: &LabelSet) {
+        for (key, value) in old.iter() {
             let now = new.get(key);
             if now != Some(value) {
                 self.label(key, value, now.is_none(), -1);
             }
         }
-        for (key, value) in new {
+        for (key, value) in new.iter() {
             let was = old.get(key);
             if was != Some(value) {
                 self.label(key, value, was.is_none(), 1);

@@ -6,11 +6,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn label_map(pairs: &[(&str, &str)]) -> LabelMap {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+fn label_set(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs.iter().copied().collect()
 }
 
 fn entry(
@@ -21,11 +18,11 @@ fn entry(
     profiles: &[&str],
 ) -> EndpointEntry {
     EndpointEntry {
-        namespace: namespace.to_owned(),
+        namespace: namespace.into(),
         name: name.to_owned(),
-        node: node.to_owned(),
-        labels: label_map(labels),
-        profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
+        node: node.into(),
+        labels: label_set(labels),
+        profiles: profiles.iter().copied().map(Arc::from).collect(),
         resource_version: 1,
     }
 }
@@ -43,7 +40,7 @@ fn keys(
     index
         .query(filter, after, limit)
         .into_iter()
-        .cloned()
+        .map(|(namespace, name)| (namespace.to_string(), name.to_string()))
         .collect()
 }
 
@@ -372,8 +369,8 @@ fn paging_within_a_namespace_and_node() {
 fn effective_labels_inherit_from_profiles_in_order() {
     let mut index = EndpointIndex::new();
     index.upsert_profiles([
-        ("p1".to_owned(), label_map(&[("a", "p1"), ("b", "p1")])),
-        ("p2".to_owned(), label_map(&[("b", "p2"), ("c", "p2")])),
+        ("p1".to_owned(), label_set(&[("a", "p1"), ("b", "p1")])),
+        ("p2".to_owned(), label_set(&[("b", "p2"), ("c", "p2")])),
     ]);
     index.upsert_endpoints([
         entry("ns", "e1", "n", &[("a", "own")], &["p1", "p2"]),
@@ -427,7 +424,7 @@ fn profile_changes_re_evaluate_the_endpoints_that_name_them() {
     assert!(matching(&index).is_empty());
 
     // Creating a profile the endpoints already name.
-    index.upsert_profiles([("p2".to_owned(), label_map(&[("role", "p2")]))]);
+    index.upsert_profiles([("p2".to_owned(), label_set(&[("role", "p2")]))]);
     assert_eq!(matching(&index), [key("ns", "e1"), key("ns", "e2")]);
     assert_eq!(
         effective(&index, "ns", "e1"),
@@ -435,7 +432,7 @@ fn profile_changes_re_evaluate_the_endpoints_that_name_them() {
     );
 
     // An earlier profile takes over the key.
-    index.upsert_profiles([("p1".to_owned(), label_map(&[("role", "p1")]))]);
+    index.upsert_profiles([("p1".to_owned(), label_set(&[("role", "p1")]))]);
     assert_eq!(
         effective(&index, "ns", "e1"),
         btree(&[("own", "1"), ("role", "p1")])
@@ -443,7 +440,7 @@ fn profile_changes_re_evaluate_the_endpoints_that_name_them() {
     assert_eq!(effective(&index, "ns", "e2"), btree(&[("role", "p2")]));
 
     // Editing a profile.
-    index.upsert_profiles([("p1".to_owned(), label_map(&[("other", "x")]))]);
+    index.upsert_profiles([("p1".to_owned(), label_set(&[("other", "x")]))]);
     assert_eq!(
         effective(&index, "ns", "e1"),
         btree(&[("other", "x"), ("own", "1"), ("role", "p2")])
@@ -461,18 +458,18 @@ fn profile_changes_re_evaluate_the_endpoints_that_name_them() {
     assert_eq!(effective(&index, "ns", "e1"), btree(&[("own", "1")]));
 
     // An endpoint that stops naming a profile stops inheriting from it.
-    index.upsert_profiles([("p2".to_owned(), label_map(&[("role", "p2")]))]);
+    index.upsert_profiles([("p2".to_owned(), label_set(&[("role", "p2")]))]);
     index.upsert_endpoints([entry("ns", "e2", "n", &[], &[])]);
     assert_eq!(matching(&index), [key("ns", "e1")]);
     index.remove_endpoints([("ns", "e1")]);
-    index.upsert_profiles([("p2".to_owned(), label_map(&[("role", "again")]))]);
+    index.upsert_profiles([("p2".to_owned(), label_set(&[("role", "again")]))]);
     assert_eq!(matching(&index), Vec::<(String, String)>::new());
 }
 
 #[test]
 fn own_label_wins_over_profile() {
     let mut index = EndpointIndex::new();
-    index.upsert_profiles([("p".to_owned(), label_map(&[("app", "from-profile")]))]);
+    index.upsert_profiles([("p".to_owned(), label_set(&[("app", "from-profile")]))]);
     index.upsert_endpoints([entry("ns", "e", "n", &[("app", "own")], &["p"])]);
     let own = selector("app == 'own'");
     assert_eq!(
@@ -489,11 +486,80 @@ fn own_label_wins_over_profile() {
 fn an_endpoint_may_name_a_profile_twice() {
     let mut index = EndpointIndex::new();
     index.upsert_endpoints([entry("ns", "e", "n", &[], &["p", "p"])]);
-    index.upsert_profiles([("p".to_owned(), label_map(&[("a", "1")]))]);
+    index.upsert_profiles([("p".to_owned(), label_set(&[("a", "1")]))]);
     assert_eq!(effective(&index, "ns", "e"), btree(&[("a", "1")]));
     index.upsert_endpoints([entry("ns", "e", "n", &[], &[])]);
-    index.upsert_profiles([("p".to_owned(), label_map(&[("a", "2")]))]);
+    index.upsert_profiles([("p".to_owned(), label_set(&[("a", "2")]))]);
     assert_eq!(effective(&index, "ns", "e"), btree(&[]));
+}
+
+#[test]
+fn label_sets_are_sorted_and_the_last_of_equal_keys_wins() {
+    let set = label_set(&[("b", "1"), ("a", "1"), ("b", "2"), ("c", "3")]);
+    assert_eq!(
+        set.iter().collect::<Vec<_>>(),
+        [("a", "1"), ("b", "2"), ("c", "3")]
+    );
+    assert_eq!(set.len(), 3);
+    assert_eq!(set.get("b"), Some("2"));
+    for absent in ["", "aa", "d"] {
+        assert_eq!(set.get(absent), None);
+    }
+    assert_eq!(
+        set.filter(|key| key != "b").iter().collect::<Vec<_>>(),
+        [("a", "1"), ("c", "3")]
+    );
+    assert!(LabelSet::default().is_empty());
+}
+
+#[test]
+fn the_interner_shares_values_and_drops_those_nothing_else_holds() {
+    let mut strings: Interner<str> = Interner::default();
+    let kept = strings.intern("kept");
+    assert!(Arc::ptr_eq(&kept, &strings.intern("kept")));
+    let live: Vec<Arc<str>> = (0..3 * labels::MIN_SWEEP)
+        .map(|i| strings.intern(&format!("live-{i}")))
+        .collect();
+    for i in 0..10 * labels::MIN_SWEEP {
+        strings.intern(&format!("garbage-{i}"));
+        assert!(strings.len() <= 2 * (live.len() + 1));
+    }
+    assert!(Arc::ptr_eq(&kept, &strings.intern("kept")));
+    assert!(Arc::ptr_eq(&live[0], &strings.intern("live-0")));
+    drop(live);
+    for i in 0..10 * labels::MIN_SWEEP {
+        strings.intern(&format!("garbage-{i}"));
+    }
+    assert!(strings.len() <= labels::MIN_SWEEP);
+}
+
+#[test]
+fn the_index_lets_go_of_the_strings_of_removed_endpoints() {
+    let mut index = EndpointIndex::new();
+    // Each endpoint brings three new strings, a label and a profile list: about 100,000
+    // strings in all. A table frees the strings of what another one dropped only at its own
+    // next sweep, so each stays within a few sweeps' worth rather than under `MIN_SWEEP`.
+    let bound = 8 * labels::MIN_SWEEP;
+    for i in 0..32 * labels::MIN_SWEEP {
+        let name = format!("e{i}");
+        let profile = index.intern(&format!("p{i}"));
+        let entry = EndpointEntry {
+            namespace: index.intern("ns"),
+            name: name.clone(),
+            node: index.intern(&format!("node-{i}")),
+            labels: [index.label("app", "web"), index.label("hash", &name)]
+                .into_iter()
+                .collect(),
+            profiles: index.profile_list(&[profile]),
+            resource_version: 1,
+        };
+        index.upsert_endpoint(entry);
+        assert!(index.remove_endpoint("ns", &name));
+        assert!(index.strings.len() <= bound);
+        assert!(index.labels.len() <= bound);
+        assert!(index.profile_lists.len() <= bound);
+        assert!(index.merged.sets.len() <= bound);
+    }
 }
 
 // ---- model check: the index against a plain re-computation ----
@@ -502,7 +568,7 @@ fn an_endpoint_may_name_a_profile_twice() {
 enum Op {
     UpsertEndpoint(EndpointEntry),
     RemoveEndpoint(String, String),
-    UpsertProfile(String, LabelMap),
+    UpsertProfile(String, LabelSet),
     RemoveProfile(String),
 }
 
@@ -510,7 +576,7 @@ fn small(values: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(values).prop_map(str::to_owned)
 }
 
-fn labels_strategy() -> impl Strategy<Value = LabelMap> {
+fn labels_strategy() -> impl Strategy<Value = LabelSet> {
     prop::collection::vec((small(&["a", "b", "c"]), small(&["1", "2"])), 0..3)
         .prop_map(|pairs| pairs.into_iter().collect())
 }
@@ -521,7 +587,9 @@ fn op() -> impl Strategy<Value = Op> {
     let profile = || small(&["p", "q", "r"]);
     prop_oneof![
         3 => (namespace(), name(), small(&["n1", "n2"]), labels_strategy(), prop::collection::vec(profile(), 0..3))
-            .prop_map(|(namespace, name, node, labels, profiles)| Op::UpsertEndpoint(EndpointEntry { namespace, name, node, labels, profiles, resource_version: 1 })),
+            .prop_map(|(namespace, name, node, labels, profiles)| Op::UpsertEndpoint(EndpointEntry {
+                namespace: namespace.into(), name, node: node.into(), labels, profiles: profiles.into_iter().map(Arc::from).collect(), resource_version: 1,
+            })),
         1 => (namespace(), name()).prop_map(|(ns, name)| Op::RemoveEndpoint(ns, name)),
         2 => (profile(), labels_strategy()).prop_map(|(name, labels)| Op::UpsertProfile(name, labels)),
         1 => profile().prop_map(Op::RemoveProfile),
@@ -533,11 +601,11 @@ proptest! {
     fn index_agrees_with_a_model(ops in prop::collection::vec(op(), 0..40)) {
         let mut index = EndpointIndex::new();
         let mut endpoints: BTreeMap<(String, String), EndpointEntry> = BTreeMap::new();
-        let mut profiles: BTreeMap<String, LabelMap> = BTreeMap::new();
+        let mut profiles: BTreeMap<String, LabelSet> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::UpsertEndpoint(entry) => {
-                    endpoints.insert((entry.namespace.clone(), entry.name.clone()), entry.clone());
+                    endpoints.insert((entry.namespace.to_string(), entry.name.clone()), entry.clone());
                     index.upsert_endpoints([entry]);
                 }
                 Op::RemoveEndpoint(ns, name) => {
@@ -555,10 +623,10 @@ proptest! {
             }
         }
         let model_effective = |e: &EndpointEntry| {
-            let mut labels: BTreeMap<String, String> = e.labels.clone().into_iter().collect();
-            for p in &e.profiles {
-                for (k, v) in profiles.get(p).into_iter().flatten() {
-                    labels.entry(k.clone()).or_insert_with(|| v.clone());
+            let mut labels: BTreeMap<String, String> = e.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            for p in e.profiles.iter() {
+                for (k, v) in profiles.get(&**p).into_iter().flat_map(LabelSet::iter) {
+                    labels.entry(k.to_owned()).or_insert_with(|| v.to_owned());
                 }
             }
             labels
@@ -573,7 +641,7 @@ proptest! {
                 for selector in [None, Some(&sel)] {
                     let expected: Vec<(String, String)> = endpoints
                         .iter()
-                        .filter(|(k, e)| (namespace.is_empty() || k.0 == namespace) && (node.is_empty() || e.node == node))
+                        .filter(|(k, e)| (namespace.is_empty() || k.0 == namespace) && (node.is_empty() || &*e.node == node))
                         .filter(|(_, e)| selector.is_none_or(|s| s.matches(&model_effective(e))))
                         .map(|(k, _)| k.clone())
                         .collect();

@@ -11,11 +11,12 @@ use crate::selector::Term;
 
 use EventType::{Added, Deleted, Modified};
 
-fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+fn labels(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs.iter().copied().collect()
+}
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.into(), name.into())
 }
 
 fn selector(text: &str) -> Selector {
@@ -32,12 +33,12 @@ fn put(
 ) -> EndpointChange {
     EndpointChange {
         revision,
-        namespace: namespace.to_owned(),
+        namespace: namespace.into(),
         name: name.to_owned(),
         value: Some(EndpointValue {
-            node: node.to_owned(),
+            node: node.into(),
             labels: labels(own),
-            profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
+            profiles: profiles.iter().copied().map(Arc::from).collect(),
         }),
     }
 }
@@ -45,7 +46,7 @@ fn put(
 fn delete(revision: u64, namespace: &str, name: &str) -> EndpointChange {
     EndpointChange {
         revision,
-        namespace: namespace.to_owned(),
+        namespace: namespace.into(),
         name: name.to_owned(),
         value: None,
     }
@@ -63,8 +64,8 @@ type Seen = (String, String, u64, EventType);
 
 fn seen(event: &Event) -> Seen {
     (
-        event.key.0.clone(),
-        event.key.1.clone(),
+        event.key.0.to_string(),
+        event.key.1.to_string(),
         event.revision,
         event.kind,
     )
@@ -482,9 +483,9 @@ fn changes_must_come_in_revision_order() {
 fn replay_equals_what_apply_delivered_and_respects_log_start_and_limit() {
     let mut index = EndpointIndex::new();
     index.upsert_endpoints([EndpointEntry {
-        namespace: "ns".to_owned(),
+        namespace: "ns".into(),
         name: "old".to_owned(),
-        node: "n1".to_owned(),
+        node: "n1".into(),
         resource_version: 3,
         ..EndpointEntry::default()
     }]);
@@ -592,15 +593,14 @@ fn diff_against_known_versions() {
         ("ns/x/y", 1),   // splits at the first '/'
     ];
     let diff = index.diff(node, &known).expect("known group");
-    let k = |ns: &str, name: &str| (ns.to_owned(), name.to_owned());
-    assert_eq!(diff.added, [&k("ns", "c"), &k("ns-2", "a")]);
-    assert_eq!(diff.modified, [&k("ns", "b")]);
+    assert_eq!(diff.added, [&key("ns", "c"), &key("ns-2", "a")]);
+    assert_eq!(diff.modified, [&key("ns", "b")]);
     assert_eq!(
         diff.deleted,
         [("", "no-slash"), ("ns", "d"), ("ns", "gone"), ("ns", "x/y")]
     );
     let diff = index.diff(web, &known).expect("known group");
-    assert_eq!(diff.added, [&k("ns", "c")]);
+    assert_eq!(diff.added, [&key("ns", "c")]);
     assert_eq!(diff.modified, Vec::<&Key>::new());
     assert_eq!(
         diff.deleted,
@@ -615,16 +615,16 @@ fn diff_against_known_versions() {
 
 #[derive(Debug, Clone)]
 enum Change {
-    Put(String, String, String, LabelMap, Vec<String>),
+    Put(String, String, String, LabelSet, Vec<String>),
     Delete(String, String),
-    Profile(String, Option<LabelMap>),
+    Profile(String, Option<LabelSet>),
 }
 
 fn pick(values: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(values).prop_map(str::to_owned)
 }
 
-fn label_strategy() -> impl Strategy<Value = LabelMap> {
+fn label_strategy() -> impl Strategy<Value = LabelSet> {
     prop::collection::vec((pick(&["app", "env", "tier"]), pick(&["1", "2"])), 0..3)
         .prop_map(|pairs| pairs.into_iter().collect())
 }
@@ -660,17 +660,19 @@ const MODEL_SELECTORS: &[&str] = &[
 
 #[derive(Debug, Default, Clone)]
 struct Model {
-    endpoints: BTreeMap<Key, (String, LabelMap, Vec<String>, u64)>,
-    profiles: BTreeMap<String, LabelMap>,
+    endpoints: BTreeMap<Key, (String, LabelSet, Vec<String>, u64)>,
+    profiles: BTreeMap<String, LabelSet>,
 }
 
 impl Model {
-    fn effective(&self, own: &LabelMap, profiles: &[String]) -> BTreeMap<String, String> {
-        let mut labels: BTreeMap<String, String> =
-            own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    fn effective(&self, own: &LabelSet, profiles: &[String]) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = own
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         for p in profiles {
-            for (k, v) in self.profiles.get(p).into_iter().flatten() {
-                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            for (k, v) in self.profiles.get(p).into_iter().flat_map(LabelSet::iter) {
+                labels.entry(k.to_owned()).or_insert_with(|| v.to_owned());
             }
         }
         labels
@@ -680,7 +682,7 @@ impl Model {
         self.endpoints
             .iter()
             .filter(|(key, (node, own, profiles, _))| {
-                (filter.namespace.is_empty() || key.0 == filter.namespace)
+                (filter.namespace.is_empty() || *key.0 == *filter.namespace)
                     && (filter.node.is_empty() || filter.node == node)
                     && filter
                         .selector
@@ -721,17 +723,18 @@ proptest! {
                 for change in changes {
                     match change {
                         Change::Put(ns, name, node, own, profiles) => {
-                            if !touched.insert((ns.clone(), name.clone())) { continue; }
-                            model.endpoints.insert((ns.clone(), name.clone()), (node.clone(), own.clone(), profiles.clone(), revision));
-                            endpoint_changes.push(EndpointChange { revision, namespace: ns, name, value: Some(EndpointValue { node, labels: own, profiles }) });
+                            if !touched.insert(key(&ns, &name)) { continue; }
+                            model.endpoints.insert(key(&ns, &name), (node.clone(), own.clone(), profiles.clone(), revision));
+                            let (node, profiles) = (node.into(), profiles.into_iter().map(Arc::from).collect());
+                            endpoint_changes.push(EndpointChange { revision, namespace: ns.into(), name, value: Some(EndpointValue { node, labels: own, profiles }) });
                         }
                         Change::Delete(ns, name) => {
-                            if !touched.insert((ns.clone(), name.clone())) { continue; }
-                            model.endpoints.remove(&(ns.clone(), name.clone()));
-                            endpoint_changes.push(EndpointChange { revision, namespace: ns, name, value: None });
+                            if !touched.insert(key(&ns, &name)) { continue; }
+                            model.endpoints.remove(&key(&ns, &name));
+                            endpoint_changes.push(EndpointChange { revision, namespace: ns.into(), name, value: None });
                         }
                         Change::Profile(name, applied) => {
-                            if !touched.insert((String::new(), name.clone())) { continue; }
+                            if !touched.insert(key("", &name)) { continue; }
                             match &applied {
                                 Some(l) => { model.profiles.insert(name.clone(), l.clone()); }
                                 None => { model.profiles.remove(&name); }
@@ -751,7 +754,7 @@ proptest! {
                             (true, true) if touched.contains(key) => Modified,
                             _ => continue,
                         };
-                        expected_events.entry(*id).or_default().push((key.0.clone(), key.1.clone(), revision, kind));
+                        expected_events.entry(*id).or_default().push((key.0.to_string(), key.1.to_string(), revision, kind));
                     }
                 }
             }
@@ -782,15 +785,15 @@ proptest! {
                 prop_assert!(diff.added.into_iter().eq(expected.keys()));
                 // Know every endpoint, with the versions of those named "x" stale.
                 let known_text: Vec<(String, u64)> = model.endpoints.iter()
-                    .map(|(key, (.., version))| (format!("{}/{}", key.0, key.1), if key.1 == "x" { version + 100 } else { *version }))
+                    .map(|(key, (.., version))| (format!("{}/{}", key.0, key.1), if &*key.1 == "x" { version + 100 } else { *version }))
                     .collect();
                 let known: Vec<(&str, u64)> = known_text.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 let diff = index.diff(*id, &known).expect("known group");
                 prop_assert!(diff.added.is_empty());
-                prop_assert!(diff.modified.into_iter().eq(expected.keys().filter(|k| k.1 == "x")));
+                prop_assert!(diff.modified.into_iter().eq(expected.keys().filter(|k| &*k.1 == "x")));
                 let deleted: Vec<(&str, &str)> = model.endpoints.keys()
                     .filter(|k| !expected.contains_key(*k))
-                    .map(|k| (k.0.as_str(), k.1.as_str()))
+                    .map(|k| (&*k.0, &*k.1))
                     .collect();
                 prop_assert_eq!(diff.deleted, deleted);
             }
