@@ -139,13 +139,20 @@ class _TransactionLost(Exception):
 
 
 _Key = tuple[Kind, str]
-# Row values per statement when reading a group's keys (SQLite allows 32,766 variables).
+# Keys per statement when reading a group's rows (SQLite allows 32,766 variables).
 _KEYS_PER_READ = 500
 _UPSERT = (
     "INSERT INTO objects (kind, key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
     "create_revision = excluded.create_revision, mod_revision = excluded.mod_revision"
 )
+
+
+def select_keys(count: int) -> str:
+    """The rows of `count` keys of one kind. One kind and a plain IN list, because SQLite answers
+    that from the primary key; a row-value `(kind, key) IN (VALUES ...)` scans the whole table."""
+    placeholders = ", ".join(["?"] * count)
+    return f"SELECT key, value, create_revision, mod_revision FROM objects WHERE kind = ? AND key IN ({placeholders})"
 
 
 def _apply_batched(
@@ -160,16 +167,15 @@ def _apply_batched(
     """
     wanted = list({(write.kind, write.key) for call in calls for write in call.writes})
     current: dict[_Key, Record | None] = dict.fromkeys(wanted)
-    for first in range(0, len(wanted), _KEYS_PER_READ):
-        chunk = wanted[first : first + _KEYS_PER_READ]
-        rows = conn.execute(
-            "SELECT kind, key, value, create_revision, mod_revision FROM objects "
-            f"WHERE (kind, key) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))})",
-            [part for kind, key in chunk for part in (kind.value, key)],
-        )
-        for kind_value, key, value, create_revision, mod_revision in rows:
-            kind = _KINDS[kind_value]
-            current[(kind, key)] = Record(kind, key, value, create_revision, mod_revision)
+    by_kind: dict[Kind, list[str]] = {}
+    for kind, name in wanted:
+        by_kind.setdefault(kind, []).append(name)
+    for kind, names in by_kind.items():
+        for first in range(0, len(names), _KEYS_PER_READ):
+            chunk = names[first : first + _KEYS_PER_READ]
+            rows = conn.execute(select_keys(len(chunk)), [kind.value, *chunk])
+            for name, value, create_revision, mod_revision in rows:
+                current[(kind, name)] = Record(kind, name, value, create_revision, mod_revision)
     existed = {key for key, record in current.items() if record is not None}
     touched: set[_Key] = set()
     history: list[tuple[int, str, str, bytes | None, bytes | None, int]] = []
