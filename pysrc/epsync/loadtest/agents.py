@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from epsync import gcpolicy
 from epsync.errors import rpc_error
 from epsync.loadtest import procstat
 from epsync.loadtest.control import ChildChannel, Message, child_channel
@@ -428,6 +429,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="epsync load test: a process of watchers")
     parser.add_argument("--mode", choices=["epsync", "etcd", "raw"], required=True)
     parser.add_argument("--target", default="")
+    gcpolicy.apply()
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from epsync import gcpolicy
 from epsync.loadtest import procstat
 from epsync.loadtest.control import ChildChannel, Message, child_channel
 from epsync.loadtest.payload import Payloads
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--selectors", type=int, required=True)
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    gcpolicy.apply()
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from epsync import gcpolicy
 from epsync.loadtest import procstat
 from epsync.loadtest.control import ChildChannel, Message, child_channel
 from epsync.loadtest.histogram import Histogram
@@ -309,6 +310,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--window", type=int, default=1000, help="writes in flight at most, over all streams")
     parser.add_argument("--streams", type=int, default=1, help="epsync: WriteWorkloadEndpoints streams to spread over")
+    gcpolicy.apply()
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -10,7 +10,6 @@ writes still in its commit queue).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from epsync import gcpolicy
 from epsync.cache import ResourceCache
 from epsync.config import ServerConfig
 from epsync.registry import endpoint_registry, profile_registry
@@ -167,19 +167,9 @@ class EpsyncServer:
             await self._server.wait_for_termination()
 
 
-# The youngest generation is collected after this many net allocations of tracked objects, not
-# CPython's 700. A write's short-lived objects (tasks, futures, buffered chunks) then die by
-# reference count before a collection sees them, instead of being promoted until the oldest
-# generation fills and a full collection stops the loop: at 100,000 endpoints and 1,000 writes/s
-# that was 35 full collections of ~100 ms each in a minute and a p99 of 315 ms; with this, 3 and
-# 83 ms (`epsync bench`, scenario 1).
-GC_YOUNG_THRESHOLD = 10_000
-
-
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    gcpolicy.apply()
     server = EpsyncServer(config)
     await server.start()
     stopping = asyncio.Event()
