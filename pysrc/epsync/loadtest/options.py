@@ -42,6 +42,10 @@ class Settings:
     slow_max_events: int = 100
     slow_max_bytes: int = 1 * MiB
     stall_window_bytes: int = 16 * 1024
+    # Scenario 3: times every endpoint of the stalled nodes is rewritten during the stall. Enough
+    # for the backlog to pass --slow-max-events even after what the stalled client's own gRPC
+    # buffers absorb (about a hundred events at full size).
+    stall_rollout_rounds: int = 6
     scenarios: tuple[int, ...] = ALL_SCENARIOS
     out: Path = Path("bench/results")
     timeout: float = 900.0
@@ -75,6 +79,7 @@ SMOKE: dict[str, Any] = {
     "slow_max_events": 5,
     "slow_max_bytes": 8192,
     "stall_window_bytes": 2048,
+    "stall_rollout_rounds": 3,
     "timeout": 240.0,
     "sync_timeout": 60.0,
     "p99_budget_ms": 1000.0,
@@ -114,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.stall_window_bytes,
         help="HTTP/2 window of the watchers that stall (so a stall reaches the server quickly)",
+    )
+    add(
+        "--stall-rollout-rounds",
+        type=int,
+        default=d.stall_rollout_rounds,
+        help="scenario 3: rewrites of every endpoint of the stalled nodes during the stall",
     )
     add("--scenarios", type=_ints, default=d.scenarios, help="scenarios to run, e.g. 1,2,6 (default: all)")
     add("--out", type=Path, default=None, help="results directory (default bench/results if ./bench exists)")

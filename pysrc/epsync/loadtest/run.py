@@ -550,7 +550,7 @@ class Bench:
         during = fleet.window(stall_start, stall_end)
         stalled_nodes = {spec["id"] for spec in self.node_specs if spec["id"] in set(stalled)}
         rollout = [j for j in range(s.shape.endpoints) if node_of(j, s.shape) in stalled_nodes]
-        rounds = s.slow_max_events // s.shape.per_node + 1
+        rounds = s.stall_rollout_rounds
         async with self.progress.ticking(
             f"[scenario3] rollout on the stalled nodes ({rounds} x {len(rollout):,} writes)", 0, self._status(fleet)
         ):
