@@ -79,6 +79,7 @@ from epsync.etcd.client import (
     tls_credentials,
 )
 from epsync.store.base import (
+    KIND_OF_VALUE,
     Change,
     ChangeListener,
     Committed,
@@ -100,7 +101,6 @@ from epsync.store.base import (
 
 log = logging.getLogger(__name__)
 
-_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
 # etcd's defaults: --max-txn-ops 128 and --max-request-bytes 1.5 MiB; a txn stays under both.
 DEFAULT_MAX_TXN_OPS = 128
 DEFAULT_MAX_TXN_BYTES = 1024 * 1024
@@ -766,7 +766,7 @@ class EtcdDatastore(Datastore):
         if not raw.startswith(self._prefix):
             return None
         kind_name, slash, key = raw[len(self._prefix) :].decode(errors="replace").partition("/")
-        kind = _KINDS.get(kind_name)
+        kind = KIND_OF_VALUE.get(kind_name)
         if kind is None or not slash or not key:
             return None
         return kind, key

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from epsync.store.base import (
+    KIND_OF_VALUE,
     Change,
     ChangeListener,
     Committed,
@@ -86,8 +87,6 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 # Automatic compaction trims history once it is this many revisions past the window, so each
 # pass deletes a bounded number of rows inside an ordinary group commit.
 _COMPACT_SLACK = 1000
-
-_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
 
 T = TypeVar("T")
 
@@ -226,30 +225,42 @@ def _apply_batched(
 
 
 class _Savepoint:
-    """One write's savepoint: released on success, rolled back alone on failure. A class, not a
+    """A savepoint: released on success; on failure rolled back alone and the error re-raised, or
+    `_TransactionLost` if SQLite already rolled the whole transaction back. A class, not a
     generator-based context manager: it is entered once per write on the writer thread, which
     holds the GIL the event loop needs."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_name")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, name: str = "write") -> None:
         self._conn = conn
+        self._name = name
 
     def __enter__(self) -> None:
-        self._conn.execute("SAVEPOINT write")
+        self._conn.execute(f"SAVEPOINT {self._name}")
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
         conn = self._conn
         if error is None:
-            conn.execute("RELEASE write")
+            conn.execute(f"RELEASE {self._name}")
             return
         if not conn.in_transaction:
             raise _TransactionLost(str(error)) from error
         try:
-            conn.execute("ROLLBACK TO write")
-            conn.execute("RELEASE write")
+            conn.execute(f"ROLLBACK TO {self._name}")
+            conn.execute(f"RELEASE {self._name}")
         except sqlite3.Error as rollback_error:
             raise _TransactionLost(str(rollback_error)) from error
+
+
+def _history(conn: sqlite3.Connection, after: int, upto: int, limit: int | None = None) -> list[Change]:
+    """The retained changes after `after` up to `upto`, in revision order, at most `limit`."""
+    rows = conn.execute(
+        "SELECT revision, kind, key, value, previous, create_revision FROM history "
+        "WHERE revision > ? AND revision <= ? ORDER BY revision LIMIT ?",
+        (after, upto, -1 if limit is None else limit),
+    ).fetchall()
+    return [Change(r, KIND_OF_VALUE[k], key, v, p, c) for r, k, key, v, p, c in rows]
 
 
 def _record(kind: Kind, key: str, row: tuple[bytes, int, int]) -> Record:
@@ -537,7 +548,7 @@ class SqliteDatastore(Datastore):
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        return Snapshot(int(revision), [Record(_KINDS[k], key, v, c, m) for k, key, v, c, m in rows])
+        return Snapshot(int(revision), [Record(KIND_OF_VALUE[k], key, v, c, m) for k, key, v, c, m in rows])
 
     async def _wait_arrived(self, revision: int) -> None:
         if self._arrived >= revision:
@@ -561,14 +572,9 @@ class SqliteDatastore(Datastore):
                 compacted = conn.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()[0]
                 if revision < compacted:
                     raise RevisionCompacted(int(compacted), revision)
-                rows = conn.execute(
-                    "SELECT revision, kind, key, value, previous, create_revision FROM history "
-                    "WHERE revision > ? AND revision <= ? ORDER BY revision LIMIT ?",
-                    (revision, upto, -1 if limit is None else limit),
-                ).fetchall()
+                return _history(conn, revision, upto, limit)
             finally:
                 conn.execute("COMMIT")
-            return [Change(r, _KINDS[k], key, v, p, c) for r, k, key, v, p, c in rows]
 
         return await self._on_reader(read)
 
@@ -748,7 +754,7 @@ class SqliteDatastore(Datastore):
                 group.fail(f"the store cannot be read: {error}; nothing was written", uncertain=True)
                 return group
             if stored > self._w_revision:
-                group.recovered = self._history_rows(conn, self._w_revision, stored)
+                group.recovered = _history(conn, self._w_revision, stored)
                 log.warning("datastore %s: revisions %d..%d landed after all", self.path, self._w_revision + 1, stored)
                 self._w_revision = stored
             self._w_suspect = False
@@ -789,21 +795,13 @@ class SqliteDatastore(Datastore):
         All at once first (`_apply_batched`); if SQLite fails that (a trigger, a full disk), nobody can
         tell which write it was, so the batch is rolled back and the writes are applied one by one,
         each in its own savepoint, and only the failing one fails."""
-        conn.execute("SAVEPOINT batch")
         try:
-            outcomes, revision = _apply_batched(conn, calls, start, group.changes)
+            with _Savepoint(conn, "batch"):
+                outcomes, revision = _apply_batched(conn, calls, start, group.changes)
         except sqlite3.Error as error:
-            if not conn.in_transaction:
-                raise _TransactionLost(str(error)) from error
-            try:
-                conn.execute("ROLLBACK TO batch")
-                conn.execute("RELEASE batch")
-            except sqlite3.Error as rollback_error:
-                raise _TransactionLost(str(rollback_error)) from error
             group.changes.clear()
             log.info("datastore %s: a group failed as a batch (%s); applying it one write at a time", self.path, error)
         else:
-            conn.execute("RELEASE batch")
             group.outcomes.extend(outcomes)
             return revision
         revision = start
@@ -857,14 +855,6 @@ class SqliteDatastore(Datastore):
                 f"commit failed: {error}; the store is at revision {stored}, the outcome is unknown", uncertain=True
             )
         return group
-
-    def _history_rows(self, conn: sqlite3.Connection, after: int, upto: int) -> list[Change]:
-        rows = conn.execute(
-            "SELECT revision, kind, key, value, previous, create_revision FROM history "
-            "WHERE revision > ? AND revision <= ? ORDER BY revision",
-            (after, upto),
-        ).fetchall()
-        return [Change(r, _KINDS[k], key, v, p, c) for r, k, key, v, p, c in rows]
 
     def _apply_one(self, conn: sqlite3.Connection, write: Write, revision: int, changes: list[Change]) -> WriteResult:
         """Judge and apply one write at `revision`; the modification runs inside its own savepoint."""
