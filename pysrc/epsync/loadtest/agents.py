@@ -37,6 +37,7 @@ import grpc
 
 from epsync import gcpolicy
 from epsync.errors import rpc_error
+from epsync.etcd.v3 import rpc_pb2
 from epsync.loadtest import procstat
 from epsync.loadtest.control import ChildChannel, Message, child_channel
 from epsync.loadtest.histogram import Histogram
@@ -173,6 +174,20 @@ class Watcher:
     async def _stream(self, channel: grpc.aio.Channel) -> None:
         raise NotImplementedError
 
+    async def _read_all(self, call: Any, on_response: Callable[[bytes], None]) -> None:
+        """Hand every response of `call` to `on_response` until the stream ends, not reading while
+        stalled (so the server's buffer fills); the call is cancelled on the way out."""
+        try:
+            while True:
+                if not self.reading.is_set():
+                    await self.reading.wait()
+                raw = await call.read()
+                if not isinstance(raw, bytes):  # grpc.aio.EOF
+                    return
+                on_response(raw)
+        finally:
+            call.cancel()
+
     def view_report(self) -> dict[str, int]:
         return self.view
 
@@ -191,16 +206,7 @@ class EpsyncWatcher(Watcher):
 
     async def _stream(self, channel: grpc.aio.Channel) -> None:
         call = channel.unary_stream(WATCH_METHOD, request_serializer=None, response_deserializer=None)(self._request())
-        try:
-            while True:
-                if not self.reading.is_set():
-                    await self.reading.wait()
-                raw = await call.read()
-                if not isinstance(raw, bytes):  # grpc.aio.EOF
-                    return
-                self._on_response(raw)
-        finally:
-            call.cancel()
+        await self._read_all(call, self._on_response)
 
     def _on_response(self, raw: bytes) -> None:
         now = time.time_ns()
@@ -250,8 +256,6 @@ class EtcdWatcher(Watcher):
         self.strip = len(ETCD_PREFIX) + len(self.node) + 1
 
     async def _stream(self, channel: grpc.aio.Channel) -> None:
-        from epsync.etcd.v3 import rpc_pb2
-
         range_end = self.prefix[:-1] + bytes([self.prefix[-1] + 1])
         listing = channel.unary_unary("/etcdserverpb.KV/Range", request_serializer=None, response_deserializer=None)
         raw = await listing(rpc_pb2.RangeRequest(key=self.prefix, range_end=range_end).SerializeToString())
@@ -277,25 +281,16 @@ class EtcdWatcher(Watcher):
         call = channel.stream_stream("/etcdserverpb.Watch/Watch", request_serializer=None, response_deserializer=None)(
             requests()
         )
-        try:
-            while True:
-                if not self.reading.is_set():
-                    await self.reading.wait()
-                raw = await call.read()
-                if not isinstance(raw, bytes):  # grpc.aio.EOF
-                    return
-                self._on_response(raw, rpc_pb2.WatchResponse)
-        finally:
-            call.cancel()
+        await self._read_all(call, self._on_response)
 
-    def _on_response(self, raw: bytes, response_type: Any) -> None:
+    def _on_response(self, raw: bytes) -> None:
         now = time.time_ns()
         stats = self.stats
         stats.responses += 1
         stats.bytes += len(raw)
         if not self.synced.is_set():
             self.sync_bytes += len(raw)
-        response = response_type.FromString(raw)
+        response = rpc_pb2.WatchResponse.FromString(raw)
         if response.created:
             self._mark_synced()
         if response.canceled:
