@@ -503,6 +503,7 @@ class Bench:
         """Scenario 3: the server restarted with small per-watcher bounds; 10% of the watchers stop reading."""
         s = self.s
         stalled = [spec["id"] for spec in self.specs if str(spec["cls"]).endswith("-s")]
+        stalled_ids = set(stalled)
         others = ["node", "selector"]
         rate = s.stall_rate or self.held_rate.get("scenario1/epsync") or s.rates[0]
         self.progress.done(
@@ -548,7 +549,7 @@ class Bench:
             await asyncio.sleep(1.3)
         stall_end = time.time()
         during = fleet.window(stall_start, stall_end)
-        stalled_nodes = {spec["id"] for spec in self.node_specs if spec["id"] in set(stalled)}
+        stalled_nodes = {spec["id"] for spec in self.node_specs if spec["cls"] == "node-s"}
         rollout = [j for j in range(s.shape.endpoints) if node_of(j, s.shape) in stalled_nodes]
         rounds = s.stall_rollout_rounds
         async with self.progress.ticking(
@@ -573,12 +574,12 @@ class Bench:
         cut = dict.fromkeys(("node-s", "selector-s"), 0)
         count = dict.fromkeys(("node-s", "selector-s"), 0)
         for spec in self.specs:
-            if spec["id"] in stalled:
+            if spec["id"] in stalled_ids:
                 count[spec["cls"]] += 1
                 if after[spec["id"]]["cutoffs"] > before[spec["id"]]["cutoffs"]:
                     cut[spec["cls"]] += 1
         cut_elsewhere = sum(
-            1 for i, c in after.items() if i not in set(stalled) and c["cutoffs"] > before[i]["cutoffs"]
+            1 for i, c in after.items() if i not in stalled_ids and c["cutoffs"] > before[i]["cutoffs"]
         )
         for name, window in (("baseline (all reading)", baseline), ("during the stall", during)):
             h = window.merged(others)
