@@ -578,9 +578,7 @@ class Bench:
                 count[spec["cls"]] += 1
                 if after[spec["id"]]["cutoffs"] > before[spec["id"]]["cutoffs"]:
                     cut[spec["cls"]] += 1
-        cut_elsewhere = sum(
-            1 for i, c in after.items() if i not in stalled_ids and c["cutoffs"] > before[i]["cutoffs"]
-        )
+        cut_elsewhere = sum(1 for i, c in after.items() if i not in stalled_ids and c["cutoffs"] > before[i]["cutoffs"])
         for name, window in (("baseline (all reading)", baseline), ("during the stall", during)):
             h = window.merged(others)
             self.out.add(
