@@ -248,7 +248,10 @@ impl Merged {
 struct Rebase {
     /// The merged labels before, kept alive so that no other set can take its address
     /// (the key of [`Rebases`]) while the entry exists.
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "held only to keep the old set's allocation, and so its address, alive"
+    )]
     old: LabelSet,
     new: LabelSet,
     /// The keys whose value changed, appeared or disappeared.

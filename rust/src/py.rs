@@ -45,6 +45,10 @@ type EndpointChangeTuple<'a, 'py> = (
     Option<Vec<Bound<'py, PyString>>>,
 );
 
+/// `diff`'s result as Python receives it: `(added, modified, deleted)`, each a list of
+/// `(namespace, name)` tuples.
+type DiffLists<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
+
 fn key_parts(key: &Key) -> (&str, &str) {
     (&key.0, &key.1)
 }
@@ -210,6 +214,10 @@ impl PyEndpointIndex {
     }
 
     /// Removes endpoints by `(namespace, name)`; missing keys are ignored.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts a list argument only into an owned Vec, not a slice"
+    )]
     fn remove_endpoints(&mut self, keys: Vec<(String, String)>) {
         self.inner.remove_endpoints(
             keys.iter()
@@ -231,6 +239,10 @@ impl PyEndpointIndex {
 
     /// Removes profiles by name (missing names are ignored) and re-evaluates the effective
     /// labels of the endpoints that name them.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts a list argument only into an owned Vec, not a slice"
+    )]
     fn remove_profiles(&mut self, names: Vec<String>) {
         self.inner.remove_profiles(names.iter().map(String::as_str));
     }
@@ -245,7 +257,7 @@ impl PyEndpointIndex {
         namespace: &str,
         node: &str,
         selector: Option<&Bound<'_, PySelector>>,
-        after: Option<(String, String)>,
+        after: Option<(&str, &str)>,
         limit: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = Filter {
@@ -253,9 +265,6 @@ impl PyEndpointIndex {
             node,
             selector: selector_of(selector),
         };
-        let after = after
-            .as_ref()
-            .map(|(namespace, name)| (namespace.as_str(), name.as_str()));
         let keys = self.inner.query(filter, after, limit);
         PyList::new(py, keys.into_iter().map(key_parts))
     }
@@ -452,13 +461,12 @@ impl PyEndpointIndex {
     /// version) and what `group` matches now, each sorted: matching endpoints not known,
     /// matching endpoints whose version differs, and known keys that do not exist or do not
     /// match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group.
-    #[allow(clippy::type_complexity)]
     fn diff<'py>(
         &self,
         py: Python<'py>,
         group: GroupId,
         known: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    ) -> PyResult<DiffLists<'py>> {
         let mut owned: Vec<(Bound<'py, PyString>, u64)> = Vec::new();
         if let Ok(dict) = known.cast::<PyDict>() {
             owned.reserve(dict.len());

@@ -260,6 +260,11 @@ impl EndpointIndex {
     }
 
     /// Drops one reference to a group; the last one removes it (its id is never reused).
+    ///
+    /// # Errors
+    ///
+    /// [`FanoutError::UnknownGroup`] when no group has id `group` (it was never added, or
+    /// its last reference was already released).
     pub fn release_group(&mut self, group: GroupId) -> Result<(), FanoutError> {
         if self.groups.release(group) {
             Ok(())
@@ -317,6 +322,12 @@ impl EndpointIndex {
     /// events every affected group gets (see the module docs). Each list must be in
     /// ascending revision order and after [`EndpointIndex::revision`]; a batch that is not
     /// changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`FanoutError::RevisionOrder`] when a change's revision is not after
+    /// [`EndpointIndex::revision`] or is lower than the one before it in its list; nothing is
+    /// applied or logged then.
     pub fn apply(
         &mut self,
         endpoint_changes: Vec<EndpointChange>,
@@ -532,6 +543,10 @@ impl EndpointIndex {
     /// The events `group` would have received live for every revision after `after`, in
     /// revision order; [`Replay::Expired`] when the log no longer reaches back to `after`,
     /// [`Replay::TooMany`] when there are more than `limit` (0: no limit).
+    ///
+    /// # Errors
+    ///
+    /// [`FanoutError::UnknownGroup`] when no group has id `group`.
     pub fn replay(&self, group: GroupId, after: u64, limit: usize) -> Result<Replay, FanoutError> {
         let group = self
             .groups
@@ -560,6 +575,10 @@ impl EndpointIndex {
 
     /// The difference between `known` (`("namespace/name", resource_version)` pairs, keys
     /// unique) and the endpoints `group` matches now; see [`Diff`].
+    ///
+    /// # Errors
+    ///
+    /// [`FanoutError::UnknownGroup`] when no group has id `group`.
     pub fn diff<'s, 'k>(
         &'s self,
         group: GroupId,

@@ -66,6 +66,10 @@ pub struct Selector {
 
 impl Selector {
     /// Parses `text` (see [`parse`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when `text` is not a valid selector, as for [`parse`].
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         Ok(Self::from(parse(text)?))
     }

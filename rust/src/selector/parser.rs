@@ -18,6 +18,13 @@ use super::lexer::{Lexer, Token, TokenKind};
 use super::{MAX_DEPTH, MAX_LENGTH, ParseError};
 
 /// Parses `text`; an empty or all-whitespace selector is `all()`.
+///
+/// # Errors
+///
+/// A [`ParseError`] (message and character position) when `text` is not a valid selector:
+/// longer than [`MAX_LENGTH`] bytes, an unexpected character or unterminated string, a
+/// label key longer than [`MAX_KEY_LENGTH`](super::MAX_KEY_LENGTH) characters, nesting
+/// deeper than [`MAX_DEPTH`] levels, or tokens the grammar above does not accept.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
     if text.len() > MAX_LENGTH {
         // The position is the first character that does not fit within the limit.
