@@ -82,7 +82,7 @@ test: build tools etcd ## all set-up, then every test (cargo test, pytest, and t
 
 .PHONY: bench
 bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (under 15 min); results in bench/results/
-	$(BIN)/epsync bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.loadtest $(BENCH_ARGS)
 
 .PHONY: bench-smoke
 bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked (seconds; part of make test)

@@ -49,7 +49,7 @@ from typing import Any
 
 import grpc
 
-from epsync.loadtest.procstat import cpu_seconds
+from bench.loadtest.procstat import cpu_seconds
 
 SERVICE = "bench.Connections"
 METHOD = "Watch"

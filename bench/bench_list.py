@@ -42,7 +42,7 @@ def free_port() -> int:
 
 async def start_server(data_dir: Path, port: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "epsync.cli", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
+        sys.executable, "-m", "epsync", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
         "--log-level", "warning",
     )  # fmt: skip
     async with Client(f"127.0.0.1:{port}", timeout=1) as client:

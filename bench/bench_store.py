@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench import report
-from epsync.loadtest.sut import EtcdProcess, etcd_binary
+from bench.loadtest.sut import EtcdProcess, etcd_binary
 from epsync.store.base import Datastore, Kind, Put
 from epsync.store.etcd import EtcdDatastore
 from epsync.store.sqlite import SqliteDatastore

@@ -1,6 +1,6 @@
 """Where every benchmark's figures go: a table on stdout, JSON and a plot under bench/results/.
 
-The implementation ships with the package (`epsync.loadtest.report`, which `epsync bench` uses from
+The implementation ships with the package (`bench.loadtest.report`, which `epsync bench` uses from
 an installed epsync too); this module keeps the benchmarks' default output directory.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from epsync.loadtest.report import Plot, Row, machine, print_table
-from epsync.loadtest.report import write as _write
+from bench.loadtest.report import Plot, Row, machine, print_table
+from bench.loadtest.report import write as _write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

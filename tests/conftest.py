@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from epsync.client import Client
-from epsync.config import ServerConfig
 from epsync.server.app import EpsyncServer
+from epsync.server.config import ServerConfig
 
 if TYPE_CHECKING:
     from tests.etcd_fixture import EtcdServer
@@ -91,7 +91,7 @@ def free_port() -> int:
 
 def epsync_command(*args: str) -> list[str]:
     """The CLI as a user runs it, from this venv."""
-    return [sys.executable, "-m", "epsync.cli", *args]
+    return [sys.executable, "-m", "epsync", *args]
 
 
 async def run_command(*argv: str, stdin: bytes | None = None, limit_seconds: float = 60) -> tuple[int, str, str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from epsync.etcd.client import EtcdClient
+from epsync.store.etcd.client import EtcdClient
 
 REPO = Path(__file__).resolve().parent.parent
 START_SECONDS = 20.0

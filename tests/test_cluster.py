@@ -16,14 +16,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from epsync.client import Client
-from epsync.config import ServerConfig
+from epsync.client.view import Backoff
 from epsync.errors import NotFound, Unavailable
-from epsync.etcd.client import EtcdClient
 from epsync.server.app import EpsyncServer
+from epsync.server.config import ServerConfig
 from epsync.store.etcd import EtcdDatastore
+from epsync.store.etcd.client import EtcdClient
 from epsync.v1.watch_pb2 import ADDED, DELETED, MODIFIED
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from epsync.view import Backoff
 from tests.conftest import epsync_command, free_port, server_config
 from tests.etcd_fixture import EtcdServer
 from tests.factories import endpoint

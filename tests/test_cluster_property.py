@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from epsync.client import Client
+from epsync.client.view import Backoff, MaterializedView, WatchEvent, grpc_stream
 from epsync.errors import Unavailable
 from epsync.server.app import EpsyncServer
 from epsync.store.etcd import EtcdDatastore
@@ -29,7 +30,6 @@ from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from epsync.view import Backoff, MaterializedView, WatchEvent, grpc_stream
 from tests.conftest import free_port, server_config
 from tests.etcd_fixture import EtcdServer, unique_prefix
 from tests.selector_reference import render

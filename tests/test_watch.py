@@ -328,7 +328,7 @@ async def test_the_client_view_follows_changes_and_survives_a_server_restart(
         async with Client(f"127.0.0.1:{port}") as client:
             await client.create_endpoint(endpoint("a", labels={"app": "web"}))
     # The view outlives the server it started on: the next server comes up on the same port and data.
-    from epsync.view import Backoff
+    from epsync.client.view import Backoff
 
     async with Client(f"127.0.0.1:{port}") as client:
         view = client.watch(selector="app == 'web'", backoff=Backoff(initial=0.05, maximum=0.2))

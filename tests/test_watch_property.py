@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from epsync.client import Client
+from epsync.client.view import Backoff, MaterializedView, WatchEvent
 from epsync.errors import Unavailable
 from epsync.server.app import EpsyncServer
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WatchWorkloadEndpointsRequest
-from epsync.view import Backoff, MaterializedView, WatchEvent
 from tests.conftest import free_port, server_config
 from tests.factories import endpoint, profile
 from tests.selector_reference import All, And, Compare, Has, InSet, Node, Not, Or, evaluate, render

@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 
-from epsync.config import ServerConfig
 from epsync.errors import EpsyncError, rpc_error
 from epsync.server.app import EpsyncServer
+from epsync.server.config import ServerConfig
 from epsync.v1 import profile_service_pb2 as profile_pb
 from epsync.v1 import profile_service_pb2_grpc as profile_grpc
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb

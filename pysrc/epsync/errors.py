@@ -112,6 +112,10 @@ class Internal(EpsyncError):
     code = grpc.StatusCode.INTERNAL
 
 
+class UsageError(Exception):
+    """A command-line mistake (a bad flag, an unreadable file), reported in one line, never a traceback."""
+
+
 @dataclass(slots=True)
 class ViolationCollector:
     """Gathers every violation of a request so that all are reported in one error."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from epsync.loadtest import check
-from epsync.loadtest.control import Child
-from epsync.loadtest.fleet import Fleet
-from epsync.loadtest.population import Shape, membership, node_name
-from epsync.loadtest.sut import EpsyncProcess, python_env
+from bench.loadtest import check
+from bench.loadtest.control import Child
+from bench.loadtest.fleet import Fleet
+from bench.loadtest.population import Shape, membership, node_name
+from bench.loadtest.sut import EpsyncProcess, python_env
 
 SHAPE = Shape(nodes=6, per_node=4, namespaces=3)
 
@@ -47,7 +47,7 @@ async def test_views_of_real_watchers_equal_the_store_and_a_tampered_one_is_caug
     await server.start()
     writer = fleet = None
     try:
-        argv = [sys.executable, "-m", "epsync.loadtest.writer", "--mode", "epsync", "--target", server.target,
+        argv = [sys.executable, "-m", "bench.loadtest.writer", "--mode", "epsync", "--target", server.target,
                 "--nodes", str(SHAPE.nodes), "--per-node", str(SHAPE.per_node), "--namespaces", "3"]  # fmt: skip
         writer = await Child.start("writer", argv, tmp_path, python_env())
         await writer.call("load", within=60)

@@ -6,10 +6,9 @@ import math
 import random
 
 import pytest
+from bench.loadtest.histogram import Histogram, bucket_bounds, bucket_of
 from hypothesis import given
 from hypothesis import strategies as st
-
-from epsync.loadtest.histogram import Histogram, bucket_bounds, bucket_of
 
 
 @given(st.integers(min_value=0, max_value=10**12))

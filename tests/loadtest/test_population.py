@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from bench.loadtest.payload import Payloads
+from bench.loadtest.population import Shape, effective_labels, endpoint, key_of, membership, node_name, sent_ns_of
+
 from epsync._core import Selector
 from epsync.etcd.v3 import rpc_pb2
-from epsync.loadtest.payload import Payloads
-from epsync.loadtest.population import Shape, effective_labels, endpoint, key_of, membership, node_name, sent_ns_of
+from epsync.model.validation import normalize_workload_endpoint
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest
-from epsync.validation import normalize_workload_endpoint
 
 SHAPE = Shape(nodes=12, per_node=7, namespaces=5, seed=3)
 

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from epsync.loadtest.options import SMOKE, Settings, add_arguments, settings_from
-from epsync.loadtest.run import Bench
+from bench.loadtest.options import SMOKE, Settings, add_arguments, settings_from
+from bench.loadtest.run import Bench
 
 
 def parse(*argv: str) -> Settings:
@@ -64,7 +63,7 @@ async def test_smoke_run_measures_every_scenario_and_finds_every_view_correct(tm
 
 def test_an_interrupted_run_leaves_no_process_behind(tmp_path: Path) -> None:
     """SIGKILL the orchestrator mid-run: its servers and agents die with it (PR_SET_PDEATHSIG)."""
-    command = [sys.executable, "-m", "epsync.cli", "bench", "--smoke", "--scenarios", "1", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "bench.loadtest", "--smoke", "--scenarios", "1", "--out", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert process.stdout is not None
     for line in process.stdout:

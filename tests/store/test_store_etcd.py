@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from epsync.etcd.client import Compare, DeleteOp, EtcdClient, PutOp
 from epsync.store.base import (
     Change,
     Conflict,
@@ -23,6 +22,7 @@ from epsync.store.base import (
     WriteFailed,
 )
 from epsync.store.etcd import EtcdDatastore, EtcdTls
+from epsync.store.etcd.client import Compare, DeleteOp, EtcdClient, PutOp
 from tests.conftest import free_port
 from tests.etcd_fixture import EtcdServer, make_etcd_pki, start_etcd_with_retries, unique_prefix
 from tests.store.conftest import EP, PR, Recorder, assert_revision_order, committed, put

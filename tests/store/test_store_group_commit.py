@@ -16,7 +16,8 @@ from epsync.store.base import (
     Record,
     WriteFailed,
 )
-from epsync.store.sqlite import SqliteDatastore, select_keys
+from epsync.store.sqlite import SqliteDatastore
+from epsync.store.sqlite.store import select_keys
 from tests.store.conftest import EP, Recorder, committed, put
 
 

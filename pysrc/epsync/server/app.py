@@ -19,21 +19,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from epsync import gcpolicy
-from epsync.cache import ResourceCache
-from epsync.config import ServerConfig
-from epsync.registry import endpoint_registry, profile_registry
+from epsync.server import gcpolicy
+from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.profiles import ProfileServicer
 from epsync.server.registration import add_service
+from epsync.server.registry import endpoint_registry, profile_registry
 from epsync.store.base import Change, Datastore
 from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.sqlite import SqliteDatastore
+from epsync.sync.cache import ResourceCache
+from epsync.sync.endpoint_hub import EndpointWatchHub
+from epsync.sync.hub import BookmarkPolicy
+from epsync.sync.profile_hub import ProfileWatchHub
+from epsync.sync.watcher import WatcherLimits
 from epsync.v1 import profile_service_pb2, workload_endpoint_service_pb2
-from epsync.watch.endpoints import EndpointWatchHub
-from epsync.watch.hub import BookmarkPolicy
-from epsync.watch.profiles import ProfileWatchHub
-from epsync.watch.watcher import WatcherLimits
 
 log = logging.getLogger(__name__)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
-from epsync.resources import endpoint_key
+from epsync.model.kinds import endpoint_key
+from epsync.model.selectors import parse_selector_field
+from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
 from epsync.server.resource_servicer import Context, ResourceServicer, require_name
-from epsync.server.status import parse_selector_field, unary_errors
+from epsync.server.status import unary_errors
 from epsync.server.watch_stream import serve_watch
 from epsync.server.write_stream import serve_write_stream
+from epsync.sync.endpoint_hub import EndpointWatchHub
+from epsync.sync.wire import list_response, object_with_version
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from epsync.watch.endpoints import EndpointWatchHub
-from epsync.watch.wire import list_response, object_with_version
 
 
 class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchHub]):

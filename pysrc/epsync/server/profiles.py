@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from epsync.paging import filter_fingerprint, list_position, next_page_token, page_size
+from epsync.model.selectors import parse_selector_field
+from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
 from epsync.server.resource_servicer import Context, ResourceServicer, require_name
-from epsync.server.status import parse_selector_field, unary_errors
+from epsync.server.status import unary_errors
 from epsync.server.watch_stream import serve_watch
+from epsync.sync.profile_hub import ProfileWatchHub
 from epsync.v1 import profile_service_pb2 as pb
 from epsync.v1.profile_pb2 import Profile
-from epsync.watch.profiles import ProfileWatchHub
 
 
 class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):

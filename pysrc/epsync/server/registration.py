@@ -2,7 +2,7 @@
 
 The generated `add_*Servicer_to_server` functions give every method a protobuf serializer.
 Watch methods, and the endpoint List, answer with responses that are already wire bytes (see
-`epsync.watch.wire`), so they are registered here with an identity serializer instead: grpc.aio
+`epsync.sync.wire`), so they are registered here with an identity serializer instead: grpc.aio
 then sends the bytes as they are.
 """
 

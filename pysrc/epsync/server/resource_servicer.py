@@ -7,10 +7,11 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from epsync.cache import ResourceCache
-from epsync.config import ServerConfig
-from epsync.errors import FieldViolation, InvalidArgument, OutOfRange, Unavailable
-from epsync.registry import Registry
+from epsync.errors import FieldViolation, InvalidArgument, OutOfRange
+from epsync.server.config import ServerConfig
+from epsync.server.registry import Registry
+from epsync.store.feed import RevisionNotReached
+from epsync.sync.cache import ResourceCache
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
@@ -50,7 +51,7 @@ class ResourceServicer(Generic[R, H]):
         not even the datastore does."""
         try:
             await self._wait_for(resource_version)
-        except Unavailable:
+        except RevisionNotReached:
             current = self._datastore_revision()
             if resource_version > current:
                 raise OutOfRange(

@@ -1,4 +1,9 @@
-"""Maps `EpsyncError` (and anything unexpected) to a gRPC status with rich details, in one place."""
+"""Every failure leaves as a gRPC status with rich details, mapped here and nowhere else.
+
+An `EpsyncError` leaves as it is; a datastore failure or a revision this server has not reached is
+translated into the status a client can act on; anything else is a bug: logged with its
+traceback and answered INTERNAL, without internals in the message.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from epsync._core import Selector, SelectorError
-from epsync.errors import EpsyncError, FieldViolation, Internal, InvalidArgument, OutOfRange, Unavailable
+from epsync.errors import EpsyncError, Internal, OutOfRange, Unavailable
 from epsync.store.base import DatastoreUnavailable, RevisionCompacted, WriteFailed
+from epsync.store.feed import RevisionNotReached
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +41,27 @@ def unary_errors(
         context: grpc.aio.ServicerContext[Any, Any] = args[-1]  # type: ignore[assignment]
         try:
             return await method(self, *args, **kwargs)
-        except EpsyncError as error:
-            await abort(context, error)
         except Exception as error:
-            translated = from_datastore_error(error)
-            if translated is None:
-                log.exception("unexpected error in %s", method.__name__)
-                translated = Internal("internal error; the server log has the details")
-            else:
-                log.warning("%s failed: %s", method.__name__, error)
-            await abort(context, translated)
-        raise AssertionError("abort_with_status always raises")
+            await abort(context, status_error(error, method.__name__))
+        raise AssertionError("abort always raises")
 
     return wrapper
 
 
-def from_datastore_error(error: Exception) -> EpsyncError | None:
-    """The status a datastore failure leaves as; None for anything that is not one."""
+def status_error(error: Exception, doing: str) -> EpsyncError:
+    """The error `error` leaves as; `doing` names the call in the log ("GetWorkloadEndpoint")."""
+    if isinstance(error, EpsyncError):
+        return error
+    translated = _translated(error)
+    if translated is None:
+        log.error("unexpected error in %s", doing, exc_info=error)
+        return Internal("internal error; the server log has the details")
+    log.warning("%s failed: %s", doing, error)
+    return translated
+
+
+def _translated(error: Exception) -> EpsyncError | None:
+    """The status a failure of the layers below leaves as; None for anything that is not one."""
     if isinstance(error, DatastoreUnavailable):
         return Unavailable(f"the datastore cannot take this request now: {error}; retry")
     if isinstance(error, WriteFailed):
@@ -63,16 +72,9 @@ def from_datastore_error(error: Exception) -> EpsyncError | None:
             reason="RESOURCE_VERSION_TOO_OLD",
             metadata={"oldestResourceVersion": str(error.oldest)},
         )
+    if isinstance(error, RevisionNotReached):
+        return Unavailable(
+            f"this server is at revision {error.current} and did not reach {error.wanted} within "
+            f"{error.within_seconds:g}s; retry, or ask another replica"
+        )
     return None
-
-
-def parse_selector_field(text: str, field: str) -> Selector | None:
-    """Parse a selector from a request field (None when it matches everything).
-
-    A bad one is INVALID_ARGUMENT naming the field and the position of the error.
-    """
-    try:
-        selector = Selector(text)
-    except SelectorError as error:
-        raise InvalidArgument([FieldViolation(field, str(error))]) from None
-    return None if selector.is_all else selector

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from epsync.errors import EpsyncError, Internal
 from epsync.server.resource_servicer import Context
-from epsync.server.status import abort, from_datastore_error
-from epsync.watch.hub import WatchHub, WatchRequest
-from epsync.watch.watcher import Watcher
+from epsync.server.status import abort, status_error
+from epsync.sync.hub import WatchHub, WatchRequest
+from epsync.sync.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +22,8 @@ async def serve_watch(
     try:
         await wait_until_servable(request.resource_version)
         watcher = hub.start(request)
-    except EpsyncError as error:
-        await abort(context, error)
-        return
     except Exception as error:
-        translated = from_datastore_error(error)
-        if translated is None:
-            log.exception("starting a watch failed")
-            translated = Internal("internal error; the server log has the details")
-        await abort(context, translated)
+        await abort(context, status_error(error, "starting a watch"))
         return
     try:
         await _write_responses(watcher, context)

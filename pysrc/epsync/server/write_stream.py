@@ -33,12 +33,12 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
-from epsync.errors import EpsyncError, FieldViolation, Internal, InvalidArgument
-from epsync.naming import derived_name
-from epsync.registry import Registry
-from epsync.resources import endpoint_key
+from epsync.errors import FieldViolation, InvalidArgument
+from epsync.model.kinds import endpoint_key
+from epsync.model.naming import derived_name
+from epsync.server.registry import Registry
 from epsync.server.resource_servicer import require_name
-from epsync.server.status import from_datastore_error
+from epsync.server.status import status_error
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest, WriteWorkloadEndpointsResponse
 
@@ -143,17 +143,9 @@ class _WriteStream:
                 response.resource_version = deleted.revision
             else:
                 raise InvalidArgument([FieldViolation("operation", "set one of create, update or delete")])
-        except EpsyncError as error:
-            response.status.CopyFrom(error.to_status())
-            return response
         except Exception as error:
-            translated = from_datastore_error(error)
-            if translated is None:
-                log.exception("unexpected error in WriteWorkloadEndpoints (request_id %r)", request.request_id)
-                translated = Internal("internal error; the server log has the details")
-            else:
-                log.warning("WriteWorkloadEndpoints (request_id %r) failed: %s", request.request_id, error)
-            response.status.CopyFrom(translated.to_status())
+            failure = status_error(error, f"WriteWorkloadEndpoints (request_id {request.request_id!r})")
+            response.status.CopyFrom(failure.to_status())
             return response
         response.status.CopyFrom(status_pb2.Status(code=0))
         return response

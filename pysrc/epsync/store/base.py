@@ -1,4 +1,4 @@
-"""The datastore interface, in etcd v3's terms, that every backend (SQLite today, etcd later) implements.
+"""The datastore interface, in etcd v3's terms, that every backend (SQLite and etcd) implements.
 
 The store holds opaque values (serialised protobuf) under string keys in one namespace per kind,
 and gives every successful write its own revision from one global counter, like etcd's
@@ -23,14 +23,32 @@ take writes now through `healthy` and `add_health_listener`; the embedded store 
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from epsync.model.kinds import Kind
 
-class Kind(enum.StrEnum):
-    WORKLOAD_ENDPOINT = "workloadendpoints"
-    PROFILE = "profiles"
+__all__ = [
+    "KIND_OF_VALUE",
+    "Change",
+    "ChangeListener",
+    "Committed",
+    "Conflict",
+    "Datastore",
+    "DatastoreError",
+    "DatastoreUnavailable",
+    "Delete",
+    "HealthListener",
+    "Kind",
+    "Put",
+    "Record",
+    "RevisionCompacted",
+    "Snapshot",
+    "Write",
+    "WriteFailed",
+    "WriteResult",
+    "check_write",
+]
 
 
 # Kind by its stored name: a dict lookup, cheaper than `Kind(value)` for every row read.

@@ -1,0 +1,228 @@
+"""The systems under test, each its own process: an epsync server, an etcd member, and sampling of both.
+
+Both are started on free loopback ports with their data in the run's temporary directory, die with
+the orchestrator (PR_SET_PDEATHSIG), and are stopped in its `finally`. `Sampler` reads a process's
+CPU time and resident memory from /proc a few times a second, for the time series and the peak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.loadtest import procstat
+from bench.loadtest.control import die_with_parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A process listening on `target`; `stop()` terminates it (then kills it) and reaps it."""
+
+    name = "server"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def _spawn(self, argv: list[str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent
+            )
+
+    async def _wait_ready(self, within: float) -> None:
+        deadline = time.monotonic() + within
+        while not await self._ready():
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {within:.0f} s: {self.log_tail()}")
+            await asyncio.sleep(0.1)
+
+    async def _ready(self) -> bool:
+        raise NotImplementedError
+
+    async def stop(self, grace: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        for action in (process.terminate, process.kill):
+            if process.returncode is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                action()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await process.wait()
+        await process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class EpsyncProcess(ServerProcess):
+    """`python -m epsync serve` on a free port, with its SQLite store in `data_dir`."""
+
+    name = "epsync"
+
+    def __init__(self, data_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__(log_path)
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+
+    async def start(self, within: float = 120.0) -> None:
+        self.port = self.port or free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "epsync.cli",
+            "serve",
+            "--listen",
+            self.target,
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+            "--grace",
+            "1",
+            *self.extra_args,
+        ]
+        await self._spawn(argv)
+        await self._wait_ready(within)
+
+    async def _ready(self) -> bool:
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            try:
+                response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def etcd_binary(explicit: str | None = None) -> str:
+    """--etcd-binary, else `.tools/bin/etcd` (what `make etcd` installs) here or in a parent directory, else PATH."""
+    if explicit:
+        return explicit
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / ".tools" / "bin" / "etcd"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("etcd")
+    if found is None:
+        raise RuntimeError("etcd is not installed: run `make etcd`, or pass --etcd-binary")
+    return found
+
+
+class EtcdProcess(ServerProcess):
+    """One etcd member on free loopback ports."""
+
+    name = "etcd"
+
+    def __init__(self, binary: str, data_dir: Path, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.binary = binary
+        self.data_dir = data_dir
+        self.peer_port = 0
+
+    async def start(self, within: float = 60.0) -> None:
+        self.port = self.port or free_port()
+        self.peer_port = self.peer_port or free_port()
+        url, peer = f"http://{self.target}", f"http://127.0.0.1:{self.peer_port}"
+        argv = [
+            self.binary,
+            "--name=epsync-bench",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=epsync-bench={peer}",
+            "--quota-backend-bytes=8589934592",  # the run writes many revisions; never hit the 2 GiB default
+            "--logger=zap",
+            "--log-level=warn",
+        ]
+        await self._spawn(argv)
+        await self._wait_ready(within)
+
+    async def _ready(self) -> bool:
+        def check() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{self.target}/health", timeout=1) as response:
+                    return b'"health":"true"' in response.read()
+            except OSError:
+                return False
+
+        return await asyncio.to_thread(check)
+
+
+@dataclass
+class Sampler:
+    """Samples a process's CPU and memory from /proc every `interval` seconds while running."""
+
+    pid: int
+    interval: float = 0.25
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # (unix time, cpu s, rss bytes)
+    others: tuple[int, ...] = ()  # more processes of one system (replicas and their etcd): summed with `pid`
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                pids = (self.pid, *self.others)
+                cpu = sum(procstat.cpu_seconds(pid) for pid in pids)
+                self.samples.append((time.time(), cpu, sum(procstat.rss_bytes(pid) for pid in pids)))
+                await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def window(self, start: float, end: float) -> dict[str, float]:
+        """CPU used (cores, on average) and peak RSS between two unix times."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return {"cpu_cores": 0.0, "peak_rss_mb": inside[0][2] / 2**20 if inside else 0.0}
+        return {
+            "cpu_cores": (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]),
+            "peak_rss_mb": max(s[2] for s in inside) / 2**20,
+        }
+
+
+def python_env() -> dict[str, str]:
+    """The environment for helper processes (which run this interpreter, so they import this epsync)."""
+    return {"PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,264 @@
+"""The client commands of `epsync`: manage endpoints and profiles as calicoctl does.
+
+They speak only the public API (`epsync.client`); each failure is raised for the entry point
+(`epsync.main`) to print in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from epsync.cli.manifest import dump_manifests, load_manifests
+from epsync.cli.output import print_event
+from epsync.client import DEFAULT_TARGET, Client
+from epsync.client.view import MaterializedView
+from epsync.errors import UsageError
+from epsync.model.kinds import DEFAULT_NAMESPACE
+from epsync.v1.profile_pb2 import Profile
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+Resource = WorkloadEndpoint | Profile
+
+KIND_ALIASES = {
+    "workloadendpoint": "workloadendpoint",
+    "workloadendpoints": "workloadendpoint",
+    "wep": "workloadendpoint",
+    "weps": "workloadendpoint",
+    "profile": "profile",
+    "profiles": "profile",
+    "pro": "profile",
+    "pros": "profile",
+}
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add apply, create, get, list, watch and delete to the `epsync` command's subcommands."""
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--server",
+            default=os.environ.get("EPSYNC_SERVER", DEFAULT_TARGET),
+            help="server address (default $EPSYNC_SERVER or %(default)s)",
+        )
+        return sub
+
+    for name, help_text, func in (
+        ("apply", "create or replace the resources in a file", _apply),
+        ("create", "create the resources in a file", _create),
+    ):
+        sub = client_command(name, help_text)
+        sub.add_argument("-f", "--filename", required=True, help="YAML or JSON file, '-' for stdin")
+        sub.set_defaults(func=func)
+
+    get = client_command("get", "show one resource")
+    get.add_argument("kind", help="workloadendpoint (wep) or profile")
+    get.add_argument("name")
+    get.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    get.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    get.set_defaults(func=_get)
+
+    listing = client_command("list", "list resources")
+    listing.add_argument("kind", help="workloadendpoints (weps) or profiles")
+    scope = listing.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    listing.add_argument("--node", default="", help="only endpoints on this node")
+    listing.add_argument("-l", "--selector", default="", help="Calico selector over effective labels")
+    listing.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    listing.set_defaults(func=_list)
+
+    watch = client_command("watch", "print the matching resources, then every change to them, as it happens")
+    watch.add_argument("kind", help="workloadendpoints (weps) or profiles")
+    watch_scope = watch.add_mutually_exclusive_group()
+    watch_scope.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    watch_scope.add_argument("-A", "--all-namespaces", action="store_true")
+    watch.add_argument("--node", default="", help="only endpoints on this node")
+    watch.add_argument("-l", "--selector", default="", help="Calico selector over effective labels")
+    watch.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    watch.add_argument("--limit", type=int, default=0, help="exit after this many object events (0: run until ^C)")
+    watch.set_defaults(func=_watch)
+
+    delete = client_command("delete", "delete resources, named or from a file")
+    delete.add_argument("kind", nargs="?", help="workloadendpoint (wep) or profile")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    delete.add_argument("-f", "--filename", help="delete the resources in this file")
+    delete.add_argument("--resource-version", type=int, default=0, help="only if still at this resource version")
+    delete.add_argument("--ignore-missing", action="store_true", help="succeed if it does not exist")
+    delete.set_defaults(func=_delete)
+
+
+def _kind(text: str | None) -> str:
+    if text is None or text.lower() not in KIND_ALIASES:
+        raise UsageError(f"unknown kind {text!r}; use workloadendpoint (wep) or profile")
+    return KIND_ALIASES[text.lower()]
+
+
+def _read_manifests(filename: str) -> list[Resource]:
+    if filename == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(filename).read_text()
+        except OSError as error:
+            raise UsageError(f"cannot read {filename}: {error.strerror}") from None
+    objects = load_manifests(text)
+    if not objects:
+        raise UsageError(f"{filename} holds no resources")
+    return objects
+
+
+def _describe(obj: Resource) -> str:
+    if isinstance(obj, WorkloadEndpoint):
+        return f"workloadendpoint {obj.metadata.namespace or DEFAULT_NAMESPACE}/{obj.metadata.name}"
+    return f"profile {obj.metadata.name}"
+
+
+def _apply(args: argparse.Namespace) -> int:
+    return _write_each(args, "applied")
+
+
+def _create(args: argparse.Namespace) -> int:
+    return _write_each(args, "created")
+
+
+def _write_each(args: argparse.Namespace, verb: str) -> int:
+    objects = _read_manifests(args.filename)
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            for obj in objects:
+                stored = await (client.apply(obj) if verb == "applied" else client.create(obj))
+                print(f"{_describe(stored)} {verb} (resource version {stored.metadata.resource_version})")
+
+    asyncio.run(run())
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+
+    async def run() -> Resource:
+        async with Client(args.server) as client:
+            if kind == "workloadendpoint":
+                return await client.get_endpoint(args.name, args.namespace)
+            return await client.get_profile(args.name)
+
+    _print([asyncio.run(run())], args.output, kind)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    namespace = "" if args.all_namespaces else args.namespace
+
+    async def run() -> list[Resource]:
+        async with Client(args.server) as client:
+            if kind == "workloadendpoint":
+                return [
+                    e async for e in client.list_endpoints(namespace=namespace, node=args.node, selector=args.selector)
+                ]
+            if args.node:
+                raise UsageError("--node applies to workload endpoints only")
+            return [p async for p in client.list_profiles(selector=args.selector)]
+
+    _print(asyncio.run(run()), args.output, kind, many=True)
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    namespace = "" if args.all_namespaces else args.namespace
+    if kind != "workloadendpoint" and (args.node or args.all_namespaces):
+        raise UsageError("--node and -A apply to workload endpoints only")
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            view: MaterializedView[Any, Any] = (
+                client.watch(namespace=namespace, node=args.node, selector=args.selector)
+                if kind == "workloadendpoint"
+                else client.watch_profiles(selector=args.selector)
+            )
+            seen = 0
+            async for event in view:
+                print_event(event, args.output)
+                if event.object is not None and event.type != "BOOKMARK":
+                    seen += 1
+                    if seen == args.limit:
+                        return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    if args.filename:
+        if args.kind or args.name:
+            raise UsageError("give either -f FILE or KIND NAME, not both")
+        targets = [
+            (
+                "workloadendpoint" if isinstance(o, WorkloadEndpoint) else "profile",
+                o.metadata.name,
+                o.metadata.namespace,
+            )
+            for o in _read_manifests(args.filename)
+        ]
+    else:
+        if not args.name:
+            raise UsageError("delete needs KIND NAME or -f FILE")
+        targets = [(_kind(args.kind), args.name, args.namespace)]
+
+    async def run() -> None:
+        async with Client(args.server) as client:
+            for kind, name, namespace in targets:
+                options = {"resource_version": args.resource_version, "allow_missing": args.ignore_missing}
+                if kind == "workloadendpoint":
+                    ns = namespace or DEFAULT_NAMESPACE
+                    response = await client.delete_endpoint(name, ns, **options)
+                    print(f"workloadendpoint {ns}/{name} deleted (revision {response.resource_version})")
+                else:
+                    deleted = await client.delete_profile(name, **options)
+                    print(f"profile {name} deleted (revision {deleted.resource_version})")
+
+    asyncio.run(run())
+    return 0
+
+
+def _print(objects: Sequence[Resource], output: str, kind: str, *, many: bool = False) -> None:
+    if output in ("yaml", "json"):
+        if objects or not many:
+            sys.stdout.write(dump_manifests(objects, "yaml" if output == "yaml" else "json"))
+        return
+    rows = [_row(obj) for obj in objects]
+    header = (
+        ("NAMESPACE", "NAME", "NODE", "NETWORKS", "INTERFACE", "VERSION")
+        if kind == "workloadendpoint"
+        else ("NAME", "LABELS-TO-APPLY", "VERSION")
+    )
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _row(obj: Resource) -> tuple[str, ...]:
+    version = str(obj.metadata.resource_version)
+    if isinstance(obj, WorkloadEndpoint):
+        return (
+            obj.metadata.namespace,
+            obj.metadata.name,
+            obj.spec.node,
+            ",".join(obj.spec.ip_networks),
+            obj.spec.interface_name,
+            version,
+        )
+    labels = ",".join(f"{k}={v}" for k, v in sorted(obj.spec.labels_to_apply.items()))
+    return (obj.metadata.name, labels, version)

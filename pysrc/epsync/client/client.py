@@ -1,0 +1,241 @@
+"""An asyncio client for epsync: typed calls, paging handled, errors raised as `EpsyncError`s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+import grpc
+
+from epsync.client.targets import channel_target
+from epsync.client.view import Backoff, MaterializedView, grpc_stream
+from epsync.errors import EpsyncError, rpc_error
+from epsync.model.kinds import DEFAULT_NAMESPACE, endpoint_key
+from epsync.v1 import profile_service_pb2 as profile_pb
+from epsync.v1 import profile_service_pb2_grpc as profile_grpc
+from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
+from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
+from epsync.v1.profile_pb2 import Profile
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+T = TypeVar("T")
+Item_co = TypeVar("Item_co", covariant=True)
+Req = TypeVar("Req", bound="_PageRequest")
+
+
+async def _call(awaitable: Awaitable[T]) -> T:
+    """Await one RPC, turning a failed status back into the `EpsyncError` the server raised."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as error:
+        raise rpc_error(error) from None
+
+
+class Client:
+    """Talks to epsync. Use as `async with Client("host:port") as client:`.
+
+    Several replicas: `Client(["10.0.0.1:50051", "10.0.0.2:50051"])` (or one comma-separated
+    string) uses the first that answers and fails over to the others by itself (see
+    `epsync.client.targets`); watches resume on the new replica with what they hold.
+    """
+
+    def __init__(self, target: str | Sequence[str] = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.target = channel_target(target)
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(self.target)
+        self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
+        self._profiles = profile_grpc.ProfileServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    # --- workload endpoints -------------------------------------------------------------------
+
+    async def get_endpoint(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> WorkloadEndpoint:
+        request = wep_pb.GetWorkloadEndpointRequest(namespace=namespace, name=name)
+        response = await _call(self._endpoints.GetWorkloadEndpoint(request, timeout=self.timeout))
+        return response.workload_endpoint
+
+    async def list_endpoints_page(
+        self, request: wep_pb.ListWorkloadEndpointsRequest
+    ) -> wep_pb.ListWorkloadEndpointsResponse:
+        return await _call(self._endpoints.ListWorkloadEndpoints(request, timeout=self.timeout))
+
+    async def list_endpoints(
+        self, *, namespace: str = "", node: str = "", selector: str = "", page_size: int = 0
+    ) -> AsyncIterator[WorkloadEndpoint]:
+        """Every matching endpoint, fetching page after page."""
+        request = wep_pb.ListWorkloadEndpointsRequest(
+            namespace=namespace, node=node, label_selector=selector, page_size=page_size
+        )
+        async for item in _all_pages(request, self.list_endpoints_page):
+            yield item
+
+    async def create_endpoint(self, endpoint: WorkloadEndpoint) -> WorkloadEndpoint:
+        request = wep_pb.CreateWorkloadEndpointRequest(workload_endpoint=endpoint)
+        return (await _call(self._endpoints.CreateWorkloadEndpoint(request, timeout=self.timeout))).workload_endpoint
+
+    async def update_endpoint(self, endpoint: WorkloadEndpoint, *, allow_missing: bool = False) -> WorkloadEndpoint:
+        request = wep_pb.UpdateWorkloadEndpointRequest(workload_endpoint=endpoint, allow_missing=allow_missing)
+        return (await _call(self._endpoints.UpdateWorkloadEndpoint(request, timeout=self.timeout))).workload_endpoint
+
+    async def delete_endpoint(
+        self,
+        name: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        resource_version: int = 0,
+        uid: str = "",
+        allow_missing: bool = False,
+    ) -> wep_pb.DeleteWorkloadEndpointResponse:
+        request = wep_pb.DeleteWorkloadEndpointRequest(
+            namespace=namespace, name=name, resource_version=resource_version, uid=uid, allow_missing=allow_missing
+        )
+        return await _call(self._endpoints.DeleteWorkloadEndpoint(request, timeout=self.timeout))
+
+    async def write_endpoints(
+        self,
+        requests: AsyncIterable[wep_pb.WriteWorkloadEndpointsRequest] | Iterable[wep_pb.WriteWorkloadEndpointsRequest],
+    ) -> AsyncIterator[wep_pb.WriteWorkloadEndpointsResponse]:
+        """Many writes on one stream: one response per request, in request order, each with its own `status`.
+
+        Writes are pipelined (up to 1,000 unanswered; the server then stops reading) and share group
+        commits. A failed write fails alone; a broken stream raises `EpsyncError`, and writes it had not
+        answered have an unknown outcome. Closing the iterator early (`contextlib.aclosing`) cancels the
+        stream. No deadline applies: a stream lives as long as its writer.
+        """
+        source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
+        call = self._endpoints.WriteWorkloadEndpoints(source)
+        try:
+            while isinstance(response := await _call(call.read()), wep_pb.WriteWorkloadEndpointsResponse):
+                yield response
+        finally:
+            call.cancel()  # ends the stream if the caller stopped early; a no-op once it has finished
+
+    # --- profiles -----------------------------------------------------------------------------
+
+    async def get_profile(self, name: str) -> Profile:
+        response = await _call(self._profiles.GetProfile(profile_pb.GetProfileRequest(name=name), timeout=self.timeout))
+        return response.profile
+
+    async def list_profiles_page(self, request: profile_pb.ListProfilesRequest) -> profile_pb.ListProfilesResponse:
+        return await _call(self._profiles.ListProfiles(request, timeout=self.timeout))
+
+    async def list_profiles(self, *, selector: str = "", page_size: int = 0) -> AsyncIterator[Profile]:
+        request = profile_pb.ListProfilesRequest(label_selector=selector, page_size=page_size)
+        async for item in _all_pages(request, self.list_profiles_page):
+            yield item
+
+    async def create_profile(self, profile: Profile) -> Profile:
+        request = profile_pb.CreateProfileRequest(profile=profile)
+        return (await _call(self._profiles.CreateProfile(request, timeout=self.timeout))).profile
+
+    async def update_profile(self, profile: Profile, *, allow_missing: bool = False) -> Profile:
+        request = profile_pb.UpdateProfileRequest(profile=profile, allow_missing=allow_missing)
+        return (await _call(self._profiles.UpdateProfile(request, timeout=self.timeout))).profile
+
+    async def delete_profile(
+        self, name: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
+    ) -> profile_pb.DeleteProfileResponse:
+        request = profile_pb.DeleteProfileRequest(
+            name=name, resource_version=resource_version, uid=uid, allow_missing=allow_missing
+        )
+        return await _call(self._profiles.DeleteProfile(request, timeout=self.timeout))
+
+    # --- either kind --------------------------------------------------------------------------
+
+    async def create(self, obj: WorkloadEndpoint | Profile) -> WorkloadEndpoint | Profile:
+        if isinstance(obj, WorkloadEndpoint):
+            return await self.create_endpoint(obj)
+        return await self.create_profile(obj)
+
+    async def apply(self, obj: WorkloadEndpoint | Profile) -> WorkloadEndpoint | Profile:
+        """Create, else replace, as `calicoctl apply` does: last writer wins, no version precondition."""
+        if isinstance(obj, WorkloadEndpoint):
+            endpoint = WorkloadEndpoint()
+            endpoint.CopyFrom(obj)
+            endpoint.metadata.resource_version = 0
+            return await self.update_endpoint(endpoint, allow_missing=True)
+        profile = Profile()
+        profile.CopyFrom(obj)
+        profile.metadata.resource_version = 0
+        return await self.update_profile(profile, allow_missing=True)
+
+    # --- watches ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        namespace: str = "",
+        node: str = "",
+        selector: str = "",
+        allow_bookmarks: bool = True,
+        backoff: Backoff | None = None,
+    ) -> MaterializedView[WorkloadEndpoint, wep_pb.WatchWorkloadEndpointsRequest]:
+        """A live view of the matching endpoints, keyed "namespace/name"; iterate it to run it.
+
+        It starts with the current state, then follows every change, and resumes by itself
+        across disconnects and server restarts (see `epsync.client.view`).
+        """
+        request = wep_pb.WatchWorkloadEndpointsRequest(
+            namespace=namespace,
+            node=node,
+            label_selector=selector,
+            send_initial_events=True,
+            allow_bookmarks=allow_bookmarks,
+        )
+        stream = grpc_stream(self._endpoints.WatchWorkloadEndpoints)
+        return MaterializedView(stream, request, _endpoint_key, backoff=backoff)
+
+    def watch_profiles(
+        self, *, selector: str = "", allow_bookmarks: bool = True, backoff: Backoff | None = None
+    ) -> MaterializedView[Profile, profile_pb.WatchProfilesRequest]:
+        """A live view of the matching profiles, keyed by name; see `watch`."""
+        request = profile_pb.WatchProfilesRequest(
+            label_selector=selector, send_initial_events=True, allow_bookmarks=allow_bookmarks
+        )
+        stream = grpc_stream(self._profiles.WatchProfiles)
+        return MaterializedView(stream, request, _profile_key, backoff=backoff)
+
+
+def _endpoint_key(endpoint: WorkloadEndpoint) -> str:
+    return endpoint_key(endpoint.metadata.namespace or DEFAULT_NAMESPACE, endpoint.metadata.name)
+
+
+def _profile_key(profile: Profile) -> str:
+    return profile.metadata.name
+
+
+class _PageRequest(Protocol):
+    page_token: str
+
+
+class _PageResponse(Protocol[Item_co]):
+    @property
+    def items(self) -> Sequence[Item_co]: ...
+    @property
+    def next_page_token(self) -> str: ...
+
+
+async def _all_pages(request: Req, fetch: Callable[[Req], Awaitable[_PageResponse[Item_co]]]) -> AsyncIterator[Item_co]:
+    """Follow next_page_token until the listing ends; the request is reused with each new token."""
+    while True:
+        response = await fetch(request)
+        for item in response.items:
+            yield item
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
+
+
+__all__ = ["DEFAULT_TARGET", "Client", "EpsyncError"]

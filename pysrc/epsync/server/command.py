@@ -1,0 +1,70 @@
+"""`epsync serve`: the server's flags, turned into one validated `ServerConfig`, then the server run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from epsync.errors import UsageError
+from epsync.server.config import ServerConfig
+
+
+def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--listen", default="127.0.0.1:50051", help="host:port to listen on (default %(default)s)")
+    serve.add_argument("--data-dir", type=Path, default=Path("./data"), help="embedded store directory")
+    serve.add_argument("--datastore", choices=["sqlite", "etcd"], default="sqlite", help="where the data lives")
+    serve.add_argument("--etcd-endpoints", default="", help="etcd endpoints, comma-separated (host:port or URLs)")
+    serve.add_argument("--etcd-prefix", default="/epsync/v1/", help="key prefix of epsync's data in etcd")
+    serve.add_argument("--etcd-ca-file", type=Path, help="CA bundle for etcd's TLS certificate")
+    serve.add_argument("--etcd-cert-file", type=Path, help="client certificate for etcd (mutual TLS)")
+    serve.add_argument("--etcd-key-file", type=Path, help="client key for etcd (mutual TLS)")
+    serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
+    serve.add_argument("--watcher-max-events", type=int, default=10_000, help="events a watcher may fall behind")
+    serve.add_argument("--watcher-max-bytes", type=int, default=64 << 20, help="bytes a watcher may fall behind")
+    serve.add_argument(
+        "--bookmark-interval", type=float, default=60.0, help="seconds before an idle watch is bookmarked"
+    )
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(func=run_serve)
+
+
+# ServerConfig fields whose flag is not simply the field's name.
+_FLAG_OF_FIELD = {"grace_seconds": "--grace", "bookmark_interval_seconds": "--bookmark-interval"}
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the client commands share this parser and need none of the server.
+    from epsync.server.app import serve
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServerConfig(
+            listen=args.listen,
+            data_dir=args.data_dir,
+            datastore=args.datastore,
+            etcd_endpoints=tuple(e.strip() for e in args.etcd_endpoints.split(",") if e.strip()),
+            etcd_prefix=args.etcd_prefix,
+            etcd_ca_file=args.etcd_ca_file,
+            etcd_cert_file=args.etcd_cert_file,
+            etcd_key_file=args.etcd_key_file,
+            history_window=args.history_window,
+            grace_seconds=args.grace,
+            watcher_max_events=args.watcher_max_events,
+            watcher_max_bytes=args.watcher_max_bytes,
+            bookmark_interval_seconds=args.bookmark_interval,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        if not first["loc"]:  # a rule about several settings together
+            raise UsageError(str(first["msg"]).removeprefix("Value error, ")) from None
+        field = str(first["loc"][0])
+        flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+        raise UsageError(f"{flag}: {first['msg']}") from None
+    asyncio.run(serve(config))
+    return 0

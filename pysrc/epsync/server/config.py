@@ -1,0 +1,48 @@
+"""Server configuration: one validated model, filled from CLI flags (and, later, files or the environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from epsync.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+MiB = 1024 * 1024
+
+
+class ServerConfig(BaseModel):
+    """Everything `epsync serve` can be told; defaults are the spec's (SPEC §6, Defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = Field("127.0.0.1:50051", description="host:port to listen on")
+    data_dir: Path = Field(Path("./data"), description="directory of the embedded SQLite store")
+    datastore: Literal["sqlite", "etcd"] = Field("sqlite", description="the embedded store, or etcd v3")
+    etcd_endpoints: tuple[str, ...] = Field((), description="etcd client URLs or host:port (etcd datastore)")
+    etcd_prefix: str = Field("/epsync/v1/", description="key prefix of epsync's data in etcd")
+    etcd_ca_file: Path | None = Field(None, description="CA bundle that signs etcd's certificate")
+    etcd_cert_file: Path | None = Field(None, description="client certificate for etcd (mutual TLS)")
+    etcd_key_file: Path | None = Field(None, description="client key for etcd (mutual TLS)")
+    history_window: int = Field(100_000, ge=1, description="revisions of history kept for watch resume")
+    default_page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    max_page_size: int = Field(MAX_PAGE_SIZE, ge=1)
+    max_message_bytes: int = Field(16 * MiB, ge=64 * 1024, description="largest gRPC message sent or received")
+    keepalive_seconds: float = Field(30.0, gt=0, description="ping idle connections this often")
+    grace_seconds: float = Field(10.0, ge=0, description="how long shutdown waits for in-flight calls")
+    min_revision_wait_seconds: float = Field(3.0, ge=0, description="how long a read waits for min_resource_version")
+    watcher_max_events: int = Field(10_000, ge=1, description="events a watcher may have queued before it is cut off")
+    watcher_max_bytes: int = Field(64 * MiB, ge=1, description="bytes a watcher may have queued before it is cut off")
+    bookmark_interval_seconds: float = Field(60.0, gt=0, description="bookmark a watcher idle this long")
+    bookmark_tick_seconds: float = Field(1.0, gt=0, description="how often bookmarks are considered")
+
+    @model_validator(mode="after")
+    def _datastore_settings_fit(self) -> ServerConfig:
+        if self.datastore == "etcd" and not self.etcd_endpoints:
+            raise ValueError("the etcd datastore needs etcd endpoints (--etcd-endpoints)")
+        if (self.etcd_cert_file is None) != (self.etcd_key_file is None):
+            raise ValueError("an etcd client certificate and its key go together (--etcd-cert-file, --etcd-key-file)")
+        if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
+            raise ValueError("the etcd prefix (--etcd-prefix) must start and end with '/'")
+        return self

@@ -1,0 +1,277 @@
+"""The in-memory view every read is served from, fed by the datastore's change feed.
+
+Like Kubernetes' watch cache or Calico's Typha, the server keeps every object in memory,
+bootstrapped from one consistent snapshot and then advanced by each committed batch of changes
+(after it is durable). Endpoint filtering (namespace, node, selectors over labels inherited from
+profiles) is delegated to the Rust `EndpointIndex`, so a filtered List costs one call into Rust
+for a whole page.
+
+Endpoints are kept as the datastore stored them (wire bytes without resource_version), not
+decoded: a decoded protobuf message takes about five times the memory of its encoding, and what
+the cache serves most (watch events and List pages) is wire bytes anyway (`epsync.sync.wire`).
+The bytes object is the one the change feed delivered, so the history shares it too. Profiles,
+few and read by every profile-label lookup, stay decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+from sortedcontainers import SortedDict
+
+from epsync._core import EndpointIndex, Selector
+from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, Kind, ResourceType, endpoint_key, split_endpoint_key
+from epsync.store.base import Change, Snapshot
+from epsync.store.feed import RevisionWaiters
+from epsync.sync.history import ObjectHistory, State, Transition
+from epsync.sync.plan import Applied
+from epsync.v1.profile_pb2 import Profile
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+# Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
+_PROFILE_CHUNK = 512
+
+
+T = TypeVar("T")
+R = TypeVar("R", WorkloadEndpoint, Profile)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEndpoint:
+    """An endpoint as the cache holds it: its key parts, resource_version and stored bytes."""
+
+    namespace: str
+    name: str
+    resource_version: int
+    stored: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    more: bool
+
+
+def _index_entry(stored: bytes, resource_version: int) -> tuple[str, str, str, dict[str, str], list[str], int]:
+    wep = WorkloadEndpoint.FromString(stored)
+    meta = wep.metadata
+    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), resource_version)
+
+
+class ResourceCache:
+    """Every object at one revision, the endpoint label index, and the recent past.
+
+    The recent past (the last `history_window` revisions) is what watch resume replays: the
+    index keeps each revision's label transitions, and `endpoint_history`/`profile_history`
+    keep the objects' states, so an event at a past revision carries the object as it was.
+    """
+
+    def __init__(self, history_window: int = 100_000) -> None:
+        self._revisions = RevisionWaiters()
+        self.history_window = history_window
+        # key -> (resource_version, stored bytes)
+        self._endpoints: dict[str, tuple[int, bytes]] = {}
+        self._profiles: SortedDict = SortedDict()
+        self._index = EndpointIndex()
+        self._endpoint_history = ObjectHistory()
+        self._profile_history = ObjectHistory()
+
+    @property
+    def revision(self) -> int:
+        """Every change up to this revision is applied."""
+        return self._revisions.revision
+
+    def load(self, snapshot: Snapshot) -> None:
+        """Start from a consistent snapshot; every later batch must come through `apply`."""
+        endpoints = [r for r in snapshot.records if r.kind is Kind.WORKLOAD_ENDPOINT]
+        profiles = [PROFILES.decode(r.value, r.mod_revision) for r in snapshot.records if r.kind is Kind.PROFILE]
+        self._endpoints = {r.key: (r.mod_revision, r.value) for r in endpoints}
+        self._profiles = SortedDict({p.metadata.name: p for p in profiles})
+        self._index = EndpointIndex()
+        self._index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in profiles])
+        self._index.upsert_endpoints([_index_entry(r.value, r.mod_revision) for r in endpoints])
+        self._index.reset_log(snapshot.revision)
+        self._endpoint_history = ObjectHistory()
+        self._profile_history = ObjectHistory()
+        self._revisions.reset(snapshot.revision)
+
+    @property
+    def oldest_replayable(self) -> int:
+        """The oldest revision a watch can resume after by replay."""
+        return int(self._index.log_start)
+
+    def apply(self, changes: Sequence[Change]) -> Applied | None:
+        """Advance by one committed batch; returns what the watch hubs need, None if nothing was new."""
+        # A batch the loaded snapshot already contains (it raced start-up) must not be applied twice.
+        changes = [c for c in changes if c.revision > self.revision]
+        if not changes:
+            return None
+        endpoint_changes: list[tuple[int, str, str, str | None, dict[str, str] | None, list[str] | None]] = []
+        profile_changes: list[tuple[int, str, dict[str, str] | None]] = []
+        profile_transitions: list[Transition] = []
+        for change in changes:
+            if change.kind is Kind.WORKLOAD_ENDPOINT:
+                old_endpoint = self._endpoints.get(change.key)
+                # The cache's own bytes are the previous value (and, unlike `change.previous`, always
+                # known: a datastore that re-listed after a compaction may not know it); sharing them
+                # keeps one copy.
+                before: State = (0, None) if old_endpoint is None else old_endpoint
+                self._endpoint_history.record(change.key, change.revision, change.value, before)
+                namespace, name = split_endpoint_key(change.key)
+                if change.value is None:
+                    self._endpoints.pop(change.key, None)
+                    endpoint_changes.append((change.revision, namespace, name, None, None, None))
+                else:
+                    self._endpoints[change.key] = (change.revision, change.value)
+                    wep = WorkloadEndpoint.FromString(change.value)
+                    endpoint_changes.append(
+                        (
+                            change.revision,
+                            namespace,
+                            name,
+                            wep.spec.node,
+                            dict(wep.metadata.labels),
+                            list(wep.spec.profiles),
+                        )
+                    )
+            else:
+                old_profile = self._profiles.get(change.key)
+                before = _profile_before(old_profile, change)
+                self._profile_history.record(change.key, change.revision, change.value, before)
+                profile_transitions.append(
+                    Transition(change.revision, change.key, before, (change.revision, change.value))
+                )
+                if change.value is None:
+                    self._profiles.pop(change.key, None)
+                    profile_changes.append((change.revision, change.key, None))
+                else:
+                    profile = PROFILES.decode(change.value, change.revision)
+                    self._profiles[change.key] = profile
+                    profile_changes.append((change.revision, change.key, dict(profile.spec.labels_to_apply)))
+        subjects, deliveries = self._index.apply(endpoint_changes, profile_changes)
+        self._trim_history()
+        self._revisions.advance(changes[-1].revision)
+        return Applied(self.revision, subjects, deliveries, profile_transitions)
+
+    def _trim_history(self) -> None:
+        # Trimmed in steps of a tenth of the window, so the cost is paid rarely and in bulk.
+        cut = self.revision - self.history_window
+        if cut - self.oldest_replayable >= max(1, self.history_window // 10):
+            self._index.trim_log(cut)
+            self._endpoint_history.trim(cut)
+            self._profile_history.trim(cut)
+
+    async def wait_for_revision(self, revision: int, within_seconds: float) -> None:
+        """Return once the cache has reached `revision`; RevisionNotReached after `within_seconds`."""
+        await self._revisions.wait(revision, within_seconds)
+
+    def get(self, rtype: ResourceType[R], key: str) -> R | None:
+        """The cached object of `rtype` under `key`, for code that is generic over kinds."""
+        if rtype.kind is Kind.WORKLOAD_ENDPOINT:
+            return self.get_endpoint(key)  # type: ignore[return-value]
+        return cast("R | None", self._profiles.get(key))
+
+    def get_endpoint(self, key: str) -> WorkloadEndpoint | None:
+        """The endpoint under `key`, decoded (a new message the caller may change)."""
+        found = self._endpoints.get(key)
+        return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
+
+    def endpoint_state(self, key: str) -> tuple[int, bytes] | None:
+        """The endpoint under `key` as stored: (resource_version, bytes without the resource_version)."""
+        return self._endpoints.get(key)
+
+    def endpoint_state_at(self, key: str, revision: int) -> State:
+        """The endpoint under `key` as it was at `revision` (within the retained window), as stored."""
+        if self._endpoint_history.tracks(key):
+            return self._endpoint_history.state_at(key, revision)
+        current = self._endpoints.get(key)
+        return (0, None) if current is None else current
+
+    def get_profile(self, name: str) -> Profile | None:
+        return self._profiles.get(name)  # type: ignore[no-any-return]
+
+    def endpoint_count(self) -> int:
+        return len(self._endpoints)
+
+    def list_endpoints(
+        self,
+        *,
+        namespace: str,
+        node: str,
+        selector: Selector | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> Page[StoredEndpoint]:
+        keys = self._index.query(namespace, node, selector, after, limit + 1)
+        items = []
+        for ns, name in keys[:limit]:
+            resource_version, stored = self._endpoints[endpoint_key(ns, name)]
+            items.append(StoredEndpoint(ns, name, resource_version, stored))
+        return Page(items, more=len(keys) > limit)
+
+    # --- endpoint watcher groups, kept by the Rust index --------------------------------------------
+
+    def add_endpoint_group(self, namespace: str, node: str, selector: Selector | None) -> int:
+        """The group of watchers with this filter (made, or shared with identical filters); release it once each."""
+        return int(self._index.add_group(namespace, node, selector))
+
+    def release_endpoint_group(self, group: int) -> None:
+        self._index.release_group(group)
+
+    def matching_endpoint_keys(self, namespace: str, node: str, selector: Selector | None) -> list[tuple[str, str]]:
+        """(namespace, name) of every endpoint the filter matches now, in key order."""
+        return list(self._index.query(namespace, node, selector, None, 0))
+
+    def replay_endpoint_group(self, group: int, after: int, limit: int) -> list[tuple[str, str, int, int]] | None:
+        """The group's events after `after` as (namespace, name, revision, event type); None when that is not
+        retained or more than `limit`."""
+        return self._index.replay(group, after, limit)
+
+    def diff_endpoint_group(
+        self, group: int, known: Mapping[str, int]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """What turns a client's known versions into the group's current state: added, modified, deleted keys."""
+        return self._index.diff(group, dict(known))
+
+    def profile_transitions_after(self, revision: int) -> Iterator[Transition]:
+        """Every retained profile change after `revision`, in revision order."""
+        return self._profile_history.transitions_after(revision)
+
+    def profiles(self) -> list[Profile]:
+        """Every profile, by name."""
+        return list(self._profiles.values())
+
+    def list_profiles(self, *, selector: Selector | None, after: str | None, limit: int) -> Page[Profile]:
+        names = self._profiles.irange(minimum=after, inclusive=(False, True)) if after else iter(self._profiles)
+        items: list[Profile] = []
+        for chunk in _chunks(names, _PROFILE_CHUNK):
+            profiles = [self._profiles[n] for n in chunk]
+            if selector is not None and not selector.is_all:
+                matching = selector.select([dict(p.metadata.labels) for p in profiles])
+                profiles = [profiles[i] for i in matching]
+            items.extend(profiles)
+            if len(items) > limit:
+                return Page(items[:limit], more=True)
+        return Page(items, more=False)
+
+
+def _profile_before(old: Profile | None, change: Change) -> State:
+    """The state a change ends: the cached profile, as stored. A datastore that re-listed after a
+    compaction may not know the previous value; the cache's own copy is the same object."""
+    if old is None:
+        return (0, None)
+    previous = change.previous if change.previous is not None else PROFILES.encode(old)
+    return (old.metadata.resource_version, previous)
+
+
+def _chunks(names: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for name in names:
+        chunk.append(name)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,206 @@
+"""What the endpoint and profile watch hubs share: membership, bookmarks, shutdown, resume rules.
+
+A hub is fed every committed batch synchronously (from the datastore's change feed, right after
+the cache applied it) and pushes the resulting events into its watchers' buffers. Starting a
+watch is synchronous too: the catch-up events (initial state, replay or known-versions diff) are
+computed at the cache's current revision S and the watcher joins its group before the next batch
+can be published, so it receives exactly the events after S, with nothing lost or repeated.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from epsync.errors import OutOfRange, Unavailable
+from epsync.sync.cache import ResourceCache
+from epsync.sync.plan import Applied
+from epsync.sync.watcher import Watcher, WatcherLimits
+from epsync.sync.wire import bookmark_entry
+
+log = logging.getLogger(__name__)
+
+G = TypeVar("G")  # how a hub identifies a group of watchers with the same filter
+
+
+class WatchRequest(Protocol):
+    """The fields every kind's watch request has."""
+
+    @property
+    def resource_version(self) -> int: ...
+    @property
+    def send_initial_events(self) -> bool: ...
+    @property
+    def allow_bookmarks(self) -> bool: ...
+    @property
+    def known_resource_versions(self) -> Mapping[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BookmarkPolicy:
+    """SPEC §6.5: a bookmark after `interval_seconds` without events, or once the revision has moved
+    `revision_step` past the watcher's last event."""
+
+    interval_seconds: float = 60.0
+    revision_step: int = 25_000
+    tick_seconds: float = 1.0
+
+
+def resource_version_too_old(requested: int, oldest: int) -> OutOfRange:
+    return OutOfRange(
+        f"resource_version {requested} is older than the retained history (the oldest this server can resume "
+        f"after is {oldest}); re-list, or resume with known_resource_versions",
+        reason="RESOURCE_VERSION_TOO_OLD",
+        metadata={"oldestResourceVersion": str(oldest)},
+    )
+
+
+Q = TypeVar("Q", bound=WatchRequest)  # the kind's watch request
+
+
+class WatchHub(abc.ABC, Generic[G, Q]):
+    def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
+        self._cache = cache
+        self.limits = limits
+        self.bookmarks = bookmarks
+        self._members: dict[G, set[Watcher]] = {}
+        self._group_of: dict[Watcher, G] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._bookmark: tuple[int, bytes] = (-1, b"")
+
+    # --- membership -------------------------------------------------------------------------------
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._group_of)
+
+    def _join(self, group: G, watcher: Watcher) -> None:
+        self._members.setdefault(group, set()).add(watcher)
+        self._group_of[watcher] = group
+
+    def remove(self, watcher: Watcher) -> None:
+        """Take a watcher out (its stream ended); idempotent."""
+        group = self._group_of.pop(watcher, None)
+        if group is None:
+            return
+        members = self._members.get(group)
+        if members is not None:
+            members.discard(watcher)
+            if not members:
+                del self._members[group]
+        self._release(group)
+
+    def _release(self, group: G) -> None:
+        """Free what the group holds outside the hub, once per watcher that joined it."""
+
+    def _deliver(self, group: G, chunks: list[tuple[int, list[bytes]]]) -> None:
+        for watcher in list(self._members.get(group, ())):
+            for revision, entries in chunks:
+                watcher.push(revision, entries)
+            if watcher.ended.is_set():
+                self.remove(watcher)
+
+    # --- starting a watch -------------------------------------------------------------------------
+
+    def start(self, request: Q) -> Watcher:
+        """A new watcher, caught up to the cache's revision S and joined to its group (synchronous)."""
+        revision = self._cache.revision
+        group = self._group(request)
+        try:
+            catch_up = self._catch_up(group, request, revision)
+        except BaseException:
+            self._release(group)
+            raise
+        watcher = Watcher(self.limits, allow_bookmarks=request.allow_bookmarks)
+        watcher.push(revision, [*catch_up, bookmark_entry(revision, initial_events_end=True)])
+        self._join(group, watcher)
+        return watcher
+
+    def _catch_up(self, group: G, request: Q, revision: int) -> list[bytes]:
+        """SPEC §6.3-4: initial state, replay after R, or the known-versions difference."""
+        known = request.known_resource_versions
+        if request.send_initial_events:
+            return self._difference(group, known, revision) if known else self._initial(group, revision)
+        if request.resource_version > 0:
+            replayed = self._replay(group, request.resource_version)
+            if replayed is not None:
+                return replayed
+            if known:
+                return self._difference(group, known, revision)
+            oldest = self._cache.oldest_replayable
+            if request.resource_version >= oldest:
+                raise OutOfRange(
+                    f"the changes after resource_version {request.resource_version} are more than a watcher's buffer "
+                    f"holds ({self.limits.max_events} events); resume with known_resource_versions, or re-list",
+                    reason="RESOURCE_VERSION_TOO_OLD",
+                    metadata={"oldestResourceVersion": str(oldest)},
+                )
+            raise resource_version_too_old(request.resource_version, oldest)
+        return self._difference(group, known, revision) if known else []
+
+    @abc.abstractmethod
+    def _group(self, request: Q) -> G:
+        """The group of the request's filter, registered (raises InvalidArgument for a bad filter)."""
+
+    @abc.abstractmethod
+    def _initial(self, group: G, revision: int) -> list[bytes]:
+        """ADDED entries, at `revision`, for everything the group's filter matches now."""
+
+    @abc.abstractmethod
+    def _replay(self, group: G, after: int) -> list[bytes] | None:
+        """The entries the group would have received after `after`; None when that cannot be served
+        (history gone, or more than a watcher's buffer holds)."""
+
+    @abc.abstractmethod
+    def _difference(self, group: G, known: Mapping[str, int], revision: int) -> list[bytes]:
+        """Entries that turn the client's `known` map into the group's current state."""
+
+    @abc.abstractmethod
+    def publish(self, applied: Applied) -> None:
+        """Push one committed batch's events to the watchers they concern."""
+
+    # --- bookmarks and shutdown -------------------------------------------------------------------
+
+    def bookmark(self, revision: int) -> bytes:
+        """The bookmark entry at `revision`, encoded once for every watcher that gets it."""
+        if self._bookmark[0] != revision:
+            self._bookmark = (revision, bookmark_entry(revision))
+        return self._bookmark[1]
+
+    def send_due_bookmarks(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        revision = self._cache.revision
+        for watcher in list(self._group_of):
+            if not watcher.allow_bookmarks:
+                continue
+            idle = now - watcher.last_push >= self.bookmarks.interval_seconds
+            moved = revision - watcher.last_revision >= self.bookmarks.revision_step
+            if idle or moved:
+                watcher.push(revision, [self.bookmark(revision)])
+
+    def start_ticker(self) -> None:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.bookmarks.tick_seconds)
+                self.send_due_bookmarks()
+
+        self._ticker = asyncio.get_running_loop().create_task(tick(), name=f"{type(self).__name__} bookmarks")
+
+    async def shutdown(self) -> None:
+        """End every stream: a last bookmark where allowed, then UNAVAILABLE/SHUTTING_DOWN (SPEC §5)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        revision = self._cache.revision
+        for watcher in list(self._group_of):
+            if watcher.allow_bookmarks:
+                watcher.push(revision, [self.bookmark(revision)])
+            watcher.finish(Unavailable("the server is shutting down; resume on another server", reason="SHUTTING_DOWN"))
