@@ -1,4 +1,4 @@
-"""Server configuration: one validated model, filled from CLI flags (and, later, files or the environment)."""
+"""Server configuration: one validated model, filled from the `epsync serve` flags (server/command.py)."""
 
 from __future__ import annotations
 
