@@ -13,16 +13,16 @@ stream, and after throughput bursts (messages/s and server CPU per message), and
 each named set of server options and environment variables (`OPTION_SETS`), so their
 per-connection costs and their effect on throughput can be compared.
 
-    .venv/bin/python bench/bench_connections.py                       # default,app,lean
-    .venv/bin/python bench/bench_connections.py --options default,no-channelz --repeat 3
-    .venv/bin/python bench/bench_connections.py --no-streams          # the connection alone, no call
-    .venv/bin/python bench/bench_connections.py --tracemalloc         # + the Python share per call
-    .venv/bin/python bench/bench_connections.py --request-bytes 65536 [--parse-requests]  # big requests
-    .venv/bin/python bench/bench_connections.py --server-prefix "heaptrack -o /tmp/server"
+    .venv/bin/python -m bench.bench_connections                        # default,app,lean
+    .venv/bin/python -m bench.bench_connections --options default,no-channelz --repeat 3
+    .venv/bin/python -m bench.bench_connections --no-streams           # the connection alone, no call
+    .venv/bin/python -m bench.bench_connections --tracemalloc          # + the Python share per call
+    .venv/bin/python -m bench.bench_connections --request-bytes 65536 [--parse-requests] # big requests
+    .venv/bin/python -m bench.bench_connections --server-prefix "heaptrack -o /tmp/server"
 
 By default the server gets the first CPU to itself and the clients share the others (`--no-pin`
 turns that off); on a 2-core machine that makes messages/s repeatable to about 10%. Every child
-runs this file with a hidden `--role`, reads JSON commands on stdin and answers on stdout; every
+runs this module with a hidden `--role`, reads JSON commands on stdin and answers on stdout; every
 wait has a timeout and every child is stopped (then killed) on the way out.
 """
 
@@ -50,12 +50,12 @@ from typing import Any
 import grpc
 
 from bench.loadtest.procstat import cpu_seconds
+from bench.loadtest.sut import python_env
 
 SERVICE = "bench.Connections"
 METHOD = "Watch"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
-SCRIPT = str(Path(__file__).resolve())
-RESULTS = Path(SCRIPT).parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 MiB = 1 << 20
 KiB = 1 << 10
 
@@ -438,7 +438,7 @@ async def _run_client(port: int, connections: int, request_bytes: int) -> None:
 
 
 class Child:
-    """A child process of this file, spoken to in JSON lines."""
+    """A child process running this module, spoken to in JSON lines."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -450,11 +450,12 @@ class Child:
         proc = await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,
-            SCRIPT,
+            "-m",
+            "bench.bench_connections",
             *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={"GRPC_VERBOSITY": "ERROR", **os.environ, **(env or {})},
+            env={"GRPC_VERBOSITY": "ERROR", **os.environ, **python_env(), **(env or {})},
             limit=1 << 20,
         )
         child = cls(proc)

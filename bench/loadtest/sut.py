@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -90,7 +91,7 @@ class ServerProcess:
 
 
 class EpsyncProcess(ServerProcess):
-    """`python -m epsync serve` on a free port, with its SQLite store in `data_dir`."""
+    """`python -m epsync serve` on a free port, with its store in `data_dir` (or `extra_args`' datastore)."""
 
     name = "epsync"
 
@@ -104,7 +105,7 @@ class EpsyncProcess(ServerProcess):
         argv = [
             sys.executable,
             "-m",
-            "epsync.cli",
+            "epsync",
             "serve",
             "--listen",
             self.target,
@@ -223,6 +224,11 @@ class Sampler:
         }
 
 
+# The repository's root, where `bench` is a top-level package: helper processes run `python -m bench.loadtest.<module>`.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def python_env() -> dict[str, str]:
-    """The environment for helper processes (which run this interpreter, so they import this epsync)."""
-    return {"PYTHONUNBUFFERED": "1"}
+    """The environment for helper processes: this interpreter (so this epsync), and `bench` importable from any cwd."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
