@@ -125,11 +125,17 @@ class EpsyncServer:
         self.store.add_health_listener(self._on_datastore_health)
         log.info(
             "epsync serving on %s (revision %d, %d endpoints)",
-            self.config.listen,
+            self.address,
             self.cache.revision,
             self.cache.endpoint_count(),
         )
         return self.port
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on, with the port it bound (the configured one may be 0)."""
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
 
     async def _report_health(self, datastore_healthy: bool) -> None:
         # Reads and watches go on from the cache while the datastore is down, but writes fail: a load
