@@ -1,0 +1,202 @@
+"""Server CPU per write: unary writes and the write stream, with 0, 1 and 10 watchers receiving each write.
+
+The server runs as its own process (`epsync serve` on SQLite, in a temporary directory); this
+process writes and watches. The figure that matters is the server's CPU time (user + system,
+from /proc) per write, measured over a fixed number of writes that each update one endpoint of
+node-0, so every watcher of node-0 receives every write. Throughput is printed too, but on a
+shared 2-core machine it depends on the client as much as on the server.
+
+    .venv/bin/python -m bench.bench_writes                 # 5,000 writes per point
+    .venv/bin/python -m bench.bench_writes --writes 20000 --watchers 0 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from bench import report
+from bench.loadtest.population import Shape, endpoint
+from epsync.v1 import workload_endpoint_service_pb2 as pb
+from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+
+SERVING = re.compile(rb"epsync serving on (\S+)")
+UNARY_CONCURRENCY = 64
+
+
+class Server:
+    """`python -m epsync serve` on a port the server picks; its address read back from its log."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process: asyncio.subprocess.Process | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> Server:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.process.stderr is not None
+        async with asyncio.timeout(60):
+            while line := await self.process.stderr.readline():
+                found = SERVING.search(line)
+                if found:
+                    self.address = found.group(1).decode()
+                    break
+        if not self.address:
+            raise RuntimeError(f"the server exited with status {await self.process.wait()}")
+        # Keep reading its log so the pipe never fills and stalls the server.
+        self._drain = asyncio.create_task(self._discard(self.process.stderr))
+        return self
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.read(65536):
+            pass
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        await self.process.wait()
+        self._drain.cancel()
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def update(obj: WorkloadEndpoint, generation: int) -> pb.UpdateWorkloadEndpointRequest:
+    changed = WorkloadEndpoint()
+    changed.CopyFrom(obj)
+    changed.metadata.labels["generation"] = str(generation)
+    return pb.UpdateWorkloadEndpointRequest(workload_endpoint=changed, allow_missing=True)
+
+
+async def write_stream(
+    stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest]
+) -> None:
+    requests = (pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=u) for i, u in enumerate(updates))
+    async for response in stub.WriteWorkloadEndpoints(requests):
+        if response.status.code:
+            raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
+
+
+async def unary(
+    stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest]
+) -> None:
+    pending = iter(updates)
+
+    async def worker() -> None:
+        for request in pending:
+            await stub.UpdateWorkloadEndpoint(request)
+
+    await asyncio.gather(*(worker() for _ in range(UNARY_CONCURRENCY)))
+
+
+class Watchers:
+    """`count` watchers of one node, each counting the events it receives."""
+
+    def __init__(self, stub: pb_grpc.WorkloadEndpointServiceAsyncStub, node: str, count: int) -> None:
+        self.received = [0] * count
+        self.synced = [asyncio.Event() for _ in range(count)]
+        self._progress = asyncio.Event()  # set whenever a watcher counts events
+        self._tasks = [asyncio.create_task(self._watch(stub, node, i)) for i in range(count)]
+
+    async def _watch(self, stub: pb_grpc.WorkloadEndpointServiceAsyncStub, node: str, i: int) -> None:
+        request = pb.WatchWorkloadEndpointsRequest(node=node, send_initial_events=True)
+        async for response in stub.WatchWorkloadEndpoints(request):
+            for event in response.events:
+                if event.initial_events_end:
+                    self.synced[i].set()
+                elif self.synced[i].is_set():
+                    self.received[i] += 1
+            self._progress.set()
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(event.wait() for event in self.synced))
+
+    async def wait_received(self, each: int, within: float = 60.0) -> None:
+        async with asyncio.timeout(within):
+            while any(count < each for count in self.received):
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def measure(args: argparse.Namespace) -> list[report.Row]:
+    shape = Shape(nodes=args.nodes, per_node=args.per_node, namespaces=10)
+    population = [endpoint(j, shape) for j in range(shape.endpoints)]
+    on_node0 = population[: shape.per_node]
+    rows: list[report.Row] = []
+    with tempfile.TemporaryDirectory(prefix="epsync-bench-writes-") as tmp:
+        async with Server(Path(tmp)) as server, grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+            await write_stream(
+                stub, [pb.UpdateWorkloadEndpointRequest(workload_endpoint=e, allow_missing=True) for e in population]
+            )
+            generation = 0
+            for watcher_count in args.watchers:
+                for mode in args.modes:
+                    watchers = Watchers(stub, on_node0[0].spec.node, watcher_count)
+                    await watchers.wait_synced()
+                    updates = [
+                        update(on_node0[(generation + i) % len(on_node0)], generation + i) for i in range(args.writes)
+                    ]
+                    generation += args.writes
+                    cpu_before, started = server.cpu_seconds(), time.perf_counter()
+                    await (write_stream(stub, updates) if mode == "stream" else unary(stub, updates))
+                    await watchers.wait_received(args.writes)
+                    seconds, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
+                    await watchers.stop()
+                    rows.append({
+                        "mode": mode,
+                        "watchers": watcher_count,
+                        "writes": args.writes,
+                        "writes_per_second": args.writes / seconds,
+                        "server_cpu_us_per_write": cpu / args.writes * 1e6,
+                        "server_cores": cpu / seconds,
+                    })  # fmt: skip
+                    print(
+                        ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items())
+                    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=50, help="nodes with stored endpoints")
+    parser.add_argument("--per-node", type=int, default=40, help="endpoints stored on each node")
+    parser.add_argument("--writes", type=int, default=5_000, help="timed writes per point")
+    parser.add_argument("--watchers", type=int, nargs="+", default=[0, 1, 10], help="watchers of the written node")
+    parser.add_argument("--modes", nargs="+", choices=["unary", "stream"], default=["unary", "stream"])
+    parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
+    args = parser.parse_args()
+    rows = asyncio.run(measure(args))
+    print(f"server CPU per write, {args.writes:,} writes per point, {args.nodes * args.per_node:,} endpoints stored")
+    report.print_table(
+        rows, ["mode", "watchers", "writes", "writes_per_second", "server_cpu_us_per_write", "server_cores"]
+    )
+    parameters = {"nodes": args.nodes, "per_node": args.per_node, "writes": args.writes, "label": args.label}
+    plot = report.Plot(x="watchers", y="server_cpu_us_per_write", series="mode", title="Server CPU per write (µs)")
+    report.write("writes", parameters, rows, plot, args.out)
+
+
+if __name__ == "__main__":
+    main()
