@@ -1,4 +1,4 @@
-"""Shared fixtures: a real epsync server on a free loopback port, on each datastore.
+"""Shared fixtures: a real epsync server on a loopback port the OS picks, on each datastore.
 
 Every test that takes `server` (or `datastore_settings`) runs twice: on the embedded SQLite store
 in a temporary directory, and on a real etcd (one per test session, a fresh key prefix per test).
@@ -8,11 +8,14 @@ A test about one backend's nature is marked `@pytest.mark.sqlite_only`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +87,9 @@ async def client(server: EpsyncServer) -> AsyncIterator[Client]:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Racy: another process may take it before it is used. A server should
+    listen on port 0 and report the port it bound (see `serve_process`); this is for what cannot, such as an
+    address a client must find closed."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -115,3 +121,63 @@ def grpcurl_binary() -> str:
         if path.exists():
             return str(path)
     raise RuntimeError("grpcurl is not installed: run `make tools` (make test does)")
+
+
+@dataclass
+class ServerProcess:
+    """`epsync serve` running as a subprocess; `log` collects its stderr as it is written."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log: list[str]
+
+
+SERVING = re.compile(r"epsync serving on \S*:(\d+)")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(*args: str, within: float = 30) -> AsyncIterator[ServerProcess]:
+    """`epsync serve --listen 127.0.0.1:0 *args` as a user runs it, yielded once it serves, with its bound port.
+
+    Ready means the server has logged that it serves, with the address it bound (it does so once it listens),
+    so there is no polling; the port is the OS's choice, so nothing can take it between choosing and binding.
+    On exit the server gets SIGTERM (and SIGKILL if it does not stop), unless the test already ended it.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *epsync_command("serve", "--listen", "127.0.0.1:0", *args),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    stderr = process.stderr
+    log: list[str] = []
+    drain: asyncio.Task[None] | None = None
+    try:
+        match = None
+        async with asyncio.timeout(within):
+            while match is None:
+                line = await stderr.readline()
+                if not line:
+                    raise RuntimeError(f"epsync exited with {await process.wait()} before serving:\n{''.join(log)}")
+                log.append(line.decode())
+                match = SERVING.search(log[-1])
+        running = ServerProcess(process, int(match.group(1)), log)
+        assert running.port != 0, "the server logged the port it was given, not the one it bound"
+
+        async def keep_reading() -> None:  # so that a full pipe never blocks the server's logging
+            async for line in stderr:
+                log.append(line.decode())
+
+        drain = asyncio.create_task(keep_reading())
+        yield running
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if drain is not None:
+            await drain
