@@ -78,6 +78,8 @@ class EpsyncServer:
             revision_step=max(1, config.history_window // 4),
             tick_seconds=config.bookmark_tick_seconds,
         )
+        self.endpoint_registry = endpoint_registry(self.store, self.cache)
+        self.profile_registry = profile_registry(self.store, self.cache)
         self.endpoint_hub = EndpointWatchHub(self.cache, limits, bookmarks)
         self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
@@ -93,14 +95,14 @@ class EpsyncServer:
 
         server = grpc.aio.server(options=grpc_options(self.config))
         endpoints = WorkloadEndpointServicer(
-            endpoint_registry(self.store, self.cache),
+            self.endpoint_registry,
             self.cache,
             self.config,
             self.endpoint_hub,
             lambda: self.store.current_revision,
         )
         profiles = ProfileServicer(
-            profile_registry(self.store, self.cache),
+            self.profile_registry,
             self.cache,
             self.config,
             self.profile_hub,
@@ -166,6 +168,8 @@ class EpsyncServer:
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds if grace is None else grace)
             self._server = None
+        await self.endpoint_registry.close()
+        await self.profile_registry.close()
         await self.store.close()
 
     async def wait_for_termination(self) -> None:

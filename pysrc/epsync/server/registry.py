@@ -1,27 +1,42 @@
-"""The generic write path: create, update and delete for every kind, with optimistic concurrency.
+"""The write path for every kind: writes from all callers gathered into batches, with optimistic concurrency.
 
-Each operation reads the current object from the cache, checks the client's preconditions,
-and writes with a compare-and-swap on the mod revision it read (the same shape as Kubernetes'
-GuaranteedUpdate over etcd). If the swap loses a race the operation retries against the
-winner's record, which the conflict hands back, unless the client pinned a resource_version, in
-which case losing the race is the client's ABORTED. Every round of a race commits at least one
-writer, so n concurrent writers to one key all land within n rounds; a time budget, not an
-attempt count, bounds the loop. Server-owned metadata (uid, creation_timestamp) is set on create and carried over on
-every update, so identity never changes.
+Unary calls and write streams alike `submit` a write and get a future; one batcher task per kind
+takes everything queued, validates and normalises it, checks each write's preconditions against
+the cache, and hands the whole batch to the datastore in ONE `write()` call (one group commit,
+one cache and index apply, one publication to the watchers). No task per write: a write is a
+queue entry and a future.
+
+Order. Writes are taken in the order they were submitted. A write to a key that an earlier,
+unfinished write is writing (in this batch or in one still committing) waits for it and is taken
+in a later batch, and so does every later write of the same stream, so a stream's writes reach
+the store in request order and each sees the ones before it (create A then delete A deletes what
+the create stored). A batch is handed to the store and the next one is gathered while it
+commits, so batches pipeline with the store's own group commit.
+
+Concurrency. Each write compares-and-swaps on the mod revision it read (the shape of Kubernetes'
+GuaranteedUpdate over etcd). If the swap loses a race (another replica wrote the key), the write
+is retried against the winner's record, which the conflict hands back, unless the client pinned a
+resource_version, in which case losing is the client's ABORTED. A time budget bounds the retries.
+Server-owned metadata (uid, creation_timestamp) is set on create and carried over on every update,
+so identity never changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from epsync.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from epsync.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, ResourceType
-from epsync.store.base import Committed, Conflict, Datastore, Delete, Put, Record
+from epsync.store.base import Committed, Conflict, Datastore, Delete, Put, Record, WriteFailed, WriteResult
 from epsync.sync.cache import ResourceCache
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
@@ -30,6 +45,8 @@ R = TypeVar("R", WorkloadEndpoint, Profile)
 
 # How long one write may keep losing compare-and-swap races before it gives up with ABORTED.
 _RETRY_BUDGET_SECONDS = 10.0
+# The most writes one batch hands to the store.
+MAX_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +55,59 @@ class Deleted(Generic[R]):
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class CreateOp(Generic[R]):
+    object: R
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOp(Generic[R]):
+    object: R
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    key: str
+    resource_version: int = 0
+    uid: str = ""
+    allow_missing: bool = False
+
+
+Operation: TypeAlias = CreateOp[R] | UpdateOp[R] | DeleteOp
+Outcome: TypeAlias = R | Deleted[R]  # what a create or update stored, or what a delete removed
+
+
+@dataclass(slots=True, eq=False)
+class _Pending(Generic[R]):
+    """One submitted write on its way through the batcher."""
+
+    operation: Operation[R]
+    stream: Hashable | None  # writes of one stream keep their order; None: a unary call
+    future: asyncio.Future[Outcome[R]]
+    deadline: float
+    key: str | None = None
+    normalized: R | None = None  # create and update: the validated object
+    winner: Record | None = None  # set after a lost race: what won, fresher than the cache may be
+    raced: bool = False
+    write: Put | Delete | None = None
+
+
 class Registry(Generic[R]):
-    """Writes for one kind; reads the current state from the cache, writes through the datastore."""
+    """Writes for one kind, batched; reads the current state from the cache, writes through the datastore."""
 
     def __init__(self, rtype: ResourceType[R], store: Datastore, cache: ResourceCache) -> None:
         self.rtype: ResourceType[R] = rtype
         self._store = store
         self._cache = cache
+        self._queue: deque[_Pending[R]] = deque()
+        self._wakeup = asyncio.Event()
+        self._busy_keys: set[str] = set()  # keys of writes handed to the store and not yet answered
+        self._batcher: asyncio.Task[None] | None = None
+        self._committing: set[asyncio.Task[None]] = set()
+        self._commit_task_name = f"epsync-{rtype.kind.value}-commit"
+
+    # --- reads ------------------------------------------------------------------------------------
 
     def current(self, key: str) -> R | None:
         return self._cache.get(self.rtype, key)
@@ -55,99 +118,246 @@ class Registry(Generic[R]):
             raise NotFound(f"{self.rtype.describe(key)} not found")
         return obj
 
-    async def create(self, obj: R) -> R:
-        creation = self._creation(obj)
-        result = await self._write_one(creation)
-        if isinstance(result, Conflict):
-            raise AlreadyExists(f"{self.rtype.describe(creation.key)} already exists")
-        return self._decoded(result)
+    # --- writes -----------------------------------------------------------------------------------
 
-    def _creation(self, obj: R) -> Put:
-        """The write that creates `obj`, with its server-owned identity, if its key is free."""
-        new = self.rtype.normalize(obj)
-        new.metadata.uid = str(uuid.uuid4())
-        new.metadata.creation_timestamp.CopyFrom(_now())
-        return Put(self.rtype.kind, self.rtype.key_of(new), self.rtype.encode(new), expected_mod_revision=0)
+    async def create(self, obj: R) -> R:
+        return _as_object(await self.submit(CreateOp(obj)))
 
     async def update(self, obj: R, *, allow_missing: bool = False) -> R:
-        new = self.rtype.normalize(obj)
-        key = self.rtype.key_of(new)
-        precondition = new.metadata.resource_version
-        if precondition < 0:
-            raise InvalidArgument([FieldViolation("metadata.resource_version", "must not be negative")])
-        current = self.current(key)
-        deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
-        while time.monotonic() < deadline:
+        return _as_object(await self.submit(UpdateOp(obj, allow_missing)))
+
+    async def delete(
+        self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
+    ) -> Deleted[R]:
+        outcome = await self.submit(DeleteOp(key, resource_version, uid, allow_missing))
+        assert isinstance(outcome, Deleted)
+        return outcome
+
+    def submit(self, operation: Operation[R], stream: Hashable | None = None) -> asyncio.Future[Outcome[R]]:
+        """Queue a write; the future resolves with its outcome or fails with the error the caller gets.
+
+        Synchronous, so writes are queued in the order `submit` is called."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome[R]] = loop.create_future()
+        self._queue.append(_Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = loop.create_task(self._run(), name=f"epsync-{self.rtype.kind.value}-batcher")
+        self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        """Stop taking batches; writes already handed to the store finish first."""
+        if self._batcher is not None:
+            self._batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+            self._batcher = None
+        if self._committing:
+            await asyncio.wait(self._committing)
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(
+                    Unavailable("the server is shutting down; the write was not made", reason="SHUTTING_DOWN")
+                )
+        self._queue.clear()
+
+    # --- the batcher ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            # The task queues the batch on the store in its first step, and tasks start in the order they
+            # are created: batches reach the store in the order they were taken.
+            task = asyncio.get_running_loop().create_task(self._commit(batch), name=self._commit_task_name)
+            self._committing.add(task)
+            task.add_done_callback(self._committing.discard)
+            if len(batch) == MAX_BATCH:
+                self._wakeup.set()
+
+    def _take_batch(self) -> list[_Pending[R]]:
+        """Everything queued that can go now, in order; the rest stays queued in order."""
+        batch: list[_Pending[R]] = []
+        deferred: deque[_Pending[R]] = deque()
+        held_streams: set[Hashable] = set()
+        batch_keys: set[str] = set()
+        while self._queue and len(batch) < MAX_BATCH:
+            pending = self._queue.popleft()
+            if pending.future.done():  # its caller went away
+                continue
+            if pending.stream is not None and pending.stream in held_streams:
+                deferred.append(pending)
+                continue
+            try:
+                key = self._prepare_key(pending)
+            except Exception as error:  # a bad request, or a bug: either way this write's answer
+                pending.future.set_exception(error)
+                continue
+            if key in self._busy_keys or key in batch_keys:
+                deferred.append(pending)
+                if pending.stream is not None:
+                    held_streams.add(pending.stream)
+                continue
+            try:
+                self._plan(pending)
+            except Exception as error:
+                pending.future.set_exception(error)
+                continue
+            if pending.write is None:
+                continue  # answered without a write (a delete of nothing, allowed)
+            batch_keys.add(key)
+            batch.append(pending)
+        deferred.extend(self._queue)
+        self._queue = deferred
+        self._busy_keys |= batch_keys
+        return batch
+
+    def _prepare_key(self, pending: _Pending[R]) -> str:
+        """Validate and normalise (once per write, not per retry) and return the key it writes."""
+        if pending.key is not None:
+            return pending.key
+        operation = pending.operation
+        if isinstance(operation, DeleteOp):
+            pending.key = operation.key
+        else:
+            pending.normalized = self.rtype.normalize(operation.object)
+            pending.key = self.rtype.key_of(pending.normalized)
+        return pending.key
+
+    def _plan(self, pending: _Pending[R]) -> None:
+        """Decide the write (with its compare-and-swap) from the current state, or answer at once."""
+        operation, key = pending.operation, pending.key
+        assert key is not None
+        if pending.raced:
+            current = None if pending.winner is None else _decoded(self.rtype, pending.winner)
+        else:
+            current = self.current(key)
+        pending.write = None
+        if isinstance(operation, CreateOp):
+            assert pending.normalized is not None
+            if current is not None:
+                raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
+            pending.write = self._creation(pending.normalized, key)
+        elif isinstance(operation, UpdateOp):
+            assert pending.normalized is not None
+            new = pending.normalized
+            precondition = new.metadata.resource_version
+            if precondition < 0:
+                raise InvalidArgument([FieldViolation("metadata.resource_version", "must not be negative")])
             if current is None:
-                if not allow_missing:
+                if not operation.allow_missing:
                     raise NotFound(f"{self.rtype.describe(key)} not found (set allow_missing to create it)")
                 if precondition:
                     raise Aborted(
                         f"{self.rtype.describe(key)} does not exist, so it cannot be at resource_version {precondition}"
                     )
-                created = await self._write_one(self._creation(obj))
-                if isinstance(created, Committed):
-                    return self._decoded(created)
-                # Created meanwhile, maybe before this replica's cache heard of it: update the winner.
-                current = self._winner(created)
-                continue
+                pending.write = self._creation(new, key)
+                return
             if precondition and precondition != current.metadata.resource_version:
                 raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
             new.metadata.uid = current.metadata.uid
             new.metadata.creation_timestamp.CopyFrom(current.metadata.creation_timestamp)
             expected = current.metadata.resource_version
-            result = await self._write_one(Put(self.rtype.kind, key, self.rtype.encode(new), expected))
-            if isinstance(result, Committed):
-                return self._decoded(result)
-            if precondition:
-                raise _version_mismatch(self.rtype, key, precondition, _revision_of(result.current))
-            current = self._winner(result)
-        raise Aborted(f"{self.rtype.describe(key)} is changing too fast to update; retry")
-
-    async def delete(
-        self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
-    ) -> Deleted[R]:
-        current = self.current(key)
-        deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
-        while time.monotonic() < deadline:
+            pending.write = Put(self.rtype.kind, key, self.rtype.encode(new), expected)
+        else:
             if current is None:
-                if not allow_missing or resource_version or uid:
+                if not operation.allow_missing or operation.resource_version or operation.uid:
                     raise NotFound(f"{self.rtype.describe(key)} not found")
+                if pending.raced:
+                    # The store said there is nothing to delete.
+                    pending.future.set_result(Deleted(None, self._cache.revision))
+                    return
                 # The cache may not have heard of the object yet (another replica just created it):
                 # the store, not the cache, says whether there is nothing to delete.
-                result = await self._write_one(Delete(self.rtype.kind, key))
-                if isinstance(result, Committed):
-                    return Deleted(self._previous(result), result.revision)
-                return Deleted(None, self._cache.revision)
-            if resource_version and resource_version != current.metadata.resource_version:
-                raise _version_mismatch(self.rtype, key, resource_version, current.metadata.resource_version)
-            if uid and uid != current.metadata.uid:
+                pending.write = Delete(self.rtype.kind, key)
+                return
+            rv = operation.resource_version
+            if rv and rv != current.metadata.resource_version:
+                raise _version_mismatch(self.rtype, key, rv, current.metadata.resource_version)
+            if operation.uid and operation.uid != current.metadata.uid:
                 raise Aborted(
-                    f"{self.rtype.describe(key)} has uid {current.metadata.uid}, not {uid}: "
+                    f"{self.rtype.describe(key)} has uid {current.metadata.uid}, not {operation.uid}: "
                     "it was deleted and created again"
                 )
-            result = await self._write_one(Delete(self.rtype.kind, key, current.metadata.resource_version))
-            if isinstance(result, Committed):
-                return Deleted(current, result.revision)
-            if resource_version:
-                raise _version_mismatch(self.rtype, key, resource_version, _revision_of(result.current))
-            current = self._winner(result)
-        raise Aborted(f"{self.rtype.describe(key)} is changing too fast to delete; retry")
+            pending.write = Delete(self.rtype.kind, key, current.metadata.resource_version)
 
-    async def _write_one(self, write: Put | Delete) -> Committed | Conflict:
-        (result,) = await self._store.write([write])
-        return result
+    def _creation(self, new: R, key: str) -> Put:
+        """The write that creates `new`, with its server-owned identity, if its key is free."""
+        created = self.rtype.message()
+        created.CopyFrom(new)
+        created.metadata.uid = str(uuid.uuid4())
+        created.metadata.creation_timestamp.CopyFrom(_now())
+        return Put(self.rtype.kind, key, self.rtype.encode(created), expected_mod_revision=0)
 
-    def _winner(self, conflict: Conflict) -> R | None:
-        """What won the race: the conflict carries the stored record, fresher than the cache may yet be."""
-        return _decoded(self.rtype, conflict.current) if conflict.current is not None else None
+    async def _commit(self, batch: list[_Pending[R]]) -> None:
+        writes = [p.write for p in batch if p.write is not None]
+        retry: list[_Pending[R]] = []
+        try:
+            try:
+                results: list[WriteResult | Exception] = list(await self._store.write(writes))
+            except WriteFailed as error:
+                # Each write failed or stood alone: answer each as it went.
+                results = [o if not isinstance(o, Exception) else WriteFailed([o]) for o in error.outcomes]
+            except Exception as error:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                return
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    pending.future.set_exception(result)
+                    continue
+                try:
+                    outcome = self._interpret(pending, result)
+                except Exception as error:
+                    pending.future.set_exception(error)
+                    continue
+                if outcome is None:
+                    retry.append(pending)
+                else:
+                    pending.future.set_result(outcome)
+        finally:
+            self._busy_keys.difference_update(p.key for p in batch if p.key is not None)
+        if retry:
+            # Ahead of everything queued since: they were submitted later.
+            self._queue.extendleft(reversed(retry))
+        if self._queue:
+            self._wakeup.set()
 
-    def _previous(self, result: Committed) -> R | None:
-        return _decoded(self.rtype, result.previous) if result.previous is not None else None
+    def _interpret(self, pending: _Pending[R], result: Committed | Conflict) -> Outcome[R] | None:
+        """The caller's outcome, or None to retry after a lost race."""
+        operation, key = pending.operation, pending.key
+        assert key is not None
+        if isinstance(result, Committed):
+            if isinstance(operation, DeleteOp):
+                previous = None if result.previous is None else _decoded(self.rtype, result.previous)
+                return Deleted(previous, result.revision)
+            assert result.record is not None, "a committed put always has a record"
+            return _decoded(self.rtype, result.record)
+        if isinstance(operation, CreateOp):
+            raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
+        if isinstance(operation, DeleteOp):
+            pinned = operation.resource_version
+        else:
+            assert pending.normalized is not None
+            pinned = pending.normalized.metadata.resource_version
+        if pinned:
+            raise _version_mismatch(self.rtype, key, pinned, _revision_of(result.current))
+        if time.monotonic() >= pending.deadline:
+            verb = "delete" if isinstance(operation, DeleteOp) else "update"
+            raise Aborted(f"{self.rtype.describe(key)} is changing too fast to {verb}; retry")
+        pending.raced, pending.winner = True, result.current
+        return None
 
-    def _decoded(self, result: Committed) -> R:
-        assert result.record is not None, "a committed put always has a record"
-        return _decoded(self.rtype, result.record)
+
+def _as_object(outcome: R | Deleted[R]) -> R:
+    assert not isinstance(outcome, Deleted)
+    return outcome
 
 
 def _decoded(rtype: ResourceType[R], record: Record) -> R:
