@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import report
-from bench.population import APPS, TIERS, namespace_profiles, pod_labels
+from bench.population import APPS, TIERS, Shape, namespace_name, own_labels, profile_specs, traits
 from epsync._core import ADDED, DELETED, MODIFIED, EndpointIndex, Selector
 
 Labels = Mapping[str, str]
@@ -44,7 +44,10 @@ NODE_0_ENDPOINTS = 100
 SELECTOR_WATCHERS = 1_000
 SHARED_PROFILE = "team.shared"
 SHARED_USERS = 10_000
-TEAMS = ("payments", "checkout")
+# The shared profile's label: not `team`, which every endpoint already inherits from its namespace's
+# profile (listed first, so it would win and the shared profile's edits would move nothing).
+SHARED_LABEL = "squad"
+SQUADS = ("payments", "checkout")
 
 
 # ---- a tiny pure-Python selector: text for Rust, a closure for Python ----
@@ -93,14 +96,16 @@ class Watcher:
 
 def selector_watchers(rng: random.Random, count: int) -> list[Watcher]:
     """`count` distinct selector watchers in a realistic mix; about a fifth are namespace-scoped."""
-    namespaces = [f"ns-{n}" for n in range(NAMESPACES)]
+    namespaces = [namespace_name(n) for n in range(NAMESPACES)]
     makers: list[tuple[int, Callable[[], Watcher]]] = [
         (20, lambda: Watcher("", "", eq("app", rng.choice(APPS)))),
         (15, lambda: Watcher("", "", and_(in_("app", tuple(rng.sample(APPS, 2))), eq("env", "prod")))),
-        (10, lambda: Watcher("", "", eq("app.kubernetes.io/name", f"{rng.choice(APPS)}-{rng.randrange(37)}"))),
+        (10, lambda: Watcher("", "", eq("app.kubernetes.io/instance", f"{rng.choice(APPS)}-{rng.choice(namespaces)}"))),
         (
             5,
-            lambda: Watcher("", "", has(rng.choice(["team", "canary", "app.kubernetes.io/name", "pod-template-hash"]))),
+            lambda: Watcher(
+                "", "", has(rng.choice([SHARED_LABEL, "canary", "app.kubernetes.io/instance", "pod-template-hash"]))
+            ),
         ),
         (5, lambda: Watcher("", "", ne("tier", rng.choice(TIERS)))),
         (10, lambda: Watcher(rng.choice(namespaces), "", eq("app", rng.choice(APPS)))),
@@ -108,13 +113,13 @@ def selector_watchers(rng: random.Random, count: int) -> list[Watcher]:
         (3, lambda: Watcher(rng.choice(namespaces), "", ne("tier", rng.choice(TIERS)))),
         (10, lambda: Watcher("", "", eq("projectcalico.org/name", rng.choice(namespaces)))),
         (5, lambda: Watcher("", "", and_(eq("env", "prod"), eq("tier", rng.choice(TIERS))))),
-        (6, lambda: Watcher("", "", and_(eq("team", rng.choice(TEAMS)), eq("app", rng.choice(APPS))))),
-        (6, lambda: Watcher(rng.choice(namespaces), "", eq("team", rng.choice(TEAMS)))),
+        (6, lambda: Watcher("", "", and_(eq(SHARED_LABEL, rng.choice(SQUADS)), eq("app", rng.choice(APPS))))),
+        (6, lambda: Watcher(rng.choice(namespaces), "", eq(SHARED_LABEL, rng.choice(SQUADS)))),
     ]
     weights = [weight for weight, _ in makers]
     # Distinct as the core sees them: by canonical selector.
     watchers: dict[tuple[str, str, str], Watcher] = {}
-    candidates = (Watcher("", "", eq("team", team)) for team in TEAMS)
+    candidates = (Watcher("", "", eq(SHARED_LABEL, squad)) for squad in SQUADS)
     while len(watchers) < count:
         watcher = next(candidates, None) or rng.choices(makers, weights)[0][1]()
         canonical = str(Selector(watcher.selector.text)) if watcher.selector else ""
@@ -152,22 +157,25 @@ class Cluster:
     revision: int
 
 
-def endpoint_rows(rng: random.Random) -> Iterator[tuple[str, str, str, dict[str, str], list[str], int]]:
+def endpoint_rows(shape: Shape) -> Iterator[tuple[str, str, str, dict[str, str], list[str], int]]:
+    """The population's endpoints (namespace, labels), placed on this benchmark's nodes and shared profile."""
     node_0_every = ENDPOINTS // NODE_0_ENDPOINTS
     for i in range(ENDPOINTS):
-        ns = f"ns-{i % NAMESPACES}"
-        labels = pod_labels(i, rng)
+        pod = traits(i, shape)
+        ns = pod.namespace
         node = "node-0" if i % node_0_every == 0 else f"node-{1 + i % (NODES - 1)}"
         profiles = [f"kns.{ns}", f"ksa.{ns}.default"]
         if i % (ENDPOINTS // SHARED_USERS) == 3:
             profiles.append(SHARED_PROFILE)
-        yield ns, f"{labels['app']}-{i:06d}", node, labels, profiles, i + 1
+        yield ns, f"{pod.app}-{i:06d}", node, own_labels(pod), profiles, i + 1
 
 
 def build(seed: int) -> Cluster:
+    # The shape gives the namespaces and the seed; where endpoints live is endpoint_rows' own layout.
+    shape = Shape(nodes=ENDPOINTS // NODE_0_ENDPOINTS, per_node=NODE_0_ENDPOINTS, namespaces=NAMESPACES, seed=seed)
     rng = random.Random(seed)
-    profiles = [*namespace_profiles(NAMESPACES), (SHARED_PROFILE, {"team": TEAMS[0]})]
-    rows = list(endpoint_rows(rng))
+    profiles = [*profile_specs(shape), (SHARED_PROFILE, {SHARED_LABEL: SQUADS[0]})]
+    rows = list(endpoint_rows(shape))
     index = EndpointIndex()
     index.upsert_profiles(profiles)
     index.upsert_endpoints(rows)
@@ -313,7 +321,7 @@ def bench_profile_change(c: Cluster, rng: random.Random, runs: int, py_runs: int
     py_ns: list[int] = []
     moved = 0
     for run in range(runs + py_runs):
-        labels = {"team": TEAMS[(run + 1) % 2]}
+        labels = {SHARED_LABEL: SQUADS[(run + 1) % 2]}
         c.revision += 1
         started = time.perf_counter_ns()
         subjects, deliveries = c.index.apply([], [(c.revision, SHARED_PROFILE, labels)])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -20,24 +19,21 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.population import cluster
+from bench.loadtest.sut import free_port
+from bench.population import Shape, endpoint, profiles
 from epsync.client import Client
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 
-# (label, selector): from everything to a small slice, with and without inherited profile labels.
+# (label, selector): from everything to a small slice, with and without inherited profile labels
+# (shares of the population in bench/population.py).
 SELECTORS = (
     ("none", ""),
     ("all via has()", "has(app)"),
     ("own label, 1/10", "app == 'web'"),
-    ("inherited, 1/2", "env == 'prod'"),
-    ("own + inherited, 1/10", "app in {'web', 'api'} && env == 'prod' && !has(canary)"),
+    ("inherited, 1/3", "env == 'prod'"),
+    ("own + inherited, 1/15", "app in {'web', 'api'} && env == 'prod' && !has(canary)"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+PER_NODE = 20  # endpoints per node: 10,000 endpoints on 500 nodes
 
 
 async def start_server(data_dir: Path, port: int) -> asyncio.subprocess.Process:
@@ -59,11 +55,11 @@ async def start_server(data_dir: Path, port: int) -> asyncio.subprocess.Process:
 
 
 async def populate(client: Client, endpoints: int, concurrency: int) -> float:
-    population = cluster(endpoints)
+    shape = Shape(nodes=-(-endpoints // PER_NODE), per_node=PER_NODE)
     started = time.perf_counter()
-    for profile in population.profiles:
+    for profile in profiles(shape):
         await client.create_profile(profile)
-    queue = list(reversed(population.endpoints))
+    queue = [endpoint(j, shape) for j in reversed(range(endpoints))]
 
     async def worker() -> None:
         while queue:

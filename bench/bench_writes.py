@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 
 from bench import report
-from bench.loadtest.population import Shape, endpoint
+from bench.population import Shape, endpoint
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint

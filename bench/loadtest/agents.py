@@ -38,7 +38,7 @@ import grpc
 from bench.loadtest import procstat
 from bench.loadtest.control import ChildChannel, Message, child_channel
 from bench.loadtest.histogram import Histogram
-from bench.loadtest.population import ETCD_PREFIX, etcd_node_prefix, sent_ns_of
+from bench.population import ETCD_PREFIX, etcd_node_prefix, sent_ns_of
 from epsync.errors import rpc_error
 from epsync.etcd.v3 import rpc_pb2
 from epsync.server import gcpolicy

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bench.loadtest.population import ETCD_PREFIX, Membership
+from bench.population import ETCD_PREFIX, Membership
 from epsync.client import Client
 from epsync.store.etcd.client import EtcdClient
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.loadtest.population import Shape
+    from bench.population import Shape
 
 MiB = 1 << 20
 ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7)
@@ -57,7 +57,7 @@ class Settings:
 
     @property
     def shape(self) -> Shape:
-        from bench.loadtest.population import Shape
+        from bench.population import Shape
 
         return Shape(self.nodes, self.per_node, namespaces=self.namespaces, seed=self.seed)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from bench.loadtest.population import NAMESPACE_LABEL, ORCHESTRATOR_LABEL, Shape, container_id, endpoint
+from bench.population import NAMESPACE_LABEL, ORCHESTRATOR_LABEL, Shape, container_id, endpoint
 from epsync.sync.wire import varint
 
 # Field numbers: WorkloadEndpoint.spec = 2, WorkloadEndpointSpec.container_id = 4,
@@ -61,7 +61,7 @@ class Payloads:
 
     def etcd_key(self, j: int) -> bytes:
         self.base(j)
-        from bench.loadtest.population import etcd_key
+        from bench.population import etcd_key
 
         return etcd_key(self.nodes[j], self.keys[j])
 

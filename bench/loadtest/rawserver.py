@@ -27,7 +27,7 @@ import grpc
 from bench.loadtest import procstat
 from bench.loadtest.control import ChildChannel, Message, child_channel
 from bench.loadtest.payload import Payloads
-from bench.loadtest.population import Shape, membership, node_name, node_of
+from bench.population import Shape, membership, node_name, node_of
 from epsync.server import gcpolicy
 from epsync.sync.wire import MODIFIED, bookmark_entry, event_entry, join_response, object_with_version
 from epsync.v1.workload_endpoint_service_pb2 import WatchWorkloadEndpointsRequest

@@ -47,8 +47,8 @@ from bench.loadtest.control import Child, Message
 from bench.loadtest.fleet import Fleet
 from bench.loadtest.histogram import Histogram
 from bench.loadtest.options import Settings, add_arguments, settings_from
-from bench.loadtest.population import Membership, membership, node_name, node_of
 from bench.loadtest.sut import EpsyncProcess, EtcdProcess, Sampler, ServerProcess, etcd_binary, free_port, python_env
+from bench.population import Membership, membership, node_name, node_of
 
 MiB = 1 << 20
 

@@ -30,7 +30,7 @@ from bench.loadtest import procstat
 from bench.loadtest.control import ChildChannel, Message, child_channel
 from bench.loadtest.histogram import Histogram
 from bench.loadtest.payload import Payloads
-from bench.loadtest.population import Shape, profiles
+from bench.population import Shape, profiles
 from epsync.server import gcpolicy
 from epsync.v1.profile_service_pb2 import UpdateProfileRequest
 from epsync.v1.profile_service_pb2_grpc import ProfileServiceStub

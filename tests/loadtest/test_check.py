@@ -8,8 +8,8 @@ from pathlib import Path
 from bench.loadtest import check
 from bench.loadtest.control import Child
 from bench.loadtest.fleet import Fleet
-from bench.loadtest.population import Shape, membership, node_name
 from bench.loadtest.sut import EpsyncProcess, python_env
+from bench.population import Shape, membership, node_name
 
 SHAPE = Shape(nodes=6, per_node=4, namespaces=3)
 

@@ -1,11 +1,11 @@
-"""The synthetic cluster every load-test process rebuilds on its own must be the same everywhere."""
+"""The synthetic cluster (bench/population.py) every load-test process rebuilds on its own, the same everywhere."""
 
 from __future__ import annotations
 
 import time
 
 from bench.loadtest.payload import Payloads
-from bench.loadtest.population import Shape, effective_labels, endpoint, key_of, membership, node_name, sent_ns_of
+from bench.population import Shape, effective_labels, endpoint, key_of, membership, node_name, profiles, sent_ns_of
 
 from epsync._core import Selector
 from epsync.etcd.v3 import rpc_pb2
@@ -23,6 +23,16 @@ def test_endpoints_are_valid_and_live_on_their_node() -> None:
         assert normalized.metadata.name == wep.metadata.name
         assert wep.spec.node == node_name(j // SHAPE.per_node)
         assert key_of(j, SHAPE) == f"{wep.metadata.namespace}/{wep.metadata.name}"
+
+
+def test_every_profile_an_endpoint_names_exists_and_applies_its_labels() -> None:
+    stored = {profile.metadata.name: dict(profile.spec.labels_to_apply) for profile in profiles(SHAPE)}
+    assert len(stored) == 2 * SHAPE.namespaces
+    for j in range(SHAPE.endpoints):
+        wep = endpoint(j, SHAPE)
+        assert set(wep.spec.profiles) <= set(stored)
+        inherited = {k: v for name in wep.spec.profiles for k, v in stored[name].items()}
+        assert inherited.items() <= effective_labels(j, SHAPE).items()
 
 
 def test_stored_endpoints_are_about_600_bytes() -> None:
