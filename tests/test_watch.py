@@ -207,14 +207,23 @@ async def test_resource_version_from_the_future_is_too_new(server: EpsyncServer,
 
 async def test_periodic_bookmarks_only_when_allowed(tmp_path: Path, datastore_settings: dict[str, Any]) -> None:
     timings = {"bookmark_interval_seconds": 0.2, "bookmark_tick_seconds": 0.05}
-    async with running_server(tmp_path, **datastore_settings, **timings) as server, channel(server) as opened:
+    async with (
+        running_server(tmp_path, **datastore_settings, **timings) as server,
+        channel(server) as opened,
+        Client(f"127.0.0.1:{server.port}") as client,
+    ):
         allowed = watch_endpoints(opened, allow_bookmarks=True)
         silent = watch_endpoints(opened)
         await silent.until_synced()
         events = await allowed.read_until(lambda es: len([e for e in es if e.type == BOOKMARK]) >= 3)
         assert [e.initial_events_end for e in events[:3]] == [True, False, False]
-        await asyncio.sleep(0.3)
-        assert len(silent.responses) == 1  # just the end of its catch-up, nothing since
+        # Both watchers were idle through those periodic bookmarks. A write both see comes after anything the
+        # server sent the silent one in that time: it must have had the end of its catch-up and nothing else.
+        sentinel = await client.create_endpoint(endpoint("sentinel"))
+        await silent.until_count(1)
+        assert [(e.type, e.initial_events_end) for e in silent.events] == [(BOOKMARK, True), (ADDED, False)]
+        assert silent.events[-1].resource_version == sentinel.metadata.resource_version
+        assert len(silent.responses) == 2
 
 
 COUNT = 1200
