@@ -1,14 +1,14 @@
-"""The sizes and durations of an `epsync bench` run, and its command-line flags.
-
-Kept apart from the load test itself so that building the `epsync` command's parser stays cheap.
-"""
+"""The sizes and durations of a load-test run, and its command-line flags (`python -m bench.loadtest --help`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.report import RESULTS
 
 if TYPE_CHECKING:
     from bench.population import Shape
@@ -19,7 +19,7 @@ ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7)
 
 @dataclass(frozen=True)
 class Settings:
-    """Every size and duration of a run (the flags of `epsync bench`)."""
+    """Every size and duration of a run (its flags)."""
 
     nodes: int = 2000
     per_node: int = 50
@@ -87,7 +87,7 @@ SMOKE: dict[str, Any] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `epsync bench`; every size of every scenario has one."""
+    """The load test's flags; every size of every scenario has one."""
     d = Settings()
     add = parser.add_argument
     add("--nodes", type=int, default=d.nodes, help="node watchers N, one node each (default %(default)s)")
@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scenario 3: rewrites of every endpoint of the stalled nodes during the stall",
     )
     add("--scenarios", type=_ints, default=d.scenarios, help="scenarios to run, e.g. 1,2,6 (default: all)")
-    add("--out", type=Path, default=None, help="results directory (default bench/results if ./bench exists)")
+    add("--out", type=Path, default=None, help="results directory (default bench/results)")
     add("--timeout", type=float, default=None, help="seconds the whole run may take (900; smoke 240)")
     add("--sync-timeout", type=float, default=d.sync_timeout, help="seconds watchers may take to get in sync")
     add("--etcd-binary", default=None, help="etcd to run (default .tools/bin/etcd, else PATH)")
@@ -146,8 +146,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = replace(settings, **{k: v for k, v in SMOKE.items() if getattr(settings, k) == getattr(defaults, k)})
     if explicit_timeout is not None:
         settings = replace(settings, timeout=explicit_timeout)
-    out = explicit_out or (Path("bench/results") if Path("bench").is_dir() else Path("epsync-bench-results"))
-    return replace(settings, out=out)
+    # Relative to the working directory, so that a run from the repository records `bench/results`.
+    return replace(settings, out=explicit_out or Path(os.path.relpath(RESULTS)))
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -42,7 +42,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.loadtest import check, procstat, report
+from bench import report
+from bench.loadtest import check, procstat
 from bench.loadtest.control import Child, Message
 from bench.loadtest.fleet import Fleet
 from bench.loadtest.histogram import Histogram
