@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,7 @@ from epsync.server.app import EpsyncServer
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WatchWorkloadEndpointsRequest
-from tests.conftest import free_port, server_config
+from tests.conftest import server_config
 from tests.factories import endpoint, profile
 from tests.selector_reference import All, And, Compare, Has, InSet, Node, Not, Or, evaluate, render
 
@@ -159,14 +160,12 @@ async def consume(
     async for event in view:
         seen.append(event)
         if slow:
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # paces a slow reader: its buffer may fill and the server cut it off
 
 
 async def run_history(ops: list[Op], specs: list[WatcherSpec], data_dir: Path) -> None:
-    port = free_port()
     config = server_config(
         data_dir,
-        listen=f"127.0.0.1:{port}",
         history_window=12,  # small, so some resumes fall back to the known-versions difference
         watcher_max_events=8,
         bookmark_interval_seconds=0.05,
@@ -199,7 +198,7 @@ async def watch_history(ops: list[Op], specs: list[WatcherSpec], running: list[E
         try:
             for op in ops:
                 await apply(op, client, running, endpoints, profiles)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # lets the watchers read between writes: varies the interleaving
             final = running[0].cache.revision
             async with asyncio.timeout(20):
                 # Polled: "every view has reached the final revision" is no single event to wait on.
@@ -228,7 +227,7 @@ async def apply(
                 await apply_once(op, client, running, endpoints, profiles)
                 return
             except Unavailable:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # paces the retries while the channel reconnects
 
 
 async def apply_once(
@@ -246,7 +245,8 @@ async def apply_once(
             if watchers:
                 watchers[which % len(watchers)].cut_off(Unavailable("cut off by the test", reason="TEST"))
         case Restart():
-            config = running[0].config
+            # The same port, which the first server picked: the client and the watchers reconnect to it.
+            config = running[0].config.model_copy(update={"listen": f"127.0.0.1:{running[0].port}"})
             await running[0].stop(grace=0)
             running[0] = EpsyncServer(config)
             await running[0].start()
@@ -281,6 +281,7 @@ def check_order(events: list[WatchEvent[WorkloadEndpoint]]) -> None:
     assert len(pairs) == len(set(pairs)), pairs
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(OPS, min_size=10, max_size=50),
