@@ -2,7 +2,8 @@
 
 Every test that takes `server` (or `datastore_settings`) runs twice: on the embedded SQLite store
 in a temporary directory, and on a real etcd (one per test session, a fresh key prefix per test).
-A test about one backend's nature is marked `@pytest.mark.sqlite_only`.
+A test about one backend's nature is marked `@pytest.mark.sqlite_only`; a test that takes seconds
+is marked `@pytest.mark.slow` (`make check` leaves those to `make test`).
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
 
 
 BACKENDS = ("sqlite", "etcd")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sqlite_only: the test is about the embedded store; not run on etcd")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
