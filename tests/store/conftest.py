@@ -3,7 +3,8 @@
 `store` is an open datastore on each backend in turn: SQLite in a temporary directory, and etcd on
 the session's one real etcd under a fresh key prefix (ids `[sqlite]` and `[etcd]`). `backend` makes
 more stores at the same or new locations (restarts, a second replica). Tests about the embedded
-store's own nature (files, locks, schema, group-commit internals) use `sqlite_store` or `db_path`.
+store's own nature (files, locks, schema, group-commit internals) use `sqlite_store` or `db_path`;
+`faulty_store` is one whose writer connection lets a test stand in for SQLite (`WriterFaults`).
 
 Revisions differ between backends (etcd counts every key and gives one transaction's writes one
 revision), so the shared tests take revisions from results, never literals.
@@ -12,7 +13,8 @@ revision), so the shared tests take revisions from results, never literals.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,47 @@ async def sqlite_store(db_path: Path) -> AsyncIterator[SqliteDatastore]:
     instance = SqliteDatastore(db_path)
     await instance.open()
     yield instance
+    await instance.close()
+
+
+Statement = Callable[[str, Callable[[], sqlite3.Cursor]], sqlite3.Cursor]
+
+
+class WriterFaults:
+    """Faults in the embedded store's writer, injected through the connection class it connects with.
+
+    While `on_statement` is set, it runs in place of each statement the writer executes, given the
+    SQL and a function that runs it for real: it may run it, fail instead, or run it and then fail
+    (a COMMIT that landed but reported an error).
+    """
+
+    def __init__(self) -> None:
+        self.on_statement: Statement | None = None
+
+    def connection_class(self) -> type[sqlite3.Connection]:
+        faults = self
+
+        class FaultyConnection(sqlite3.Connection):
+            def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+                def run() -> sqlite3.Cursor:
+                    return super(FaultyConnection, self).execute(sql, parameters)
+
+                return run() if faults.on_statement is None else faults.on_statement(sql, run)
+
+        return FaultyConnection
+
+
+@pytest.fixture
+def writer_faults() -> WriterFaults:
+    return WriterFaults()
+
+
+@pytest.fixture
+async def faulty_store(db_path: Path, writer_faults: WriterFaults) -> AsyncIterator[SqliteDatastore]:
+    instance = SqliteDatastore(db_path, connection_class=writer_faults.connection_class())
+    await instance.open()
+    yield instance
+    writer_faults.on_statement = None
     await instance.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from epsync.store.base import (
     WriteFailed,
 )
 from epsync.store.sqlite import SqliteDatastore
-from epsync.store.sqlite.store import select_keys
-from tests.store.conftest import EP, Recorder, committed, put
+from epsync.store.sqlite.apply import select_keys
+from tests.store.conftest import EP, Recorder, WriterFaults, committed, put
 
 
 def install_poison_trigger(db_path: Path) -> None:
@@ -95,74 +96,84 @@ async def test_one_failing_write_rolls_back_alone_and_the_rest_of_the_group_comm
 
 
 async def test_a_failed_commit_fails_every_write_of_the_group_and_publishes_nothing(
-    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    faulty_store: SqliteDatastore, writer_faults: WriterFaults
 ) -> None:
-    await put(sqlite_store, "ns/before")
+    await put(faulty_store, "ns/before")
     recorder = Recorder()
-    sqlite_store.add_listener(recorder)
+    faulty_store.add_listener(recorder)
 
-    def failing_commit(conn: sqlite3.Connection) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
+    def failing_commit(sql: str, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return run()
 
-    monkeypatch.setattr(sqlite_store, "_commit", failing_commit)
+    writer_faults.on_statement = failing_commit
     outcomes = await asyncio.gather(
-        sqlite_store.write([Put(EP, "ns/a", b"a")]),
-        sqlite_store.write([Delete(EP, "ns/before")]),
+        faulty_store.write([Put(EP, "ns/a", b"a")]),
+        faulty_store.write([Delete(EP, "ns/before")]),
         return_exceptions=True,
     )
     assert all(isinstance(o, DatastoreUnavailable) for o in outcomes), outcomes
     assert "nothing was written" in str(outcomes[0])
     assert recorder.batches == []
-    assert sqlite_store.current_revision == 1
-    assert sqlite_store.commit_stats().commit_failures == 1
+    assert faulty_store.current_revision == 1
+    assert faulty_store.commit_stats().commit_failures == 1
 
-    monkeypatch.undo()
-    after = await put(sqlite_store, "ns/after")
+    writer_faults.on_statement = None
+    after = await put(faulty_store, "ns/after")
     assert after.revision == 2, "the failed group used up no revisions"
-    assert await sqlite_store.get(EP, "ns/a") is None
-    assert await sqlite_store.get(EP, "ns/before") is not None
-    assert [c.revision for c in await sqlite_store.changes_since(0)] == [1, 2]
+    assert await faulty_store.get(EP, "ns/a") is None
+    assert await faulty_store.get(EP, "ns/before") is not None
+    assert [c.revision for c in await faulty_store.changes_since(0)] == [1, 2]
 
 
 async def test_a_commit_that_reports_failure_but_landed_is_published_as_committed(
-    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    faulty_store: SqliteDatastore, writer_faults: WriterFaults
 ) -> None:
     recorder = Recorder()
-    sqlite_store.add_listener(recorder)
+    faulty_store.add_listener(recorder)
 
-    def commit_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute("COMMIT")
-        raise sqlite3.OperationalError("disk I/O error after commit")
+    def commit_then_fail(sql: str, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        cursor = run()
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error after commit")
+        return cursor
 
-    monkeypatch.setattr(sqlite_store, "_commit", commit_then_fail)
-    (result,) = await sqlite_store.write([Put(EP, "ns/a", b"a")])
+    writer_faults.on_statement = commit_then_fail
+    (result,) = await faulty_store.write([Put(EP, "ns/a", b"a")])
     assert committed(result).revision == 1
     assert [c.key for c in recorder.changes] == ["ns/a"]
 
 
 async def test_a_group_with_unknown_outcome_is_published_once_the_store_sees_it(
-    sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch
+    faulty_store: SqliteDatastore, writer_faults: WriterFaults
 ) -> None:
     recorder = Recorder()
-    sqlite_store.add_listener(recorder)
-    original = sqlite_store._apply_group
+    faulty_store.add_listener(recorder)
+    landed = False
 
-    def lands_then_crashes(calls):  # type: ignore[no-untyped-def]
-        original(calls)
-        raise RuntimeError("crash after the commit")
+    def lands_then_crashes(sql: str, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        nonlocal landed
+        if landed:  # a bug in the group commit, right after the COMMIT
+            raise RuntimeError("crash after the commit")
+        cursor = run()
+        if sql == "COMMIT":
+            landed = True
+            raise sqlite3.OperationalError("disk I/O error after commit")
+        return cursor
 
-    monkeypatch.setattr(sqlite_store, "_apply_group", lands_then_crashes)
+    writer_faults.on_statement = lands_then_crashes
     with pytest.raises(DatastoreUnavailable, match="outcome is unknown"):
-        await sqlite_store.write([Put(EP, "ns/a", b"a")])
-    monkeypatch.undo()
-    # Nobody writes: the committer re-reads the sqlite_store by itself and publishes what landed.
-    for _ in range(100):
-        if sqlite_store.current_revision:
+        await faulty_store.write([Put(EP, "ns/a", b"a")])
+    writer_faults.on_statement = None
+    # Nobody writes: the committer re-reads the store by itself and publishes what landed.
+    for _ in range(100):  # polled: the re-read comes after the committer's own wait
+        if faulty_store.current_revision:
             break
         await asyncio.sleep(0.05)
-    assert sqlite_store.current_revision == 1
+    assert faulty_store.current_revision == 1
     assert [(c.revision, c.key) for c in recorder.changes] == [(1, "ns/a")]
-    assert (await put(sqlite_store, "ns/b")).revision == 2
+    assert (await put(faulty_store, "ns/b")).revision == 2
 
 
 async def test_close_finishes_writes_already_queued(db_path: Path) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "WriteFailed",
     "WriteResult",
     "check_write",
+    "conflict_of",
 ]
 
 
@@ -186,6 +187,17 @@ def check_write(write: Write) -> None:
             raise TypeError(f"value must be bytes, not {type(write.value).__name__}")
     elif expected == 0:
         raise ValueError("a Delete's expected_mod_revision is None (must exist) or > 0, never 0")
+
+
+def conflict_of(write: Write, current: Record | None) -> Conflict | None:
+    """The precondition rule of Put and Delete: Conflict(current) if `write` may not apply to what
+    is stored now (`current`, None for nothing), else None."""
+    expected = write.expected_mod_revision
+    if isinstance(write, Put):
+        failed = expected is not None and (0 if current is None else current.mod_revision) != expected
+    else:
+        failed = current is None or (expected is not None and current.mod_revision != expected)
+    return Conflict(current) if failed else None
 
 
 class Datastore(abc.ABC):

@@ -1,0 +1,175 @@
+"""The embedded store's file: its tables and their migrations, opening it, and the statements its
+reader and its writer share.
+
+Three tables: `objects` (every stored record), `history` (one row per revision, trimmed from the
+start by compaction) and `meta`. The revision counter and the compacted revision live in `meta`,
+so deleting every object or restarting never reuses a revision. The schema version is
+`PRAGMA user_version`; `_MIGRATIONS` takes a file from any older version to `SCHEMA_VERSION`.
+
+A lock file beside the database keeps a second epsync process off it. The writer's connection runs
+with `journal_mode=WAL` and `synchronous=FULL`: WAL readers only see committed transactions, and a
+commit becomes visible only after the WAL is fsynced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from epsync.store.base import KIND_OF_VALUE, Change, DatastoreError, Kind, Record
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version i to i + 1; `_migrate` runs the ones a file lacks.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0)",
+        """CREATE TABLE objects (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB NOT NULL,
+            create_revision INTEGER NOT NULL,
+            mod_revision INTEGER NOT NULL,
+            PRIMARY KEY (kind, key)
+        ) WITHOUT ROWID""",
+        # revision is the rowid: appends go to the end of the b-tree, compaction trims its start.
+        """CREATE TABLE history (
+            revision INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB,
+            previous BLOB,
+            create_revision INTEGER NOT NULL
+        )""",
+    ),
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class OpenedWriter:
+    """The writer's connection, the lock file held while it is open, and the stored revisions."""
+
+    conn: sqlite3.Connection
+    lock_file: IO[bytes]
+    revision: int
+    compacted: int
+
+    def close(self) -> None:
+        self.conn.close()
+        self.lock_file.close()  # releases the flock
+
+
+def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3.Connection) -> OpenedWriter:
+    """Take the lock file, open or create the database, migrate it; DatastoreError says why it cannot."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatastoreError(f"cannot create data directory {path.parent}: {error.strerror or error}") from error
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_file = open(lock_path, "ab")  # noqa: SIM115 - held open until close
+    except OSError as error:
+        raise DatastoreError(f"cannot open datastore lock file {lock_path}: {error.strerror or error}") from error
+    try:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock_file.close()
+        raise DatastoreError(
+            f"datastore {path} is in use by another epsync process (cannot lock {lock_path})"
+        ) from error
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, factory=connection_class)
+    except sqlite3.Error as error:
+        lock_file.close()
+        raise DatastoreError(f"cannot open datastore {path}: {error}") from error
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DatastoreError(f"datastore {path}: cannot switch to WAL mode (journal_mode is {mode})")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+        # Writes look up random keys of a possibly large table: keep its pages in memory (64 MiB at most).
+        conn.execute("PRAGMA cache_size = -65536")
+        _migrate(conn, path)
+        rows = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+    except sqlite3.Error as error:
+        conn.close()
+        lock_file.close()
+        raise DatastoreError(f"cannot open datastore {path}: {error}") from error
+    except BaseException:
+        conn.close()
+        lock_file.close()
+        raise
+    return OpenedWriter(conn, lock_file, int(rows["revision"]), int(rows["compacted"]))
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise DatastoreError(
+            f"datastore {path} has schema version {version}; this epsync understands up to {SCHEMA_VERSION}"
+        )
+    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise DatastoreError(f"{path} is an SQLite database, but not an epsync datastore")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("datastore %s migrated to schema version %d", path, target)
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an open store (the writer has created and migrated it)."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = 1")
+    except sqlite3.Error as error:
+        raise DatastoreError(f"cannot open datastore {path} for reading: {error}") from error
+    return conn
+
+
+# --- statements the reader and the writer share ---------------------------------------------------
+
+
+def meta_value(conn: sqlite3.Connection, name: str) -> int:
+    """A counter of the `meta` table: 'revision' (the last one given out) or 'compacted'."""
+    return int(conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+
+def read_record(conn: sqlite3.Connection, kind: Kind, key: str) -> Record | None:
+    row = conn.execute(
+        "SELECT value, create_revision, mod_revision FROM objects WHERE kind = ? AND key = ?", (kind.value, key)
+    ).fetchone()
+    return None if row is None else Record(kind, key, row[0], row[1], row[2])
+
+
+def read_history(conn: sqlite3.Connection, after: int, upto: int, limit: int | None = None) -> list[Change]:
+    """The retained changes after `after` up to `upto`, in revision order, at most `limit`."""
+    rows = conn.execute(
+        "SELECT revision, kind, key, value, previous, create_revision FROM history "
+        "WHERE revision > ? AND revision <= ? ORDER BY revision LIMIT ?",
+        (after, upto, -1 if limit is None else limit),
+    ).fetchall()
+    return [Change(r, KIND_OF_VALUE[k], key, v, p, c) for r, k, key, v, p, c in rows]
+
+
+def trim_history(conn: sqlite3.Connection, upto: int) -> None:
+    """Drop the history up to `upto` and record it as compacted (inside the caller's transaction)."""
+    conn.execute("DELETE FROM history WHERE revision <= ?", (upto,))
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'compacted'", (upto,))
