@@ -100,7 +100,9 @@ class Registry(Generic[R]):
         self.rtype: ResourceType[R] = rtype
         self._store = store
         self._cache = cache
-        self._queue: deque[_Pending[R]] = deque()
+        # Queued writes by lane: a stream's writes in order in its own lane, each unary write in a lane of its
+        # own. A lane whose first write must wait holds the rest of it back; other lanes go on.
+        self._lanes: dict[Hashable, deque[_Pending[R]]] = {}
         self._wakeup = asyncio.Event()
         self._busy_keys: set[str] = set()  # keys of writes handed to the store and not yet answered
         self._batcher: asyncio.Task[None] | None = None
@@ -139,7 +141,8 @@ class Registry(Generic[R]):
         Synchronous, so writes are queued in the order `submit` is called."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome[R]] = loop.create_future()
-        self._queue.append(_Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS))
+        pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
+        self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
         if self._batcher is None or self._batcher.done():
             self._batcher = loop.create_task(self._run(), name=f"epsync-{self.rtype.kind.value}-batcher")
         self._wakeup.set()
@@ -154,12 +157,13 @@ class Registry(Generic[R]):
             self._batcher = None
         if self._committing:
             await asyncio.wait(self._committing)
-        for pending in self._queue:
-            if not pending.future.done():
-                pending.future.set_exception(
-                    Unavailable("the server is shutting down; the write was not made", reason="SHUTTING_DOWN")
-                )
-        self._queue.clear()
+        for lane in self._lanes.values():
+            for pending in lane:
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        Unavailable("the server is shutting down; the write was not made", reason="SHUTTING_DOWN")
+                    )
+        self._lanes.clear()
 
     # --- the batcher ------------------------------------------------------------------------------
 
@@ -179,39 +183,38 @@ class Registry(Generic[R]):
                 self._wakeup.set()
 
     def _take_batch(self) -> list[_Pending[R]]:
-        """Everything queued that can go now, in order; the rest stays queued in order."""
+        """From each lane, in order, the writes that can go now; a lane stops at its first write whose key
+        an unfinished write holds (in this batch or one still committing)."""
         batch: list[_Pending[R]] = []
-        deferred: deque[_Pending[R]] = deque()
-        held_streams: set[Hashable] = set()
         batch_keys: set[str] = set()
-        while self._queue and len(batch) < MAX_BATCH:
-            pending = self._queue.popleft()
-            if pending.future.done():  # its caller went away
-                continue
-            if pending.stream is not None and pending.stream in held_streams:
-                deferred.append(pending)
-                continue
-            try:
-                key = self._prepare_key(pending)
-            except Exception as error:  # a bad request, or a bug: either way this write's answer
-                pending.future.set_exception(error)
-                continue
-            if key in self._busy_keys or key in batch_keys:
-                deferred.append(pending)
-                if pending.stream is not None:
-                    held_streams.add(pending.stream)
-                continue
-            try:
-                self._plan(pending)
-            except Exception as error:
-                pending.future.set_exception(error)
-                continue
-            if pending.write is None:
-                continue  # answered without a write (a delete of nothing, allowed)
-            batch_keys.add(key)
-            batch.append(pending)
-        deferred.extend(self._queue)
-        self._queue = deferred
+        for lane_key, lane in list(self._lanes.items()):
+            while lane and len(batch) < MAX_BATCH:
+                pending = lane[0]
+                if pending.future.done():  # its caller went away
+                    lane.popleft()
+                    continue
+                try:
+                    key = self._prepare_key(pending)
+                except Exception as error:  # a bad request, or a bug: either way this write's answer
+                    lane.popleft()
+                    pending.future.set_exception(error)
+                    continue
+                if key in self._busy_keys or key in batch_keys:
+                    break
+                lane.popleft()
+                try:
+                    self._plan(pending)
+                except Exception as error:
+                    pending.future.set_exception(error)
+                    continue
+                if pending.write is None:
+                    continue  # answered without a write (a delete of nothing, allowed)
+                batch_keys.add(key)
+                batch.append(pending)
+            if not lane:
+                del self._lanes[lane_key]
+            if len(batch) >= MAX_BATCH:
+                break
         self._busy_keys |= batch_keys
         return batch
 
@@ -323,10 +326,11 @@ class Registry(Generic[R]):
                     pending.future.set_result(outcome)
         finally:
             self._busy_keys.difference_update(p.key for p in batch if p.key is not None)
-        if retry:
-            # Ahead of everything queued since: they were submitted later.
-            self._queue.extendleft(reversed(retry))
-        if self._queue:
+        for pending in reversed(retry):
+            # At the head of its lane: the lane's later writes were submitted after it.
+            lane_key = pending if pending.stream is None else pending.stream
+            self._lanes.setdefault(lane_key, deque()).appendleft(pending)
+        if self._lanes:
             self._wakeup.set()
 
     def _interpret(self, pending: _Pending[R], result: Committed | Conflict) -> Outcome[R] | None:
