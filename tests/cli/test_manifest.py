@@ -499,6 +499,7 @@ def round_trip(objects: list[Any], fmt: Literal["yaml", "json"]) -> list[Workloa
     return load_manifests(dump_manifests(objects, fmt))
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=200)
 @given(endpoints())
 def test_valid_endpoints_pass_validation_unchanged_and_round_trip(wep: WorkloadEndpoint) -> None:
@@ -507,6 +508,7 @@ def test_valid_endpoints_pass_validation_unchanged_and_round_trip(wep: WorkloadE
     assert round_trip([wep], "json") == [wep]
 
 
+@pytest.mark.slow
 @settings(deadline=None)
 @given(st.lists(endpoints() | profiles, min_size=1, max_size=4))
 def test_valid_resources_round_trip_together(objects: list[WorkloadEndpoint | Profile]) -> None:

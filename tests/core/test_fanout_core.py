@@ -300,7 +300,7 @@ class FanoutMatchesBruteForce(RuleBasedStateMachine):
                 assert deleted == sorted(k for k in split if k not in matching)
 
 
-TestFanoutMatchesBruteForce = FanoutMatchesBruteForce.TestCase
+TestFanoutMatchesBruteForce = pytest.mark.slow(FanoutMatchesBruteForce.TestCase)
 TestFanoutMatchesBruteForce.settings = settings(
     max_examples=150, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
