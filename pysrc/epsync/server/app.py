@@ -108,9 +108,12 @@ class EpsyncServer:
             self.profile_hub,
             lambda: self.store.current_revision,
         )
-        pre_encoded = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints"}
-        add_service(server, ENDPOINT_SERVICE, endpoints, pre_encoded=pre_encoded)
-        add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"})
+        writes = {"Create", "Update", "Delete"}
+        endpoint_bytes = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints", "WriteWorkloadEndpoints"}
+        add_service(
+            server, ENDPOINT_SERVICE, endpoints, pre_encoded=endpoint_bytes | {f"{w}WorkloadEndpoint" for w in writes}
+        )
+        add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

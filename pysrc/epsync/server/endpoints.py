@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 from epsync.model.kinds import endpoint_key
 from epsync.model.selectors import parse_selector_field
 from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
-from epsync.server.resource_servicer import Context, ResourceServicer, require_name
+from epsync.server.resource_servicer import (
+    Context,
+    ResourceServicer,
+    deleted_response,
+    require_name,
+    stored_response,
+)
 from epsync.server.status import unary_errors
 from epsync.server.watch_stream import serve_watch
 from epsync.server.write_stream import serve_write_stream
@@ -49,29 +55,24 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         items = [object_with_version(item.stored, item.resource_version) for item in page.items]
         return list_response(items, next_token, position.revision)
 
-    @unary_errors
-    async def CreateWorkloadEndpoint(
-        self, request: pb.CreateWorkloadEndpointRequest, context: Context
-    ) -> pb.CreateWorkloadEndpointResponse:
-        created = await self._registry.create(request.workload_endpoint)
-        return pb.CreateWorkloadEndpointResponse(workload_endpoint=created)
+    # Writes answer in wire bytes (registered pre-encoded): the stored bytes with their revision, never decoded.
 
     @unary_errors
-    async def UpdateWorkloadEndpoint(
-        self, request: pb.UpdateWorkloadEndpointRequest, context: Context
-    ) -> pb.UpdateWorkloadEndpointResponse:
+    async def CreateWorkloadEndpoint(self, request: pb.CreateWorkloadEndpointRequest, context: Context) -> bytes:
+        return stored_response(await self._registry.create(request.workload_endpoint))
+
+    @unary_errors
+    async def UpdateWorkloadEndpoint(self, request: pb.UpdateWorkloadEndpointRequest, context: Context) -> bytes:
         updated = await self._registry.update(request.workload_endpoint, allow_missing=request.allow_missing)
-        return pb.UpdateWorkloadEndpointResponse(workload_endpoint=updated)
+        return stored_response(updated)
 
     @unary_errors
-    async def DeleteWorkloadEndpoint(
-        self, request: pb.DeleteWorkloadEndpointRequest, context: Context
-    ) -> pb.DeleteWorkloadEndpointResponse:
+    async def DeleteWorkloadEndpoint(self, request: pb.DeleteWorkloadEndpointRequest, context: Context) -> bytes:
         key = endpoint_key(request.namespace, require_name(request.name))
         deleted = await self._registry.delete(
             key, resource_version=request.resource_version, uid=request.uid, allow_missing=request.allow_missing
         )
-        return pb.DeleteWorkloadEndpointResponse(workload_endpoint=deleted.object, resource_version=deleted.revision)
+        return deleted_response(deleted)
 
     # A coroutine answering through context.write, not an async generator: grpc.aio cancels it wherever it
     # waits, so a cancelled stream cleans up at once.

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from epsync.model.selectors import parse_selector_field
 from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
-from epsync.server.resource_servicer import Context, ResourceServicer, require_name
+from epsync.server.resource_servicer import (
+    Context,
+    ResourceServicer,
+    deleted_response,
+    require_name,
+    stored_response,
+)
 from epsync.server.status import unary_errors
 from epsync.server.watch_stream import serve_watch
 from epsync.sync.profile_hub import ProfileWatchHub
@@ -33,24 +39,25 @@ class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):
         next_token = next_page_token(page.more, last, fingerprint, position.revision)
         return pb.ListProfilesResponse(items=page.items, next_page_token=next_token, resource_version=position.revision)
 
-    @unary_errors
-    async def CreateProfile(self, request: pb.CreateProfileRequest, context: Context) -> pb.CreateProfileResponse:
-        return pb.CreateProfileResponse(profile=await self._registry.create(request.profile))
+    # Writes answer in wire bytes (registered pre-encoded), as the endpoint writes do.
 
     @unary_errors
-    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: Context) -> pb.UpdateProfileResponse:
-        updated = await self._registry.update(request.profile, allow_missing=request.allow_missing)
-        return pb.UpdateProfileResponse(profile=updated)
+    async def CreateProfile(self, request: pb.CreateProfileRequest, context: Context) -> bytes:
+        return stored_response(await self._registry.create(request.profile))
 
     @unary_errors
-    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context: Context) -> pb.DeleteProfileResponse:
+    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: Context) -> bytes:
+        return stored_response(await self._registry.update(request.profile, allow_missing=request.allow_missing))
+
+    @unary_errors
+    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context: Context) -> bytes:
         deleted = await self._registry.delete(
             require_name(request.name),
             resource_version=request.resource_version,
             uid=request.uid,
             allow_missing=request.allow_missing,
         )
-        return pb.DeleteProfileResponse(profile=deleted.object, resource_version=deleted.revision)
+        return deleted_response(deleted)
 
     async def WatchProfiles(self, request: pb.WatchProfilesRequest, context: Context) -> None:
         await serve_watch(self._hub, request, context, self._wait_until_watchable)

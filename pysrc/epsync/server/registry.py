@@ -50,9 +50,9 @@ MAX_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class Deleted(Generic[R]):
-    object: R | None  # the object as it was; None when allow_missing found nothing
-    revision: int
+class Deleted:
+    previous: Record | None  # the object as it was stored; None when allow_missing found nothing
+    revision: int  # the delete's revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,9 @@ class DeleteOp:
 
 
 Operation: TypeAlias = CreateOp[R] | UpdateOp[R] | DeleteOp
-Outcome: TypeAlias = R | Deleted[R]  # what a create or update stored, or what a delete removed
+# A create or update's stored record (its value without resource_version, which is its mod_revision),
+# or what a delete removed: answers are built from the stored bytes, never decoded and re-encoded.
+Outcome: TypeAlias = Record | Deleted
 
 
 @dataclass(slots=True, eq=False)
@@ -84,7 +86,7 @@ class _Pending(Generic[R]):
 
     operation: Operation[R]
     stream: Hashable | None  # writes of one stream keep their order; None: a unary call
-    future: asyncio.Future[Outcome[R]]
+    future: asyncio.Future[Outcome]
     deadline: float
     key: str | None = None
     normalized: R | None = None  # create and update: the validated object
@@ -122,25 +124,25 @@ class Registry(Generic[R]):
 
     # --- writes -----------------------------------------------------------------------------------
 
-    async def create(self, obj: R) -> R:
-        return _as_object(await self.submit(CreateOp(obj)))
+    async def create(self, obj: R) -> Record:
+        return _stored(await self.submit(CreateOp(obj)))
 
-    async def update(self, obj: R, *, allow_missing: bool = False) -> R:
-        return _as_object(await self.submit(UpdateOp(obj, allow_missing)))
+    async def update(self, obj: R, *, allow_missing: bool = False) -> Record:
+        return _stored(await self.submit(UpdateOp(obj, allow_missing)))
 
     async def delete(
         self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
-    ) -> Deleted[R]:
+    ) -> Deleted:
         outcome = await self.submit(DeleteOp(key, resource_version, uid, allow_missing))
         assert isinstance(outcome, Deleted)
         return outcome
 
-    def submit(self, operation: Operation[R], stream: Hashable | None = None) -> asyncio.Future[Outcome[R]]:
+    def submit(self, operation: Operation[R], stream: Hashable | None = None) -> asyncio.Future[Outcome]:
         """Queue a write; the future resolves with its outcome or fails with the error the caller gets.
 
         Synchronous, so writes are queued in the order `submit` is called."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome[R]] = loop.create_future()
+        future: asyncio.Future[Outcome] = loop.create_future()
         pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
         if self._batcher is None or self._batcher.done():
@@ -333,16 +335,15 @@ class Registry(Generic[R]):
         if self._lanes:
             self._wakeup.set()
 
-    def _interpret(self, pending: _Pending[R], result: Committed | Conflict) -> Outcome[R] | None:
+    def _interpret(self, pending: _Pending[R], result: Committed | Conflict) -> Outcome | None:
         """The caller's outcome, or None to retry after a lost race."""
         operation, key = pending.operation, pending.key
         assert key is not None
         if isinstance(result, Committed):
             if isinstance(operation, DeleteOp):
-                previous = None if result.previous is None else _decoded(self.rtype, result.previous)
-                return Deleted(previous, result.revision)
+                return Deleted(result.previous, result.revision)
             assert result.record is not None, "a committed put always has a record"
-            return _decoded(self.rtype, result.record)
+            return result.record
         if isinstance(operation, CreateOp):
             raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
         if isinstance(operation, DeleteOp):
@@ -359,7 +360,7 @@ class Registry(Generic[R]):
         return None
 
 
-def _as_object(outcome: R | Deleted[R]) -> R:
+def _stored(outcome: Outcome) -> Record:
     assert not isinstance(outcome, Deleted)
     return outcome
 

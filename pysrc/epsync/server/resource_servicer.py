@@ -9,15 +9,29 @@ import grpc
 
 from epsync.errors import FieldViolation, InvalidArgument, OutOfRange
 from epsync.server.config import ServerConfig
-from epsync.server.registry import Registry
+from epsync.server.registry import Deleted, Registry
+from epsync.store.base import Record
 from epsync.store.feed import RevisionNotReached
 from epsync.sync.cache import ResourceCache
+from epsync.sync.wire import object_response, object_with_version
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", WorkloadEndpoint, Profile)
 H = TypeVar("H")  # the kind's watch hub
+
+
+def stored_response(record: Record) -> bytes:
+    """A Create or Update response: the stored object with its resource_version."""
+    return object_response(object_with_version(record.value, record.mod_revision))
+
+
+def deleted_response(deleted: Deleted) -> bytes:
+    """A Delete response: the object as it was (if there was one) and the delete's revision."""
+    previous = deleted.previous
+    encoded = None if previous is None else object_with_version(previous.value, previous.mod_revision)
+    return object_response(encoded, deleted.revision)
 
 
 def require_name(name: str) -> str:

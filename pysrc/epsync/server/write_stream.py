@@ -27,22 +27,23 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
 
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
 
 from epsync.errors import FieldViolation, InvalidArgument
 from epsync.model.kinds import endpoint_key
 from epsync.server.registry import CreateOp, Deleted, DeleteOp, Outcome, Registry, UpdateOp
 from epsync.server.resource_servicer import require_name
 from epsync.server.status import status_error
+from epsync.sync.wire import object_with_version, write_result
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest, WriteWorkloadEndpointsResponse
+from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest
 
 log = logging.getLogger(__name__)
 
 # SPEC §5: at most this many unanswered writes per stream.
 MAX_IN_FLIGHT = 1000
 
-Send = Callable[[WriteWorkloadEndpointsResponse], Awaitable[None]]
+Send = Callable[[bytes], Awaitable[None]]  # writes one pre-encoded WriteWorkloadEndpointsResponse
+_OK = b""  # google.rpc.Status with code 0, encoded
 
 
 async def serve_write_stream(
@@ -63,7 +64,7 @@ class _WriteStream:
         self._registry = registry
         self._slots = asyncio.Semaphore(max_in_flight)
         # Unanswered writes in request order; None marks the end of the requests.
-        self._answers: asyncio.Queue[tuple[str, asyncio.Future[Outcome[WorkloadEndpoint]]] | None] = asyncio.Queue()
+        self._answers: asyncio.Queue[tuple[str, asyncio.Future[Outcome]] | None] = asyncio.Queue()
         self._read_count = 0
 
     async def run(self, requests: AsyncIterable[WriteWorkloadEndpointsRequest], send: Send) -> None:
@@ -100,7 +101,7 @@ class _WriteStream:
         finally:
             self._answers.put_nowait(None)
 
-    def _submit(self, request: WriteWorkloadEndpointsRequest) -> asyncio.Future[Outcome[WorkloadEndpoint]]:
+    def _submit(self, request: WriteWorkloadEndpointsRequest) -> asyncio.Future[Outcome]:
         """Queue the request's write with the registry; a request that names no write fails at once."""
         operation = request.WhichOneof("operation")
         if operation == "create":
@@ -108,7 +109,7 @@ class _WriteStream:
         if operation == "update":
             update = request.update
             return self._registry.submit(UpdateOp(update.workload_endpoint, update.allow_missing), stream=self)
-        failed: asyncio.Future[Outcome[WorkloadEndpoint]] = asyncio.get_running_loop().create_future()
+        failed: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         try:
             if operation != "delete":
                 raise InvalidArgument([FieldViolation("operation", "set one of create, update or delete")])
@@ -122,23 +123,15 @@ class _WriteStream:
         )
 
 
-async def _response(
-    request_id: str, future: asyncio.Future[Outcome[WorkloadEndpoint]]
-) -> WriteWorkloadEndpointsResponse:
-    """The answer to one write, exactly as its unary method would have given it."""
-    response = WriteWorkloadEndpointsResponse(request_id=request_id)
+async def _response(request_id: str, future: asyncio.Future[Outcome]) -> bytes:
+    """The answer to one write, exactly as its unary method would have given it, in wire bytes."""
     try:
         outcome = await future
     except Exception as error:
         failure = status_error(error, f"WriteWorkloadEndpoints (request_id {request_id!r})")
-        response.status.CopyFrom(failure.to_status())
-        return response
+        return write_result(request_id, failure.to_status().SerializeToString(), None, 0)
     if isinstance(outcome, Deleted):
-        if outcome.object is not None:
-            response.workload_endpoint.CopyFrom(outcome.object)
-        response.resource_version = outcome.revision
-    else:
-        response.workload_endpoint.CopyFrom(outcome)
-        response.resource_version = outcome.metadata.resource_version
-    response.status.CopyFrom(status_pb2.Status(code=0))
-    return response
+        previous = outcome.previous
+        encoded = None if previous is None else object_with_version(previous.value, previous.mod_revision)
+        return write_result(request_id, _OK, encoded, outcome.revision)
+    return write_result(request_id, _OK, object_with_version(outcome.value, outcome.mod_revision), outcome.mod_revision)

@@ -26,6 +26,8 @@ __all__ = [
     "event_entry",
     "join_response",
     "list_response",
+    "object_response",
+    "write_result",
 ]
 
 # Field numbers of <Kind>WatchEvent and of the response, the same for every kind.
@@ -35,6 +37,11 @@ _EVENT_TYPE, _EVENT_OBJECT, _EVENT_REVISION, _EVENT_INITIAL_END = 1, 2, 3, 4
 # Fields of every kind's List response: `repeated <Kind> items = 1; string next_page_token = 2;
 # int64 resource_version = 3;`.
 _LIST_ITEMS, _LIST_NEXT_PAGE_TOKEN, _LIST_RESOURCE_VERSION = 1, 2, 3
+# Every kind's Get/Create/Update/Delete response: `<Kind> object = 1;` and, for a Delete,
+# `int64 resource_version = 2;`.
+_RESPONSE_OBJECT, _RESPONSE_REVISION = 1, 2
+# WriteWorkloadEndpointsResponse: request_id, status, the object, the write's revision.
+_WRITE_REQUEST_ID, _WRITE_STATUS, _WRITE_OBJECT, _WRITE_REVISION = 1, 2, 3, 4
 # ObjectMeta is field 1 of every resource; resource_version is field 4 of ObjectMeta.
 _OBJECT_METADATA, _META_RESOURCE_VERSION = 1, 4
 
@@ -102,3 +109,18 @@ def list_response(objects: list[bytes], next_page_token: str, resource_version: 
     items = b"".join([_length_delimited(_LIST_ITEMS, obj) for obj in objects])
     token = _length_delimited(_LIST_NEXT_PAGE_TOKEN, next_page_token.encode()) if next_page_token else b""
     return items + token + _varint_field(_LIST_RESOURCE_VERSION, resource_version)
+
+
+def object_response(encoded_object: bytes | None, resource_version: int = 0) -> bytes:
+    """A Get, Create, Update or Delete response: the object (None: absent) and, for a Delete, its revision."""
+    body = _length_delimited(_RESPONSE_OBJECT, encoded_object) if encoded_object is not None else b""
+    return body + _varint_field(_RESPONSE_REVISION, resource_version)
+
+
+def write_result(request_id: str, status: bytes, encoded_object: bytes | None, resource_version: int) -> bytes:
+    """A WriteWorkloadEndpointsResponse: `status` is an encoded google.rpc.Status (empty: OK, code 0)."""
+    body = _length_delimited(_WRITE_REQUEST_ID, request_id.encode()) if request_id else b""
+    body += _length_delimited(_WRITE_STATUS, status)
+    if encoded_object is not None:
+        body += _length_delimited(_WRITE_OBJECT, encoded_object)
+    return body + _varint_field(_WRITE_REVISION, resource_version)
