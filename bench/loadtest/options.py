@@ -61,6 +61,11 @@ class Settings:
 
         return Shape(self.nodes, self.per_node, namespaces=self.namespaces, seed=self.seed)
 
+    @property
+    def cluster_system(self) -> str:
+        """Scenario 7's system, as its rows name it."""
+        return f"epsync x{self.replicas} on etcd"
+
 
 SMOKE: dict[str, Any] = {
     "nodes": 20,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.loadtest import check
 from bench.loadtest.control import Child
 from bench.loadtest.fleet import Fleet
+from bench.loadtest.scenarios import s6_correctness
 from bench.loadtest.sut import EpsyncProcess, python_env
 from bench.population import Shape, membership, node_name
 
@@ -23,23 +23,23 @@ def specs(selectors: int) -> list[dict[str, object]]:
 
 def test_expected_views_follow_nodes_and_selectors() -> None:
     m = membership(SHAPE, 3)
-    store: check.Store = {m.keys[j]: (node_name(j // SHAPE.per_node), 100 + j) for j in range(SHAPE.endpoints)}
-    expected = check.expected_views(store, specs(3), m)
+    store: s6_correctness.Store = {m.keys[j]: (node_name(j // SHAPE.per_node), 100 + j) for j in range(SHAPE.endpoints)}
+    expected = s6_correctness.expected_views(store, specs(3), m)
     assert expected[0] == {m.keys[j]: 100 + j for j in range(4)}
     for s in range(3):
         assert expected[SHAPE.nodes + s] == {m.keys[j]: 100 + j for j in m.selector_members[s]}
-    assert check.differences(expected, expected) == []
+    assert s6_correctness.differences(expected, expected) == []
 
 
 def test_differences_name_missing_extra_and_stale_keys() -> None:
     expected = {1: {"ns/a": 5, "ns/b": 6}, 2: {"ns/c": 7}, 3: {}}
     views = {1: {"ns/a": 5, "ns/b": 4, "ns/x": 9}, 2: {}}
-    found = check.differences(views, expected)
+    found = s6_correctness.differences(views, expected)
     assert "watcher 1: ns/b at version 4, store has 6" in found
     assert "watcher 1: holds ns/x at version 9, which it should not hold" in found
     assert "watcher 2: missing ns/c (store has version 7)" in found
     assert "watcher 3: no view reported" in found
-    assert len(check.differences(views, expected, limit=1)) == 2  # one, then the count of the rest
+    assert len(s6_correctness.differences(views, expected, limit=1)) == 2  # one, then the count of the rest
 
 
 async def test_views_of_real_watchers_equal_the_store_and_a_tampered_one_is_caught(tmp_path: Path) -> None:
@@ -56,9 +56,12 @@ async def test_views_of_real_watchers_equal_the_store_and_a_tampered_one_is_caug
         await fleet.start(watchers, within=60)
         await writer.call("run", rate=200, duration=1.0, within=60)
         m = membership(SHAPE, 4)
-        result = await check.check(
-            "test", "epsync", lambda: check.epsync_store(server.target), fleet.views, watchers, m
-        )
+        target = server.target
+
+        async def store() -> s6_correctness.Store:
+            return await s6_correctness.epsync_store(target)
+
+        result = await s6_correctness.check("test", "epsync", store, fleet.views, watchers, m)
         assert result.ok, result.differences
         assert result.keys >= SHAPE.endpoints
 
@@ -71,9 +74,7 @@ async def test_views_of_real_watchers_equal_the_store_and_a_tampered_one_is_caug
             del views[selector][next(iter(views[selector]))]  # a selector watcher with members loses one
             return views
 
-        wrong = await check.check(
-            "test", "epsync", lambda: check.epsync_store(server.target), tampered, watchers, m, settle_seconds=0.5
-        )
+        wrong = await s6_correctness.check("test", "epsync", store, tampered, watchers, m, settle_seconds=0.5)
         assert not wrong.ok
         assert any(line.startswith("watcher 2: ") and "store has" in line for line in wrong.differences)
         assert any(line.startswith(f"watcher {selector}: missing") for line in wrong.differences)
