@@ -1,4 +1,5 @@
-"""Server CPU per write: unary writes and the write stream, with 0, 1 and 10 watchers receiving each write.
+"""Server CPU per write: unary writes and the write stream (one write or a batch per request), with 0, 1 and 10
+watchers receiving each write.
 
 The server runs as its own process (`epsync serve` on SQLite, in a temporary directory); this
 process writes and watches. The figure that matters is the server's CPU time (user + system,
@@ -93,6 +94,18 @@ async def write_stream(
             raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
 
 
+async def batched_stream(
+    stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest], size: int
+) -> None:
+    """The write stream with `size` writes per request (the request's `batch`), answered `size` to a response."""
+    writes = [pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=u) for i, u in enumerate(updates)]
+    requests = (pb.WriteWorkloadEndpointsRequest(batch=writes[i : i + size]) for i in range(0, len(writes), size))
+    async for response in stub.WriteWorkloadEndpoints(requests):
+        for result in response.batch:
+            if result.status.code:
+                raise RuntimeError(f"write {result.request_id} failed: {result.status.message}")
+
+
 async def unary(
     stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest]
 ) -> None:
@@ -160,7 +173,12 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
                     ]
                     generation += args.writes
                     cpu_before, started = server.cpu_seconds(), time.perf_counter()
-                    await (write_stream(stub, updates) if mode == "stream" else unary(stub, updates))
+                    if mode == "stream":
+                        await write_stream(stub, updates)
+                    elif mode == "batched":
+                        await batched_stream(stub, updates, args.batch)
+                    else:
+                        await unary(stub, updates)
                     await watchers.wait_received(args.writes)
                     seconds, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
                     await watchers.stop()
@@ -184,7 +202,14 @@ def main() -> None:
     parser.add_argument("--per-node", type=int, default=40, help="endpoints stored on each node")
     parser.add_argument("--writes", type=int, default=5_000, help="timed writes per point")
     parser.add_argument("--watchers", type=int, nargs="+", default=[0, 1, 10], help="watchers of the written node")
-    parser.add_argument("--modes", nargs="+", choices=["unary", "stream"], default=["unary", "stream"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["unary", "stream", "batched"],
+        default=["unary", "stream", "batched"],
+        help="unary calls (64 at a time), the write stream one write per request, or --batch writes per request",
+    )
+    parser.add_argument("--batch", type=int, default=100, help="writes per request in the batched mode")
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
     parser.add_argument("--out", type=Path, default=report.RESULTS)
     args = parser.parse_args()
@@ -193,7 +218,13 @@ def main() -> None:
     report.print_table(
         rows, ["mode", "watchers", "writes", "writes_per_second", "server_cpu_us_per_write", "server_cores"]
     )
-    parameters = {"nodes": args.nodes, "per_node": args.per_node, "writes": args.writes, "label": args.label}
+    parameters = {
+        "nodes": args.nodes,
+        "per_node": args.per_node,
+        "batch": args.batch,
+        "writes": args.writes,
+        "label": args.label,
+    }
     plot = report.Plot(x="watchers", y="server_cpu_us_per_write", series="mode", title="Server CPU per write (µs)")
     report.write("writes", parameters, rows, plot, args.out)
 

@@ -14,8 +14,13 @@ deletes what the create stored. (A write that loses a compare-and-swap race to a
 retries, and so may commit after later writes of this stream to other keys.)
 
 Each write succeeds or fails on its own: its response carries the status the unary method would have
-returned. Half-close: the reader ends, every write in flight is answered, the stream ends OK. A request
-that does not parse is answered by ending the stream with INVALID_ARGUMENT, after the ones before it.
+returned. A request may carry a `batch` of writes instead of one: each is taken exactly as if it had come
+alone (one slot each) and their answers go back together, in order, in one response, which saves a message
+each way per write; a malformed batch (with an operation of its own, nested, or larger than the bound) is
+answered INVALID_ARGUMENT and none of its writes is made.
+
+Half-close: the reader ends, every write in flight is answered, the stream ends OK. A request that does
+not parse is answered by ending the stream with INVALID_ARGUMENT, after the ones before it.
 Cancel (or any other end): the reader is cancelled and awaited before the call returns; writes already
 submitted may or may not land (the registry finishes what it has taken).
 """
@@ -33,7 +38,7 @@ from epsync.model.kinds import endpoint_key
 from epsync.server.registry import CreateOp, Deleted, DeleteOp, Outcome, Registry, UpdateOp
 from epsync.server.resource_servicer import require_name
 from epsync.server.status import status_error
-from epsync.sync.wire import object_with_version, write_result
+from epsync.sync.wire import object_with_version, write_batch_result, write_result
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest
 
@@ -62,18 +67,25 @@ class _WriteStream:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._registry = registry
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
-        # Unanswered writes in request order; None marks the end of the requests.
-        self._answers: asyncio.Queue[tuple[str, asyncio.Future[Outcome]] | None] = asyncio.Queue()
+        # Unanswered requests in request order (a batch: its writes' futures); None marks the end of the requests.
+        self._answers: asyncio.Queue[tuple[str, _Answer] | None] = asyncio.Queue()
         self._read_count = 0
 
     async def run(self, requests: AsyncIterable[WriteWorkloadEndpointsRequest], send: Send) -> None:
         reader = asyncio.create_task(self._read(requests), name="epsync-write-stream-reader")
         try:
             while (item := await self._answers.get()) is not None:
-                request_id, future = item
-                await send(await _response(request_id, future))
-                self._slots.release()
+                request_id, answer = item
+                if isinstance(answer, list):
+                    results = [await _response(write_id, future) for write_id, future in answer]
+                    await send(write_batch_result(request_id, results))
+                    for _ in answer:
+                        self._slots.release()
+                else:
+                    await send(await _response(request_id, answer))
+                    self._slots.release()
             await reader  # a request that cannot be read ends the stream, once everything before it is answered
         finally:
             reader.cancel()
@@ -97,9 +109,34 @@ class _WriteStream:
                     violation = FieldViolation("request", f"request {self._read_count + 1} does not parse: {error}")
                     raise InvalidArgument([violation]) from None
                 self._read_count += 1
-                self._answers.put_nowait((request.request_id, self._submit(request)))
+                if not request.batch:
+                    self._answers.put_nowait((request.request_id, self._submit(request)))
+                    continue
+                problem = self._batch_problem(request)
+                if problem is not None:
+                    self._answers.put_nowait((request.request_id, _failed(problem)))
+                    continue
+                for _ in range(len(request.batch) - 1):  # one slot per write; the request took the first
+                    await self._slots.acquire()
+                answers = [(write.request_id, self._submit(write)) for write in request.batch]
+                self._answers.put_nowait((request.request_id, answers))
         finally:
             self._answers.put_nowait(None)
+
+    def _batch_problem(self, request: WriteWorkloadEndpointsRequest) -> InvalidArgument | None:
+        """Why a batch cannot be taken as it is (none of its writes is then made), or None."""
+        if request.WhichOneof("operation") is not None:
+            return InvalidArgument([FieldViolation("batch", "a request carries one operation or a batch, not both")])
+        if len(request.batch) > self._max_in_flight:
+            return InvalidArgument(
+                [FieldViolation("batch", f"{len(request.batch)} writes; a batch holds at most {self._max_in_flight}")]
+            )
+        for i, write in enumerate(request.batch):
+            if write.batch:
+                return InvalidArgument(
+                    [FieldViolation(f"batch[{i}].batch", "a write in a batch may not carry a batch")]
+                )
+        return None
 
     def _submit(self, request: WriteWorkloadEndpointsRequest) -> asyncio.Future[Outcome]:
         """Queue the request's write with the registry; a request that names no write fails at once."""
@@ -109,18 +146,26 @@ class _WriteStream:
         if operation == "update":
             update = request.update
             return self._registry.submit(UpdateOp(update.workload_endpoint, update.allow_missing), stream=self)
-        failed: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         try:
             if operation != "delete":
                 raise InvalidArgument([FieldViolation("operation", "set one of create, update or delete")])
             delete = request.delete
             key = endpoint_key(delete.namespace, require_name(delete.name))
         except InvalidArgument as error:
-            failed.set_exception(error)
-            return failed
+            return _failed(error)
         return self._registry.submit(
             DeleteOp(key, delete.resource_version, delete.uid, delete.allow_missing), stream=self
         )
+
+
+# What a request is answered with: its write's outcome, or its batch's writes (request_id, outcome) in order.
+_Answer = asyncio.Future[Outcome] | list[tuple[str, asyncio.Future[Outcome]]]
+
+
+def _failed(error: Exception) -> asyncio.Future[Outcome]:
+    failed: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    failed.set_exception(error)
+    return failed
 
 
 async def _response(request_id: str, future: asyncio.Future[Outcome]) -> bytes:

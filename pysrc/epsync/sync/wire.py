@@ -27,6 +27,7 @@ __all__ = [
     "join_response",
     "list_response",
     "object_response",
+    "write_batch_result",
     "write_result",
 ]
 
@@ -41,7 +42,7 @@ _LIST_ITEMS, _LIST_NEXT_PAGE_TOKEN, _LIST_RESOURCE_VERSION = 1, 2, 3
 # `int64 resource_version = 2;`.
 _RESPONSE_OBJECT, _RESPONSE_REVISION = 1, 2
 # WriteWorkloadEndpointsResponse: request_id, status, the object, the write's revision.
-_WRITE_REQUEST_ID, _WRITE_STATUS, _WRITE_OBJECT, _WRITE_REVISION = 1, 2, 3, 4
+_WRITE_REQUEST_ID, _WRITE_STATUS, _WRITE_OBJECT, _WRITE_REVISION, _WRITE_BATCH = 1, 2, 3, 4, 5
 # ObjectMeta is field 1 of every resource; resource_version is field 4 of ObjectMeta.
 _OBJECT_METADATA, _META_RESOURCE_VERSION = 1, 4
 
@@ -124,3 +125,8 @@ def write_result(request_id: str, status: bytes, encoded_object: bytes | None, r
     if encoded_object is not None:
         body += _length_delimited(_WRITE_OBJECT, encoded_object)
     return body + _varint_field(_WRITE_REVISION, resource_version)
+
+
+def write_batch_result(request_id: str, results: list[bytes]) -> bytes:
+    """The response to a batch: OK, and each write's own WriteWorkloadEndpointsResponse (`write_result`) in order."""
+    return write_result(request_id, b"", None, 0) + b"".join([_length_delimited(_WRITE_BATCH, r) for r in results])

@@ -424,6 +424,7 @@ class WriteWorkloadEndpointsRequest(_message.Message):
     CREATE_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     DELETE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Echoed in the response; chosen by the client."""
     @_builtins.property
@@ -432,6 +433,14 @@ class WriteWorkloadEndpointsRequest(_message.Message):
     def update(self) -> Global___UpdateWorkloadEndpointRequest: ...
     @_builtins.property
     def delete(self) -> Global___DeleteWorkloadEndpointRequest: ...
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteWorkloadEndpointsRequest]:
+        """Several writes in one message, instead of one operation: each is applied and answered exactly as if it
+        had come alone, in order, and their answers come back together in one response's `batch`. At most 1,000
+        writes, each counting against the stream's 1,000 in flight; a write in a batch may not carry a batch.
+        Saves a message per write both ways for a client with many writes at hand.
+        """
+
     def __init__(
         self,
         *,
@@ -439,10 +448,11 @@ class WriteWorkloadEndpointsRequest(_message.Message):
         create: Global___CreateWorkloadEndpointRequest | None = ...,
         update: Global___UpdateWorkloadEndpointRequest | None = ...,
         delete: Global___DeleteWorkloadEndpointRequest | None = ...,
+        batch: _abc.Iterable[Global___WriteWorkloadEndpointsRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "delete", b"delete", "operation", b"operation", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "delete", b"delete", "operation", b"operation", "request_id", b"request_id", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "create", b"create", "delete", b"delete", "operation", b"operation", "request_id", b"request_id", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_operation: _TypeAlias = _typing.Literal["create", "update", "delete"]  # noqa: Y015
     _WhichOneofArgType_operation: _TypeAlias = _typing.Literal["operation", b"operation"]  # noqa: Y015
@@ -458,6 +468,7 @@ class WriteWorkloadEndpointsResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     resource_version: _builtins.int
     """The revision of this write."""
@@ -469,6 +480,12 @@ class WriteWorkloadEndpointsResponse(_message.Message):
     def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
         """Create/update: the stored object. Delete: the object as it was (unset if allow_missing found nothing)."""
 
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteWorkloadEndpointsResponse]:
+        """The answers to a request's `batch`, one per write, in order (request_id and status here are then the
+        batch's own: OK, or INVALID_ARGUMENT for a batch that is malformed, whose writes were not made).
+        """
+
     def __init__(
         self,
         *,
@@ -476,10 +493,11 @@ class WriteWorkloadEndpointsResponse(_message.Message):
         status: _status_pb2.Status | None = ...,
         workload_endpoint: _workload_endpoint_pb2.WorkloadEndpoint | None = ...,
         resource_version: _builtins.int = ...,
+        batch: _abc.Iterable[Global___WriteWorkloadEndpointsResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "workload_endpoint", b"workload_endpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "resource_version", b"resource_version", "status", b"status", "workload_endpoint", b"workload_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "request_id", b"request_id", "resource_version", b"resource_version", "status", b"status", "workload_endpoint", b"workload_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
