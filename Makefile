@@ -105,6 +105,14 @@ lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
 	cargo fmt --manifest-path rust/Cargo.toml --check
 	cargo clippy --manifest-path rust/Cargo.toml --all-targets -- -D warnings
 
+# Left to `make test`: tests marked slow, and by path the slow files of other layers (the store's model-based
+# test, the replicas' property test, the load test at tiny sizes).
+CHECK_SKIP := tests/store/test_store_model.py tests/test_cluster_property.py tests/loadtest/test_smoke.py
+
+.PHONY: check
+check: lint tools etcd ## lint and the fast tests (under 3 minutes): the edit loop; `make test` runs everything
+	$(BIN)/pytest -q -m "not slow" $(addprefix --ignore=,$(CHECK_SKIP))
+
 .PHONY: format
 format: $(VENV)/.deps-installed ## apply ruff and cargo fmt
 	$(BIN)/ruff check --fix pysrc tests bench
