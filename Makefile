@@ -81,11 +81,11 @@ test: build tools etcd ## all set-up, then every test (cargo test, pytest, and t
 	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: bench
-bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (under 15 min); results in bench/results/
+bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (under 15 min); results in bench/results/ (bench/README.md)
 	$(BIN)/python -m bench.loadtest $(BENCH_ARGS)
 
 .PHONY: bench-smoke
-bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked (seconds; part of make test)
+bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked, its summary printed (about a minute; part of make test)
 	$(BIN)/pytest -q tests/loadtest/test_smoke.py
 
 .PHONY: bench-micro

@@ -67,6 +67,8 @@ class Settings:
         return f"epsync x{self.replicas} on etcd"
 
 
+# Seconds a smoke run may take before it stops itself (`--smoke`; `--timeout` overrides it).
+SMOKE_TIMEOUT = 240.0
 SMOKE: dict[str, Any] = {
     "nodes": 20,
     "per_node": 5,
@@ -85,7 +87,7 @@ SMOKE: dict[str, Any] = {
     "slow_max_bytes": 8192,
     "stall_window_bytes": 2048,
     "stall_rollout_rounds": 3,
-    "timeout": 240.0,
+    "timeout": SMOKE_TIMEOUT,
     "sync_timeout": 60.0,
     "p99_budget_ms": 1000.0,
 }
@@ -133,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--scenarios", type=_ints, default=d.scenarios, help="scenarios to run, e.g. 1,2,6 (default: all)")
     add("--out", type=Path, default=None, help="results directory (default bench/results)")
-    add("--timeout", type=float, default=None, help="seconds the whole run may take (900; smoke 240)")
+    timeouts = f"{d.timeout:.0f}; smoke {SMOKE_TIMEOUT:.0f}"
+    add("--timeout", type=float, default=None, help=f"seconds the whole run may take ({timeouts})")
     add("--sync-timeout", type=float, default=d.sync_timeout, help="seconds watchers may take to get in sync")
     add("--etcd-binary", default=None, help="etcd to run (default .tools/bin/etcd, else PATH)")
     add("--seed", type=int, default=d.seed, help="population seed (%(default)s)")
