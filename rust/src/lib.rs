@@ -1,11 +1,12 @@
 //! epsync's Rust core, exposed to Python as `epsync._core`.
 //!
-//! The logic lives in plain Rust modules ([`selector`], [`index`]) that `cargo test`
+//! The logic lives in plain Rust modules ([`selector`], [`index`], [`model`]) that `cargo test`
 //! exercises directly; [`py`] is the thin PyO3 layer over them and [`error`] is the one
 //! place where Rust errors become Python exceptions.
 
 pub mod error;
 pub mod index;
+pub mod model;
 mod py;
 pub mod selector;
 

@@ -1,0 +1,79 @@
+//! From a request's encoded resource to the bytes the store keeps: decode, validate and
+//! normalise ([`super::validate`]), stamp the server-owned metadata, encode
+//! deterministically. What `epsync.model.kinds.ResourceType.encode(normalize(obj))` does in
+//! Python, for a whole batch, without Python objects.
+
+use prost::Message;
+
+use super::messages::{ObjectMeta, Profile, Timestamp, WorkloadEndpoint};
+use super::validate::{Violation, normalize_profile, normalize_workload_endpoint};
+
+/// One resource of a batch: its encoded request message and the server-owned metadata to
+/// set (None leaves the field as the request gave it).
+#[derive(Clone, Copy, Debug)]
+pub struct Item<'a> {
+    pub bytes: &'a [u8],
+    pub uid: Option<&'a str>,
+    pub creation_timestamp: Option<Timestamp>,
+}
+
+/// The stored bytes of one resource, or why it cannot be stored.
+pub type Outcome = Result<Vec<u8>, Vec<Violation>>;
+
+/// The one violation of bytes that do not decode: path "" (the whole message).
+fn undecodable(kind: &str, error: &prost::DecodeError) -> Vec<Violation> {
+    vec![Violation {
+        field: String::new(),
+        description: format!("the value is not an encoded epsync.v1.{kind}: {error}"),
+    }]
+}
+
+/// Sets what the server owns: uid and creation timestamp when given, no resource version
+/// (the store's revision is the truth).
+fn stamp(meta: &mut ObjectMeta, item: &Item<'_>) {
+    if let Some(uid) = item.uid {
+        uid.clone_into(&mut meta.uid);
+    }
+    if let Some(timestamp) = item.creation_timestamp {
+        meta.creation_timestamp = Some(timestamp);
+    }
+    meta.resource_version = 0;
+}
+
+/// The stored form of one WorkloadEndpoint.
+///
+/// # Errors
+///
+/// Every violation of the endpoint, or a single one (path "") when the bytes do not decode.
+pub fn normalize_endpoint(item: &Item<'_>) -> Outcome {
+    let mut wep = WorkloadEndpoint::decode(item.bytes)
+        .map_err(|error| undecodable("WorkloadEndpoint", &error))?;
+    normalize_workload_endpoint(&mut wep)?;
+    stamp(wep.metadata.get_or_insert_default(), item);
+    Ok(wep.encode_to_vec())
+}
+
+/// The stored form of one Profile.
+///
+/// # Errors
+///
+/// Every violation of the profile, or a single one (path "") when the bytes do not decode.
+pub fn normalize_profile_item(item: &Item<'_>) -> Outcome {
+    let mut profile =
+        Profile::decode(item.bytes).map_err(|error| undecodable("Profile", &error))?;
+    normalize_profile(&profile)?;
+    stamp(profile.metadata.get_or_insert_default(), item);
+    Ok(profile.encode_to_vec())
+}
+
+/// [`normalize_endpoint`] for each item, in order.
+#[must_use]
+pub fn normalize_endpoints(items: &[Item<'_>]) -> Vec<Outcome> {
+    items.iter().map(normalize_endpoint).collect()
+}
+
+/// [`normalize_profile_item`] for each item, in order.
+#[must_use]
+pub fn normalize_profiles(items: &[Item<'_>]) -> Vec<Outcome> {
+    items.iter().map(normalize_profile_item).collect()
+}

@@ -1,0 +1,787 @@
+//! The validation rules, one behaviour per test; the encoding against bytes Python wrote.
+//! (`tests/core/test_validation_parity.py` checks the whole against the Python reference on
+//! random input.)
+
+use prost::Message;
+
+use super::messages::{
+    Ipnat, Labels, ObjectMeta, Profile, ProfileSpec, Timestamp, WorkloadEndpoint,
+    WorkloadEndpointPort, WorkloadEndpointSpec,
+};
+use super::stored::{Item, normalize_endpoint, normalize_profile_item};
+use super::validate::{Violation, normalize_profile, normalize_workload_endpoint};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn port(name: &str, protocol: &str, number: i32) -> WorkloadEndpointPort {
+    WorkloadEndpointPort {
+        name: name.into(),
+        protocol: protocol.into(),
+        port: number,
+        ..WorkloadEndpointPort::default()
+    }
+}
+
+/// A valid k8s endpoint, as the Calico CNI plugin writes one.
+fn endpoint() -> WorkloadEndpoint {
+    WorkloadEndpoint {
+        metadata: Some(ObjectMeta {
+            name: "node1-k8s-my--nginx--b1337a-eth0".into(),
+            namespace: "prod".into(),
+            labels: labels(&[("app", "nginx")]),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(WorkloadEndpointSpec {
+            orchestrator: "k8s".into(),
+            node: "node1".into(),
+            pod: "my-nginx-b1337a".into(),
+            endpoint: "eth0".into(),
+            container_id: "abc123".into(),
+            ip_networks: vec!["10.0.0.1/32".into()],
+            profiles: vec!["kns.prod".into()],
+            interface_name: "cali0ef24ba".into(),
+            mac: "ca:fe:1d:52:bb:e9".into(),
+            ports: vec![port("http", "TCP", 80)],
+            ..WorkloadEndpointSpec::default()
+        }),
+    }
+}
+
+fn meta(wep: &mut WorkloadEndpoint) -> &mut ObjectMeta {
+    wep.metadata.as_mut().unwrap()
+}
+
+fn spec(wep: &mut WorkloadEndpoint) -> &mut WorkloadEndpointSpec {
+    wep.spec.as_mut().unwrap()
+}
+
+fn violations(mut wep: WorkloadEndpoint) -> Vec<(String, String)> {
+    match normalize_workload_endpoint(&mut wep) {
+        Ok(()) => Vec::new(),
+        Err(found) => found
+            .into_iter()
+            .map(|Violation { field, description }| (field, description))
+            .collect(),
+    }
+}
+
+fn one_violation(wep: WorkloadEndpoint) -> (String, String) {
+    let mut found = violations(wep);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found.remove(0)
+}
+
+fn normalized(mut wep: WorkloadEndpoint) -> WorkloadEndpoint {
+    normalize_workload_endpoint(&mut wep).unwrap();
+    wep
+}
+
+// ---- normalisation ----
+
+#[test]
+fn a_valid_endpoint_gets_the_server_labels() {
+    let wep = normalized(endpoint());
+    assert_eq!(
+        wep.metadata.unwrap().labels,
+        labels(&[
+            ("app", "nginx"),
+            ("projectcalico.org/namespace", "prod"),
+            ("projectcalico.org/orchestrator", "k8s"),
+        ])
+    );
+}
+
+#[test]
+fn an_empty_namespace_becomes_default() {
+    let mut wep = endpoint();
+    meta(&mut wep).namespace.clear();
+    let mut wep = normalized(wep);
+    assert_eq!(meta(&mut wep).namespace, "default");
+    assert_eq!(
+        meta(&mut wep).labels["projectcalico.org/namespace"],
+        "default"
+    );
+}
+
+#[test]
+fn no_orchestrator_label_without_an_orchestrator() {
+    let mut wep = endpoint();
+    meta(&mut wep).name = "web".into();
+    spec(&mut wep).orchestrator.clear();
+    let mut wep = normalized(wep);
+    assert!(
+        !meta(&mut wep)
+            .labels
+            .contains_key("projectcalico.org/orchestrator")
+    );
+}
+
+#[test]
+fn a_missing_name_is_derived() {
+    let mut wep = endpoint();
+    meta(&mut wep).name.clear();
+    let mut wep = normalized(wep);
+    assert_eq!(meta(&mut wep).name, "node1-k8s-my--nginx--b1337a-eth0");
+}
+
+#[test]
+fn addresses_are_stored_in_canonical_form() {
+    let mut wep = endpoint();
+    let s = spec(&mut wep);
+    s.ip_networks = vec![
+        "10.0.0.1".into(),
+        "2001:DB8:0::1".into(),
+        "::FFFF:1.2.3.4/128".into(),
+    ];
+    s.ip_nats = vec![Ipnat {
+        internal_ip: "2001:db8:0:0::1".into(),
+        external_ip: "2001:0db8::0002".into(),
+    }];
+    s.aws_elastic_ips = vec!["0:0::0".into()];
+    s.ipv4_gateway = "10.0.0.254".into();
+    s.ipv6_gateway = "FE80:0:0:0:0:0:0:1".into();
+    s.ports[0].host_ip = "0::1".into();
+    let mut wep = normalized(wep);
+    let s = spec(&mut wep);
+    assert_eq!(
+        s.ip_networks,
+        ["10.0.0.1/32", "2001:db8::1/128", "::ffff:102:304/128"]
+    );
+    assert_eq!(s.ip_nats[0].internal_ip, "2001:db8::1");
+    assert_eq!(s.ip_nats[0].external_ip, "2001:db8::2");
+    assert_eq!(s.aws_elastic_ips, ["::"]);
+    assert_eq!(s.ipv6_gateway, "fe80::1");
+    assert_eq!(s.ports[0].host_ip, "::1");
+}
+
+#[test]
+fn protocols_are_upper_cased_as_python_upper_cases_them() {
+    let mut wep = endpoint();
+    spec(&mut wep).ports = vec![
+        port("a", "tcp", 1),
+        port("b", "Udp", 2),
+        port("c", "\u{17f}ctp", 3),
+    ];
+    let mut wep = normalized(wep);
+    let protocols: Vec<&str> = spec(&mut wep)
+        .ports
+        .iter()
+        .map(|port| port.protocol.as_str())
+        .collect();
+    assert_eq!(protocols, ["TCP", "UDP", "SCTP"]);
+}
+
+#[test]
+fn an_absent_spec_stays_absent() {
+    let wep = normalized(WorkloadEndpoint {
+        metadata: Some(ObjectMeta {
+            name: "bare".into(),
+            ..ObjectMeta::default()
+        }),
+        spec: None,
+    });
+    assert!(wep.spec.is_none());
+}
+
+// ---- names ----
+
+#[test]
+fn a_name_must_match_the_derived_name() {
+    let mut wep = endpoint();
+    meta(&mut wep).name = "node1-k8s-my-nginx-b1337a-eth0".into();
+    assert_eq!(
+        one_violation(wep),
+        (
+            "metadata.name".into(),
+            "name \"node1-k8s-my-nginx-b1337a-eth0\" does not match the name derived from \
+             spec.node, spec.orchestrator, spec.pod and spec.endpoint: expected \
+             \"node1-k8s-my--nginx--b1337a-eth0\""
+                .into()
+        )
+    );
+}
+
+#[test]
+fn a_name_is_required_unless_derivable() {
+    let mut wep = endpoint();
+    meta(&mut wep).name.clear();
+    spec(&mut wep).orchestrator = "libnetwork".into();
+    spec(&mut wep).endpoint.clear();
+    assert_eq!(
+        one_violation(wep),
+        (
+            "metadata.name".into(),
+            "name is required unless it can be derived from spec.node, spec.orchestrator and \
+             spec.endpoint (all must be set)"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn bad_name_parts_are_reported_once_and_not_matched() {
+    let mut wep = endpoint();
+    meta(&mut wep).name = "whatever".into();
+    spec(&mut wep).node = "Node_1".into();
+    assert_eq!(
+        one_violation(wep),
+        (
+            "spec.node".into(),
+            "node \"Node_1\" is not a valid DNS-1123 subdomain: lowercase letters, digits, \"-\" \
+             and \".\", each dot-separated part starting and ending with a letter or digit, at \
+             most 253 characters"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn name_length_is_counted_in_characters() {
+    let mut wep = endpoint();
+    meta(&mut wep).name = "é".repeat(254);
+    spec(&mut wep).orchestrator = String::new();
+    assert_eq!(
+        violations(wep)[0].1,
+        format!(
+            "name \"{}\" is 254 characters long; at most 253 are allowed",
+            "é".repeat(254)
+        )
+    );
+}
+
+#[test]
+fn name_characters() {
+    let mut wep = endpoint();
+    meta(&mut wep).name = "a b".into();
+    spec(&mut wep).node.clear();
+    assert_eq!(
+        one_violation(wep).1,
+        "name \"a b\" may contain only letters, digits, \".\", \"_\" and \"-\""
+    );
+}
+
+// ---- labels ----
+
+#[test]
+fn label_keys_and_values_are_quoted_as_json() {
+    let mut wep = endpoint();
+    meta(&mut wep).labels = labels(&[("a\"b\n\u{1}", "ok"), ("good", "bad value\t")]);
+    assert_eq!(
+        violations(wep),
+        [
+            (
+                r#"metadata.labels["a\"b\n\u0001"]"#.to_owned(),
+                r#"label key "a\"b\n\u0001" has an invalid name "a\"b\n\u0001": it must be 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit"#.to_owned()
+            ),
+            (
+                r#"metadata.labels["good"]"#.to_owned(),
+                r#"label value "bad value\t" is not valid: it must be empty or 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit"#.to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn label_key_prefixes() {
+    let mut wep = endpoint();
+    meta(&mut wep).labels = labels(&[
+        ("a/b/c", ""),
+        ("/x", ""),
+        ("Example.com/x", ""),
+        ("example.com/", ""),
+        ("example.com/ok", ""),
+    ]);
+    let found: Vec<String> = violations(wep).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(
+        found,
+        [
+            r#"label key "/x" has an invalid prefix "": it must be a lowercase DNS-1123 subdomain of at most 253 characters"#,
+            r#"label key "Example.com/x" has an invalid prefix "Example.com": it must be a lowercase DNS-1123 subdomain of at most 253 characters"#,
+            r#"label key "a/b/c" has more than one "/""#,
+            r#"label key "example.com/" has an invalid name "": it must be 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit"#,
+        ]
+    );
+}
+
+#[test]
+fn reserved_and_server_labels() {
+    let mut wep = endpoint();
+    meta(&mut wep).labels = labels(&[
+        ("pcns.team", "a"),
+        ("projectcalico.org/namespace", "other"),
+        ("projectcalico.org/orchestrator", "cni"),
+    ]);
+    assert_eq!(
+        violations(wep),
+        [
+            (
+                r#"metadata.labels["pcns.team"]"#.to_owned(),
+                r#"label key "pcns.team" is refused: keys starting with "pcns." or "pcsa." carry namespace and service-account labels, which an endpoint may not set itself"#.to_owned()
+            ),
+            (
+                r#"metadata.labels["projectcalico.org/namespace"]"#.to_owned(),
+                r#"label "projectcalico.org/namespace" is set by the server to the endpoint's namespace "prod"; "other" is not allowed"#.to_owned()
+            ),
+            (
+                r#"metadata.labels["projectcalico.org/orchestrator"]"#.to_owned(),
+                r#"label "projectcalico.org/orchestrator" is set by the server to spec.orchestrator "k8s"; "cni" is not allowed"#.to_owned()
+            ),
+        ]
+    );
+    let mut wep = endpoint();
+    meta(&mut wep).name = "x".into();
+    spec(&mut wep).orchestrator.clear();
+    meta(&mut wep).labels = labels(&[("projectcalico.org/orchestrator", "k8s")]);
+    assert_eq!(
+        one_violation(wep).1,
+        r#"label "projectcalico.org/orchestrator" is set by the server from spec.orchestrator, which is empty, so the label must be omitted; "k8s" is not allowed"#
+    );
+}
+
+#[test]
+fn server_labels_with_the_right_values_are_accepted() {
+    let mut wep = endpoint();
+    meta(&mut wep).labels = labels(&[
+        ("projectcalico.org/namespace", "prod"),
+        ("projectcalico.org/orchestrator", "k8s"),
+    ]);
+    assert_eq!(violations(wep), []);
+}
+
+// ---- addresses ----
+
+#[test]
+fn ip_networks_must_be_single_addresses() {
+    let mut wep = endpoint();
+    spec(&mut wep).ip_networks = vec![
+        "10.0.0.0/24".into(),
+        "10.0.0.1/032".into(),
+        "fe80::1%eth0".into(),
+        "10.0.0.1/".into(),
+        "::1/128".into(),
+    ];
+    assert_eq!(
+        violations(wep),
+        [
+            (
+                "spec.ipNetworks[0]".to_owned(),
+                r#""10.0.0.0/24" covers more than one address: each ipNetworks entry must be a single address (/32 for IPv4, /128 for IPv6)"#.to_owned()
+            ),
+            (
+                "spec.ipNetworks[1]".to_owned(),
+                r#""10.0.0.1/032" is not an IP address or a single-address CIDR"#.to_owned()
+            ),
+            (
+                "spec.ipNetworks[2]".to_owned(),
+                r#""fe80::1%eth0" is not an IP address or a single-address CIDR"#.to_owned()
+            ),
+            (
+                "spec.ipNetworks[3]".to_owned(),
+                r#""10.0.0.1/" is not an IP address or a single-address CIDR"#.to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn nats_gateways_and_host_ips() {
+    let mut wep = endpoint();
+    let s = spec(&mut wep);
+    s.ip_nats = vec![
+        Ipnat {
+            internal_ip: "10.0.0.2".into(),
+            external_ip: "::1".into(),
+        },
+        Ipnat::default(),
+    ];
+    s.aws_elastic_ips = vec!["nope".into()];
+    s.ipv4_gateway = "::1".into();
+    s.ipv6_gateway = "10.0.0.1".into();
+    s.ports[0].host_ip = "1.2.3".into();
+    s.ports[0].host_port = 8080;
+    let found = violations(wep);
+    assert_eq!(
+        found,
+        [
+            (
+                "spec.ipNATs[0].internalIP".to_owned(),
+                "internal IP 10.0.0.2 is not one of spec.ipNetworks".to_owned()
+            ),
+            (
+                "spec.ipNATs[0].externalIP".to_owned(),
+                "external IP ::1 is IPv6 but internal IP 10.0.0.2 is IPv4".to_owned()
+            ),
+            (
+                "spec.ipNATs[1].internalIP".to_owned(),
+                "internal IP is required".to_owned()
+            ),
+            (
+                "spec.ipNATs[1].externalIP".to_owned(),
+                "external IP is required".to_owned()
+            ),
+            (
+                "spec.awsElasticIPs[0]".to_owned(),
+                r#"AWS elastic IP "nope" is not an IP address"#.to_owned()
+            ),
+            (
+                "spec.ipv4Gateway".to_owned(),
+                r#"IPv4 gateway "::1" is not an IPv4 address"#.to_owned()
+            ),
+            (
+                "spec.ipv6Gateway".to_owned(),
+                r#"IPv6 gateway "10.0.0.1" is not an IPv6 address"#.to_owned()
+            ),
+            (
+                "spec.ports[0].hostIP".to_owned(),
+                r#"host IP "1.2.3" is not an IP address"#.to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_bad_ip_network_skips_the_nat_membership_check() {
+    let mut wep = endpoint();
+    let s = spec(&mut wep);
+    s.ip_networks.push("bad".into());
+    s.ip_nats = vec![Ipnat {
+        internal_ip: "10.9.9.9".into(),
+        external_ip: "1.1.1.1".into(),
+    }];
+    assert_eq!(one_violation(wep).0, "spec.ipNetworks[1]");
+}
+
+// ---- interface ----
+
+#[test]
+fn profiles_interface_and_mac() {
+    let mut wep = endpoint();
+    let s = spec(&mut wep);
+    s.profiles = vec![String::new(), "KNS".into()];
+    s.interface_name = "cali0123456789abc".into();
+    s.mac = "00:11:22:33:44-55".into();
+    let found: Vec<String> = violations(wep).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        found,
+        [
+            "spec.profiles[0]",
+            "spec.profiles[1]",
+            "spec.interfaceName",
+            "spec.mac"
+        ]
+    );
+    let mut wep = endpoint();
+    spec(&mut wep).mac = "0011.2233.4455.66".into();
+    assert_eq!(
+        one_violation(wep).1,
+        r#""0011.2233.4455.66" is not a MAC address (MAC-48, EUI-48 or EUI-64)"#
+    );
+    for good in [
+        "00-11-22-33-44-55-66-77",
+        "0011.2233.4455",
+        "AA:bb:CC:dd:EE:ff",
+    ] {
+        let mut wep = endpoint();
+        spec(&mut wep).mac = good.into();
+        assert_eq!(violations(wep), [], "{good}");
+    }
+}
+
+#[test]
+fn the_interface_name_may_be_empty() {
+    let mut wep = endpoint();
+    spec(&mut wep).interface_name.clear();
+    assert_eq!(violations(wep), []);
+}
+
+// ---- ports ----
+
+#[test]
+fn ports() {
+    let mut wep = endpoint();
+    spec(&mut wep).ports = vec![
+        port("http", "TCP", 80),
+        port("http", "tcp", 0),
+        port("", "", 65536),
+        WorkloadEndpointPort {
+            host_port: -1,
+            ..port("", "icmp", -5)
+        },
+        port("HTTP", "UDP", 1),
+        port("metrics", "TCP", 9090),
+    ];
+    assert_eq!(
+        violations(wep),
+        [
+            (
+                "spec.ports[1].name".to_owned(),
+                r#"duplicate port name "http" (also spec.ports[0].name)"#.to_owned()
+            ),
+            (
+                "spec.ports[1].port".to_owned(),
+                "port 0 is out of range 1-65535".to_owned()
+            ),
+            (
+                "spec.ports[2].name".to_owned(),
+                "port name is required unless hostPort is set".to_owned()
+            ),
+            (
+                "spec.ports[2].protocol".to_owned(),
+                "protocol is required: TCP, UDP or SCTP".to_owned()
+            ),
+            (
+                "spec.ports[2].port".to_owned(),
+                "port 65536 is out of range 1-65535".to_owned()
+            ),
+            (
+                "spec.ports[3].protocol".to_owned(),
+                r#"protocol "icmp" is not one of TCP, UDP, SCTP"#.to_owned()
+            ),
+            (
+                "spec.ports[3].port".to_owned(),
+                "port -5 is out of range 1-65535".to_owned()
+            ),
+            (
+                "spec.ports[3].hostPort".to_owned(),
+                "host port -1 is out of range 1-65535 (0 leaves it unset)".to_owned()
+            ),
+            (
+                "spec.ports[4].name".to_owned(),
+                r#"port name "HTTP" is not valid: 1-15 lowercase letters, digits and single inner "-", with at least one letter"#.to_owned()
+            ),
+        ]
+    );
+}
+
+// ---- order ----
+
+#[test]
+fn violations_come_in_the_reference_order() {
+    let mut wep = endpoint();
+    meta(&mut wep).namespace = "Prod".into();
+    meta(&mut wep).labels = labels(&[("-x", "")]);
+    spec(&mut wep).pod = "Pod".into();
+    spec(&mut wep).ip_networks = vec!["x".into()];
+    spec(&mut wep).mac = "x".into();
+    spec(&mut wep).ports[0].port = 0;
+    let fields: Vec<String> = violations(wep).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        [
+            "metadata.namespace",
+            r#"metadata.labels["-x"]"#,
+            "spec.pod",
+            "spec.ipNetworks[0]",
+            "spec.mac",
+            "spec.ports[0].port",
+        ]
+    );
+}
+
+// ---- profiles ----
+
+fn profile(name: &str, to_apply: &[(&str, &str)]) -> Profile {
+    Profile {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(ProfileSpec {
+            labels_to_apply: labels(to_apply),
+        }),
+    }
+}
+
+#[test]
+fn profiles_are_cluster_scoped_and_may_not_apply_server_labels() {
+    assert_eq!(
+        normalize_profile(&profile("kns.prod", &[("env", "prod")])),
+        Ok(())
+    );
+    let mut bad = profile("", &[("projectcalico.org/namespace", "x"), ("a b", "")]);
+    bad.metadata.as_mut().unwrap().namespace = "ns".into();
+    bad.metadata.as_mut().unwrap().labels = labels(&[("ok", "-")]);
+    let found: Vec<(String, String)> = normalize_profile(&bad)
+        .unwrap_err()
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("metadata.name".to_owned(), "name is required".to_owned()),
+            (
+                "metadata.namespace".to_owned(),
+                r#"profiles are cluster-scoped: namespace must be empty, not "ns""#.to_owned()
+            ),
+            (
+                r#"metadata.labels["ok"]"#.to_owned(),
+                r#"label value "-" is not valid: it must be empty or 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit"#.to_owned()
+            ),
+            (
+                r#"spec.labelsToApply["a b"]"#.to_owned(),
+                r#"label key "a b" has an invalid name "a b": it must be 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit"#.to_owned()
+            ),
+            (
+                r#"spec.labelsToApply["projectcalico.org/namespace"]"#.to_owned(),
+                r#"label "projectcalico.org/namespace" is set by the server on each endpoint; a profile may not apply it"#.to_owned()
+            ),
+        ]
+    );
+}
+
+// ---- encoding: bytes Python (upb) wrote with SerializeToString(deterministic=True) ----
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every field set, a label with an empty value and one with an empty key, an empty
+/// repeated message, a negative port.
+const PYTHON_ENDPOINT: &str = "0a2c0a016e12026e731a060a01611201781a050a016212001a050a0012016520\
+072a017532080880e2cfaa06100512760a017712016f1a026e642201632a01703201653a0b31302e302e302e312f33\
+323a0042130a0831302e302e302e311207312e322e332e3442004a033a3a31520267345a02673662027031620270\
+326a02696672016d7a1d0a0468747470120354435018ffffffffffffffffff01208080042a01687a00";
+
+#[test]
+fn python_bytes_round_trip_through_the_structs() {
+    let bytes = unhex(PYTHON_ENDPOINT);
+    let wep = WorkloadEndpoint::decode(bytes.as_slice()).unwrap();
+    let meta = wep.metadata.as_ref().unwrap();
+    assert_eq!(meta.labels, labels(&[("", "e"), ("a", "x"), ("b", "")]));
+    assert_eq!(meta.resource_version, 7);
+    assert_eq!(
+        meta.creation_timestamp,
+        Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5
+        })
+    );
+    let s = wep.spec.as_ref().unwrap();
+    assert_eq!(s.ports[0].port, -1);
+    assert_eq!(s.ports[0].host_port, 65536);
+    assert_eq!(s.ports[1], WorkloadEndpointPort::default());
+    assert_eq!(wep.encode_to_vec(), bytes);
+
+    for python in [
+        "0a030a0170120f0a060a01611201620a050a016b1200",
+        "0a030a01701200",
+    ] {
+        let bytes = unhex(python);
+        let profile = Profile::decode(bytes.as_slice()).unwrap();
+        assert_eq!(profile.encode_to_vec(), bytes);
+    }
+}
+
+#[test]
+fn map_entries_come_in_upbs_order() {
+    // Python: ObjectMeta(labels={k: "v" for k in keys}).SerializeToString(deterministic=True)
+    // writes "\x00", "ab", "a", "b", "z", "é", "": a key after the keys it is a prefix of.
+    let meta = ObjectMeta {
+        labels: labels(&[
+            ("ab", "v"),
+            ("a", "v"),
+            ("b", "v"),
+            ("", "v"),
+            ("\0", "v"),
+            ("é", "v"),
+            ("z", "v"),
+        ]),
+        ..ObjectMeta::default()
+    };
+    let bytes = meta.encode_to_vec();
+    let mut order = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let [0x1a, len, body @ ..] = rest {
+        let (entry, tail) = body.split_at(usize::from(*len));
+        let key_len = usize::from(entry[1]);
+        order.push(String::from_utf8(entry[2..2 + key_len].to_vec()).unwrap());
+        rest = tail;
+    }
+    assert_eq!(order, ["\0", "ab", "a", "b", "z", "é", ""]);
+    assert_eq!(ObjectMeta::decode(bytes.as_slice()).unwrap(), meta);
+    assert_eq!(meta.encoded_len(), bytes.len());
+}
+
+// ---- stored bytes ----
+
+#[test]
+fn stored_bytes_carry_the_server_metadata_and_no_resource_version() {
+    let mut wep = endpoint();
+    meta(&mut wep).resource_version = 42;
+    meta(&mut wep).uid = "client-uid".into();
+    let bytes = wep.encode_to_vec();
+    let timestamp = Timestamp {
+        seconds: 1,
+        nanos: 2,
+    };
+    let stored = normalize_endpoint(&Item {
+        bytes: &bytes,
+        uid: Some("server-uid"),
+        creation_timestamp: Some(timestamp),
+    })
+    .unwrap();
+    let mut back = WorkloadEndpoint::decode(stored.as_slice()).unwrap();
+    let m = meta(&mut back);
+    assert_eq!(m.uid, "server-uid");
+    assert_eq!(m.creation_timestamp, Some(timestamp));
+    assert_eq!(m.resource_version, 0);
+
+    let kept = normalize_endpoint(&Item {
+        bytes: &bytes,
+        uid: None,
+        creation_timestamp: None,
+    })
+    .unwrap();
+    let mut back = WorkloadEndpoint::decode(kept.as_slice()).unwrap();
+    assert_eq!(meta(&mut back).uid, "client-uid");
+    assert_eq!(meta(&mut back).creation_timestamp, None);
+}
+
+#[test]
+fn undecodable_bytes_are_one_violation_of_the_whole() {
+    for bytes in [&b"\xff"[..], b"\x0a\x05\x0a\x03ab", b"\x0a\x03\x0a\x01\xff"] {
+        let item = Item {
+            bytes,
+            uid: None,
+            creation_timestamp: None,
+        };
+        for found in [normalize_endpoint(&item), normalize_profile_item(&item)] {
+            let found = found.unwrap_err();
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].field, "");
+            assert!(
+                found[0]
+                    .description
+                    .starts_with("the value is not an encoded epsync.v1."),
+                "{}",
+                found[0].description
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stored_endpoint_is_stored_unchanged() {
+    let bytes = normalize_endpoint(&Item {
+        bytes: &endpoint().encode_to_vec(),
+        uid: Some("u"),
+        creation_timestamp: None,
+    })
+    .unwrap();
+    let again = normalize_endpoint(&Item {
+        bytes: &bytes,
+        uid: None,
+        creation_timestamp: None,
+    })
+    .unwrap();
+    assert_eq!(again, bytes);
+}
