@@ -1,5 +1,5 @@
 """epsync's Rust core: Calico selector parsing and evaluation, the endpoint label index and the
-watch fan-out built on it.
+watch fan-out built on it, and the validation and normalisation of writes.
 
 Every call does a whole batch of work (many endpoints, many label sets, a whole page of
 keys, a whole committed batch of changes), so Python crosses into Rust once per operation,
@@ -19,6 +19,8 @@ __all__ = [
     "EndpointIndex",
     "Selector",
     "SelectorError",
+    "normalize_endpoints",
+    "normalize_profiles",
 ]
 
 VERSION: str
@@ -47,6 +49,13 @@ _EndpointChange = tuple[int, str, str, str | None, Mapping[str, str] | None, Seq
 
 _ProfileChange = tuple[int, str, Mapping[str, str] | None]
 """`(revision, name, labels_to_apply)`; labels None means deleted."""
+
+_WriteItem = tuple[bytes, str | None, tuple[int, int] | None]
+"""`(encoded message, uid, (seconds, nanos))`: a resource as a request carried it, and the uid and
+creation timestamp to give it (None leaves the field as the request has it)."""
+
+_Violations = list[tuple[str, str]]
+"""`(field path, message)` pairs, e.g. `("spec.ports[1].port", "port 0 is out of range 1-65535")`."""
 
 class SelectorError(ValueError):
     """A selector failed to parse.
@@ -215,3 +224,21 @@ class EndpointIndex:
         version) and what `group` matches now, each sorted: matching endpoints not known,
         matching endpoints whose version differs, and known keys that do not exist or do not
         match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group."""
+
+# ---- validation and normalisation of writes ----
+
+def normalize_endpoints(items: Sequence[_WriteItem]) -> list[bytes | _Violations]:
+    """Validates and normalises a batch of WorkloadEndpoints for storing.
+
+    Each result, in the order of `items`, is what `epsync.model.validation.normalize_workload_endpoint`
+    decides for that item: the stored bytes, exactly `WORKLOAD_ENDPOINTS.encode(normalized)` with the
+    given uid and creation timestamp set (normalised, resource_version 0, deterministically encoded),
+    or, when it would raise `InvalidArgument`, its violations as `(field, description)` pairs, in
+    the same order and with the same text. Bytes that do not decode as a WorkloadEndpoint give one
+    violation with field "" (the whole message). Unknown fields are dropped.
+
+    Large batches run without the GIL."""
+
+def normalize_profiles(items: Sequence[_WriteItem]) -> list[bytes | _Violations]:
+    """Validates a batch of Profiles for storing, as `epsync.model.validation.normalize_profile`
+    and `PROFILES.encode` do; items and results as in `normalize_endpoints`."""

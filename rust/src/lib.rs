@@ -37,5 +37,5 @@ mod _core {
     use crate::error::SelectorError;
 
     #[pymodule_export]
-    use crate::py::{PyEndpointIndex, PySelector};
+    use crate::py::{PyEndpointIndex, PySelector, normalize_endpoints, normalize_profiles};
 }

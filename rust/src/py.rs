@@ -4,13 +4,15 @@
 //! of keys), so Python crosses the boundary once per operation, never once per label.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString, PyTuple};
 
 use crate::error::selector_error;
 use crate::index::{
     EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId, Key,
     LabelSet, ProfileChange, ProfileList, Replay,
 };
+use crate::model::messages::Timestamp;
+use crate::model::stored::{self, Item, Outcome};
 use crate::selector::Selector;
 
 /// A label set as `Selector` reads it: key to value.
@@ -490,4 +492,78 @@ impl PyEndpointIndex {
             key_list(py, diff.deleted)?,
         ))
     }
+}
+
+// ---- validation and normalisation of writes ----
+
+/// A batch item as Python passes it: `(encoded message, uid or None, (seconds, nanos) or None)`.
+type ItemTuple<'py> = (Bound<'py, PyBytes>, Option<String>, Option<(i64, i32)>);
+
+/// Below this many items a batch runs without releasing the GIL: its work takes a few
+/// microseconds, and getting the GIL back while another thread holds it can take a whole
+/// switch interval (5 ms).
+const DETACH_MIN_ITEMS: usize = 32;
+
+/// Converts a batch, runs `normalize` over it (without the GIL when the batch is large
+/// enough: it reads only the bytes objects' buffers, which are immutable and kept alive by
+/// `owned`) and converts the outcomes: stored bytes, or a list of `(field, description)`.
+fn normalize_batch<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, PyAny>,
+    normalize: fn(&[Item<'_>]) -> Vec<Outcome>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut owned: Vec<ItemTuple<'py>> = Vec::new();
+    for item in items.try_iter()? {
+        owned.push(item?.extract()?);
+    }
+    let batch: Vec<Item<'_>> = owned
+        .iter()
+        .map(|(bytes, uid, timestamp)| Item {
+            bytes: bytes.as_bytes(),
+            uid: uid.as_deref(),
+            creation_timestamp: timestamp.map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+        })
+        .collect();
+    let outcomes = if batch.len() >= DETACH_MIN_ITEMS {
+        py.detach(|| normalize(&batch))
+    } else {
+        normalize(&batch)
+    };
+    let list = PyList::empty(py);
+    for outcome in outcomes {
+        match outcome {
+            Ok(bytes) => list.append(PyBytes::new(py, &bytes))?,
+            Err(violations) => list.append(PyList::new(
+                py,
+                violations
+                    .iter()
+                    .map(|violation| (&violation.field, &violation.description)),
+            )?)?,
+        }
+    }
+    Ok(list)
+}
+
+/// Validates and normalises a batch of WorkloadEndpoints for storing, as
+/// `epsync.model.validation.normalize_workload_endpoint` and `WORKLOAD_ENDPOINTS.encode` do.
+///
+/// Each item is `(encoded WorkloadEndpoint, uid to set or None, (seconds, nanos) creation
+/// timestamp to set or None)`; each result, in order, is the stored bytes or the list of
+/// `(field path, message)` violations.
+#[pyfunction]
+pub fn normalize_endpoints<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    normalize_batch(py, items, stored::normalize_endpoints)
+}
+
+/// Validates a batch of Profiles for storing, as `epsync.model.validation.normalize_profile`
+/// and `PROFILES.encode` do; items and results as in `normalize_endpoints`.
+#[pyfunction]
+pub fn normalize_profiles<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    normalize_batch(py, items, stored::normalize_profiles)
 }
