@@ -24,6 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.loadtest import procstat
 from bench.loadtest.control import die_with_parent
 
+# The repository's root, where `bench` is a top-level package: helper processes run `python -m bench.loadtest.<module>`.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -130,11 +133,12 @@ class EpsyncProcess(ServerProcess):
 
 
 def etcd_binary(explicit: str | None = None) -> str:
-    """--etcd-binary, else `.tools/bin/etcd` (what `make etcd` installs) here or in a parent directory, else PATH."""
+    """--etcd-binary, else `.tools/bin/etcd` (what `make etcd` installs) here, in a parent directory or in this
+    repository, else PATH."""
     if explicit:
         return explicit
     here = Path.cwd().resolve()
-    for directory in (here, *here.parents):
+    for directory in (here, *here.parents, REPO_ROOT):
         candidate = directory / ".tools" / "bin" / "etcd"
         if candidate.exists():
             return str(candidate)
@@ -222,10 +226,6 @@ class Sampler:
             "cpu_cores": (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]),
             "peak_rss_mb": max(s[2] for s in inside) / 2**20,
         }
-
-
-# The repository's root, where `bench` is a top-level package: helper processes run `python -m bench.loadtest.<module>`.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def python_env() -> dict[str, str]:
