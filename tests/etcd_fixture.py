@@ -9,10 +9,15 @@ own (benchmarks, other fixture scopes), and can be stopped and started again on 
 data, to test what a restart does to clients; `EtcdServer(..., tls=make_etcd_pki(dir))` serves TLS
 with client-certificate authentication, from a throwaway CA that openssl makes in a few
 milliseconds. `make etcd` (which `make test` runs) installs the binary into .tools/bin.
+
+`WatchPartition` cuts a datastore's etcd watches off from etcd, and heals them, for tests of a
+replica whose change feed falls behind: the datastore makes its etcd client with
+`connect=partition.connect`, and nothing else of it changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -22,13 +27,24 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from epsync.store.etcd.client import EtcdClient
+from epsync.store.etcd.client import (
+    Compare,
+    EtcdClient,
+    EtcdUnavailable,
+    Key,
+    Op,
+    TxnResult,
+    Watch,
+    WatchBatch,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 START_SECONDS = 20.0
@@ -245,3 +261,133 @@ def session_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServe
 async def etcd_client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
     async with EtcdClient(etcd.endpoint, timeout=10) as client:
         yield client
+
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class WatchPartition:
+    """A network partition between one datastore's etcd watches and etcd; its other calls go through.
+
+    `cut()` breaks every watch stream open now, as a lost connection does (the stream fails with
+    EtcdUnavailable), and holds every watch set up from then on at its set-up until `heal()`, as a
+    connection to an unreachable etcd would be for a while: writes and reads still reach etcd, but
+    the store hears of no change. Pass `connect` as the datastore's `connect`.
+
+    `txns` is every transaction the store ran, with etcd's answer; `until_sent` waits for one.
+    """
+
+    def __init__(self) -> None:
+        self._healed = asyncio.Event()
+        self._healed.set()
+        self._live: set[_PartitionedWatch] = set()
+        self.txns: list[SentTxn] = []
+        self._sent = asyncio.Event()
+
+    def connect(
+        self,
+        target: str,
+        *,
+        timeout: float | None,
+        credentials: grpc.ChannelCredentials | None,
+        options: Sequence[tuple[str, int | str]],
+    ) -> EtcdClient:
+        return _PartitionedClient(self, target, timeout=timeout, credentials=credentials, options=options)
+
+    async def until_sent(self, condition: Callable[[SentTxn], bool]) -> SentTxn:
+        """The first transaction of the store's for which `condition` holds, once etcd has answered it."""
+        while True:
+            for txn in self.txns:
+                if condition(txn):
+                    return txn
+            self._sent.clear()
+            await self._sent.wait()
+
+    def _record(self, txn: SentTxn) -> None:
+        self.txns.append(txn)
+        self._sent.set()
+
+    def cut(self) -> None:
+        self._healed.clear()
+        for watch in list(self._live):
+            watch.sever()
+
+    def heal(self) -> None:
+        self._healed.set()
+
+    async def _until_healed(self, watch: _PartitionedWatch) -> None:
+        await self._healed.wait()
+        self._live.add(watch)
+
+    def _ended(self, watch: _PartitionedWatch) -> None:
+        self._live.discard(watch)
+
+
+@dataclass(frozen=True)
+class SentTxn:
+    """One etcd transaction a store ran, and etcd's answer."""
+
+    compares: Sequence[Compare]
+    success: Sequence[Op]
+    failure: Sequence[Op]
+    result: TxnResult
+
+
+class _PartitionedClient(EtcdClient):
+    def __init__(self, partition: WatchPartition, target: str, **settings: Any) -> None:
+        super().__init__(target, **settings)
+        self._partition = partition
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        result = await super().txn(compares, success, failure)
+        self._partition._record(SentTxn(compares, success, failure, result))
+        return result
+
+    def watch(
+        self,
+        key: Key,
+        *,
+        prefix: bool = False,
+        range_end: Key | None = None,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+    ) -> Watch:
+        real = super().watch(
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+        )
+        return _PartitionedWatch(self._partition, self._watch, real.request, setup_timeout=self.timeout)
+
+
+class _PartitionedWatch(Watch):
+    """A real etcd watch behind the partition: set up once it is healed, severed when it is cut."""
+
+    def __init__(self, partition: WatchPartition, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._partition = partition
+        self._severed = False
+
+    async def start(self) -> None:
+        await self._partition._until_healed(self)
+        await super().start()
+
+    def sever(self) -> None:
+        self._severed = True
+        self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[WatchBatch]:
+        return self._through(super().__aiter__())
+
+    async def _through(self, batches: AsyncIterator[WatchBatch]) -> AsyncIterator[WatchBatch]:
+        try:
+            async for batch in batches:
+                yield batch
+            if self._severed:
+                raise EtcdUnavailable("the connection to etcd was cut (a test's partition)", code=UNAVAILABLE)
+        finally:
+            self._partition._ended(self)

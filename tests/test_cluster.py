@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
@@ -21,11 +22,11 @@ from epsync.errors import NotFound, Unavailable
 from epsync.server.app import EpsyncServer
 from epsync.server.config import ServerConfig
 from epsync.store.etcd import EtcdDatastore
-from epsync.store.etcd.client import EtcdClient
+from epsync.store.etcd.client import Compare, DeleteOp, EtcdClient
 from epsync.v1.watch_pb2 import ADDED, DELETED, MODIFIED
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from tests.conftest import epsync_command, free_port, server_config
-from tests.etcd_fixture import EtcdServer
+from tests.conftest import epsync_command, server_config
+from tests.etcd_fixture import EtcdServer, WatchPartition
 from tests.factories import endpoint
 from tests.watch_streams import channel, named, objects, running_server, watch_endpoints
 
@@ -46,6 +47,21 @@ async def replicas(tmp_path: Path, settings: dict[str, Any], count: int = 2) -> 
         running_server(tmp_path / "b", **settings) as second,
     ):
         yield [first, second][:count]
+
+
+@asynccontextmanager
+async def partitioned_server(
+    data_dir: Path, settings: dict[str, Any], partition: WatchPartition
+) -> AsyncIterator[EpsyncServer]:
+    """A replica as `running_server` makes it, but whose etcd watch `partition` can cut off from etcd."""
+    config = server_config(data_dir, **settings)
+    store = EtcdDatastore(config.etcd_endpoints, prefix=config.etcd_prefix, connect=partition.connect)
+    server = EpsyncServer(config, store=store)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.1)
 
 
 async def test_replicas_hand_out_the_same_versions(tmp_path: Path, etcd_settings: dict[str, Any]) -> None:
@@ -101,19 +117,31 @@ async def test_a_watcher_resumes_on_another_replica_without_a_full_resend(
 async def test_a_replica_that_has_not_heard_of_an_object_yet_upserts_and_deletes_it_all_the_same(
     tmp_path: Path, etcd_settings: dict[str, Any]
 ) -> None:
+    partition = WatchPartition()
     async with (
-        replicas(tmp_path, etcd_settings) as (a, b),
+        running_server(tmp_path / "a", **etcd_settings) as a,
+        partitioned_server(tmp_path / "b", etcd_settings, partition) as b,
         Client(f"127.0.0.1:{a.port}") as ca,
         Client(f"127.0.0.1:{b.port}") as cb,
     ):
-        assert isinstance(b.store, EtcdDatastore)
-        b.store._suspend_watch()  # b falls behind: its cache knows nothing of what a creates now
+        partition.cut()  # b falls behind: its cache knows nothing of what a creates now
         await ca.create_endpoint(endpoint("upserted"))
         await ca.create_endpoint(endpoint("deleted"))
         upsert = asyncio.create_task(cb.update_endpoint(endpoint("upserted", labels={"v": "2"}), allow_missing=True))
         delete = asyncio.create_task(cb.delete_endpoint("deleted", allow_missing=True))
-        await asyncio.sleep(0.2)  # both are in b's hands, on a stale cache; b's writes wait for b to catch up
-        b.store._resume_watch()
+        # Both are in b's hands, on a stale cache: b tries to create "upserted" (which etcd refuses,
+        # the key exists) and deletes "deleted" without knowing its version ...
+        key = f"{etcd_settings['etcd_prefix']}workloadendpoints/default/".encode()
+        await partition.until_sent(lambda txn: Compare(key + b"upserted", "mod_revision", "==", 0) in txn.compares)
+        deleted = await partition.until_sent(
+            lambda txn: txn.result.succeeded and DeleteOp(key + b"deleted", prev_kv=True) in txn.success
+        )
+        assert not any(compare.key == key + b"deleted" for compare in deleted.compares)
+        # ... and b's writes wait for b to catch up with what they did.
+        assert b.store.current_revision < deleted.result.revision
+        assert not upsert.done()
+        assert not delete.done()
+        partition.heal()
         updated = await upsert
         await delete
         assert updated.metadata.labels["v"] == "2"
@@ -146,14 +174,14 @@ async def test_the_client_fails_over_and_its_view_loses_nothing(tmp_path: Path, 
 async def test_a_replica_killed_with_kill_9_its_watchers_move_and_resume(
     tmp_path: Path, etcd_settings: dict[str, Any]
 ) -> None:
-    port = free_port()
     process = await asyncio.create_subprocess_exec(
         *epsync_command(
-            "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "a"), "--datastore", "etcd",
+            "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "a"), "--datastore", "etcd",
             "--etcd-endpoints", etcd_settings["etcd_endpoints"][0], "--etcd-prefix", etcd_settings["etcd_prefix"],
         ),
     )  # fmt: skip
     try:
+        port = await bound_port(process)
         async with (
             running_server(tmp_path / "b", **etcd_settings) as b,
             Client([f"127.0.0.1:{port}", f"127.0.0.1:{b.port}"]) as client,
@@ -209,8 +237,9 @@ async def test_etcd_down_keeps_watchers_and_reads_fails_writes_clearly_and_recov
 async def test_etcd_compacted_past_the_cache_relists_and_watchers_get_only_the_difference(
     tmp_path: Path, etcd_settings: dict[str, Any], session_etcd: EtcdServer
 ) -> None:
+    partition = WatchPartition()
     async with (
-        running_server(tmp_path, **etcd_settings) as server,
+        partitioned_server(tmp_path, etcd_settings, partition) as server,
         Client(f"127.0.0.1:{server.port}") as client,
         channel(server) as opened,
     ):
@@ -219,7 +248,7 @@ async def test_etcd_compacted_past_the_cache_relists_and_watchers_get_only_the_d
         stream = watch_endpoints(opened, send_initial_events=True)
         await stream.until_synced()
         assert isinstance(server.store, EtcdDatastore)
-        server.store._suspend_watch()  # this replica misses a stretch of etcd's history...
+        partition.cut()  # this replica misses a stretch of etcd's history...
         key = f"{etcd_settings['etcd_prefix']}workloadendpoints/default/"
         async with EtcdClient(session_etcd.endpoint) as etcd:
             await etcd.put(key + "changed", stored_copy(await client.get_endpoint("changed"), labels={"v": "2"}))
@@ -229,14 +258,15 @@ async def test_etcd_compacted_past_the_cache_relists_and_watchers_get_only_the_d
             await etcd.delete_range(key + "brief")
             last = await etcd.put("/elsewhere", b"unrelated")
             await etcd.compact(last.revision, physical=True)  # ...and etcd forgets it
-        server.store._resume_watch()
+        partition.heal()
         events = objects(await stream.until_count(6, within=20))
         # Only the difference: nothing for "same", nothing for "brief", which came and went.
         assert sorted(named(events[3:])) == sorted([(MODIFIED, "changed"), (DELETED, "removed"), (ADDED, "born")])
         assert server.store.relists == 1
-        await asyncio.sleep(0.3)
-        assert len(objects(stream.events)) == 6  # and nothing after it
-        assert {wep.metadata.name async for wep in client.list_endpoints()} == {"same", "changed", "born"}
+        # And nothing after it: a sentinel written now is the very next event.
+        await client.create_endpoint(endpoint("sentinel"))
+        assert named(objects(await stream.until_count(7))[6:]) == [(ADDED, "sentinel")]
+        assert {wep.metadata.name async for wep in client.list_endpoints()} == {"same", "changed", "born", "sentinel"}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -265,6 +295,36 @@ async def until(iterator: AsyncIterator[Any], condition: Any, within: float = 20
     async with asyncio.timeout(within):
         while not condition():
             await anext(iterator)
+
+
+async def bound_port(process: asyncio.subprocess.Process, within: float = 20) -> int:
+    """The port a server started with `--listen 127.0.0.1:0` has bound, read from the kernel's tables."""
+    async with asyncio.timeout(within):
+        while not (ports := listening_ports(process.pid)):
+            if process.returncode is not None:
+                raise AssertionError(f"the server exited with {process.returncode} before it listened")
+            await asyncio.sleep(0.05)  # paces the polling of /proc until the server binds
+    (port,) = ports
+    return port
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on (Linux: its sockets' inodes looked up in /proc/net/tcp*)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 async def wait_until_serving(port: int) -> None:

@@ -30,8 +30,8 @@ from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from tests.conftest import free_port, server_config
-from tests.etcd_fixture import EtcdServer, unique_prefix
+from tests.conftest import server_config
+from tests.etcd_fixture import EtcdServer, WatchPartition, unique_prefix
 from tests.selector_reference import render
 from tests.test_watch_property import (
     DELETE_ENDPOINT,
@@ -160,21 +160,20 @@ FAST = Backoff(initial=0.01, maximum=0.1)
 
 async def run_history(ops: list[Op], specs: list[WatcherSpec], etcd: EtcdServer, data_dir: Path) -> None:
     prefix = unique_prefix()
-    replicas = [
-        EpsyncServer(
-            server_config(
-                data_dir / name,
-                listen=f"127.0.0.1:{free_port()}",
-                datastore="etcd",
-                etcd_endpoints=(etcd.endpoint,),
-                etcd_prefix=prefix,
-                watcher_max_events=8,
-                bookmark_interval_seconds=0.05,
-                bookmark_tick_seconds=0.02,
-            )
+    partitions = [WatchPartition(), WatchPartition()]
+    replicas = []
+    for name, partition in zip(("a", "b"), partitions, strict=True):
+        config = server_config(
+            data_dir / name,
+            datastore="etcd",
+            etcd_endpoints=(etcd.endpoint,),
+            etcd_prefix=prefix,
+            watcher_max_events=8,
+            bookmark_interval_seconds=0.05,
+            bookmark_tick_seconds=0.02,
         )
-        for name in ("a", "b")
-    ]
+        store = EtcdDatastore(config.etcd_endpoints, prefix=config.etcd_prefix, connect=partition.connect)
+        replicas.append(EpsyncServer(config, store=store))
     async with AsyncExitStack() as stack:
         for replica in replicas:
             await replica.start()
@@ -186,13 +185,14 @@ async def run_history(ops: list[Op], specs: list[WatcherSpec], etcd: EtcdServer,
             await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}"))
             for replica in replicas
         ]
-        await watch_history(ops, specs, replicas, clients, channels)
+        await watch_history(ops, specs, replicas, partitions, clients, channels)
 
 
 async def watch_history(
     ops: list[Op],
     specs: list[WatcherSpec],
     replicas: list[EpsyncServer],
+    partitions: list[WatchPartition],
     clients: list[Client],
     channels: list[grpc.aio.Channel],
 ) -> None:
@@ -200,8 +200,6 @@ async def watch_history(
     profiles: dict[str, Profile] = {}
     watchers = [HoppingWatcher(spec, channels, start=i % 2) for i, spec in enumerate(specs)]
     tasks = [asyncio.create_task(watcher.run()) for watcher in watchers]
-    stores = [replica.store for replica in replicas]
-    assert all(isinstance(store, EtcdDatastore) for store in stores)
     lagging: set[int] = set()
     try:
         for op in ops:
@@ -212,13 +210,13 @@ async def watch_history(
                     await watchers[which % len(watchers)].hop()
                 case Lag(replica) if replica in lagging:
                     lagging.discard(replica)
-                    stores[replica]._resume_watch()  # type: ignore[attr-defined]
+                    partitions[replica].heal()
                 case Lag(replica) if not lagging:
                     lagging.add(replica)
-                    stores[replica]._suspend_watch()  # type: ignore[attr-defined]
-            await asyncio.sleep(0)
+                    partitions[replica].cut()
+            await asyncio.sleep(0)  # lets the watchers' tasks take a step between operations; decides nothing
         for replica in lagging:
-            stores[replica]._resume_watch()  # type: ignore[attr-defined]
+            partitions[replica].heal()
         final = max(replica.store.current_revision for replica in replicas)
         async with asyncio.timeout(30):
             # Polled: "every view has reached the final revision" is no single event to wait on.

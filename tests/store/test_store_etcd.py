@@ -24,7 +24,7 @@ from epsync.store.base import (
 from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.etcd.client import Compare, DeleteOp, EtcdClient, PutOp
 from tests.conftest import free_port
-from tests.etcd_fixture import EtcdServer, make_etcd_pki, start_etcd_with_retries, unique_prefix
+from tests.etcd_fixture import EtcdServer, WatchPartition, make_etcd_pki, start_etcd_with_retries, unique_prefix
 from tests.store.conftest import EP, PR, Recorder, assert_revision_order, committed, put
 
 # Short waits, so the fault tests finish quickly.
@@ -37,8 +37,14 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def etcd_store(session_etcd: EtcdServer, prefix: str) -> AsyncIterator[EtcdDatastore]:
-    store = EtcdDatastore([session_etcd.endpoint], prefix=prefix, **FAST)
+def partition() -> WatchPartition:
+    """Between `etcd_store`'s watch and etcd: a test cuts it to make the store's feed fall behind."""
+    return WatchPartition()
+
+
+@pytest.fixture
+async def etcd_store(session_etcd: EtcdServer, prefix: str, partition: WatchPartition) -> AsyncIterator[EtcdDatastore]:
+    store = EtcdDatastore([session_etcd.endpoint], prefix=prefix, connect=partition.connect, **FAST)
     await store.open()
     yield store
     await store.close()
@@ -211,7 +217,9 @@ async def test_two_replicas_on_one_prefix_see_each_others_writes_and_conflicts(
 async def test_a_write_returns_after_the_listeners_saw_it_or_says_it_committed(
     session_etcd: EtcdServer, prefix: str, raw: EtcdClient
 ) -> None:
-    store = EtcdDatastore([session_etcd.endpoint], prefix=prefix, **(FAST | {"catch_up_seconds": 0.3}))
+    partition = WatchPartition()
+    settings = FAST | {"catch_up_seconds": 0.3}
+    store = EtcdDatastore([session_etcd.endpoint], prefix=prefix, connect=partition.connect, **settings)
     await store.open()
     recorder = Recorder()
     store.add_listener(recorder)
@@ -219,7 +227,7 @@ async def test_a_write_returns_after_the_listeners_saw_it_or_says_it_committed(
         result = await put(store, "ns/a", b"1")
         assert recorder.changes[-1].revision == result.revision == store.current_revision
 
-        store._suspend_watch()  # this replica's watch falls behind
+        partition.cut()  # this replica's watch falls behind
         with pytest.raises(DatastoreUnavailable, match=r"did commit .*revision \d+.*not caught up") as raised:
             await put(store, "ns/b", b"2")
         assert "the outcome is known: committed" in str(raised.value)
@@ -228,7 +236,7 @@ async def test_a_write_returns_after_the_listeners_saw_it_or_says_it_committed(
         assert str(stored.mod_revision) in str(raised.value)
         assert [c.key for c in recorder.changes] == ["ns/a"]
 
-        store._resume_watch()
+        partition.heal()
         await eventually(lambda: store.current_revision >= stored.mod_revision)
         assert [c.key for c in recorder.changes] == ["ns/a", "ns/b"]
     finally:
@@ -288,7 +296,7 @@ async def test_etcd_stopped_and_started_mid_stream_loses_and_repeats_nothing(
 
 
 async def test_compaction_past_the_watch_revision_delivers_exactly_the_difference(
-    etcd_store: EtcdDatastore, raw: EtcdClient, prefix: str
+    etcd_store: EtcdDatastore, partition: WatchPartition, raw: EtcdClient, prefix: str
 ) -> None:
     recorder = Recorder()
     etcd_store.add_listener(recorder)
@@ -300,7 +308,7 @@ async def test_compaction_past_the_watch_revision_delivers_exactly_the_differenc
     before = state_of(recorder.changes)
     batches_before = len(recorder.batches)
 
-    etcd_store._suspend_watch()  # a long outage of this replica's watch, as far as etcd's history goes
+    partition.cut()  # a long outage of this replica's watch, as far as etcd's history goes
     key = f"{prefix}workloadendpoints/"
     await raw.put(key + "ns/change", b"new")
     await raw.delete_range(key + "ns/remove")
@@ -316,7 +324,7 @@ async def test_compaction_past_the_watch_revision_delivers_exactly_the_differenc
     recreated = await raw.put(key + "ns/keep", b"same")
     last = await raw.put("/elsewhere", b"unrelated")
     await raw.compact(last.revision, physical=True)
-    etcd_store._resume_watch()
+    partition.heal()
 
     await eventually(lambda: etcd_store.relists == 1 and len(recorder.batches) > batches_before)
     (synthetic,) = recorder.batches[batches_before:]
@@ -344,15 +352,17 @@ async def test_compaction_past_the_watch_revision_delivers_exactly_the_differenc
     assert (await put(etcd_store, "ns/mine", b"m")).revision > later.revision
 
 
-async def test_a_relist_that_finds_nothing_changed_delivers_nothing(etcd_store: EtcdDatastore, raw: EtcdClient) -> None:
+async def test_a_relist_that_finds_nothing_changed_delivers_nothing(
+    etcd_store: EtcdDatastore, partition: WatchPartition, raw: EtcdClient
+) -> None:
     recorder = Recorder()
     etcd_store.add_listener(recorder)
     await put(etcd_store, "ns/a", b"1")
-    etcd_store._suspend_watch()
+    partition.cut()
     last = await raw.put("/elsewhere", b"unrelated")
     await raw.put("/elsewhere", b"again")
     await raw.compact(last.revision + 1, physical=True)
-    etcd_store._resume_watch()
+    partition.heal()
     await eventually(lambda: etcd_store.relists == 1)
     assert len(recorder.batches) == 1
     assert etcd_store.current_revision == last.revision + 1
