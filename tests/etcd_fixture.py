@@ -1,12 +1,13 @@
-"""A real etcd for tests: one member on free loopback ports with its data in a temporary directory.
+"""A real etcd for tests: one member on loopback ports of the kernel's choosing, its data in a
+temporary directory.
 
 The `etcd` fixture starts one per test (about half a second) and stops it afterwards; `etcd_client`
 is an EtcdClient connected to it. `session_etcd` is one etcd for the whole test session, for tests
 that keep apart by key prefix (`unique_prefix()`) and do not stop it (they may compact it: tests
 run one at a time, and a store opened later starts from the revision it reads). tests/conftest.py
 loads this module as a plugin, so any test can ask for any of them. `EtcdServer` also works on its
-own (benchmarks, other fixture scopes), and can be stopped and started again on the same ports and
-data, to test what a restart does to clients; `EtcdServer(..., tls=make_etcd_pki(dir))` serves TLS
+own (benchmarks, other fixture scopes), and can be stopped and started again on the same client
+port and data, to test what a restart does to clients; `EtcdServer(..., tls=make_etcd_pki(dir))` serves TLS
 with client-certificate authentication, from a throwaway CA that openssl makes in a few
 milliseconds. `make etcd` (which `make test` runs) installs the binary into .tools/bin.
 
@@ -21,7 +22,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -59,12 +59,6 @@ def etcd_binary() -> str:
     if found is None:
         raise RuntimeError("etcd is not installed: run `make etcd` (make test does)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -121,15 +115,17 @@ def unique_prefix() -> str:
 class EtcdServer:
     """One etcd member; `endpoint` ("127.0.0.1:port") is the gRPC target, `url` its http(s):// form.
 
-    With `tls`, etcd serves clients over TLS only and requires a client certificate signed by the CA.
+    The first start listens on port 0 and reads the port the kernel gave it back from etcd's log
+    ("serving client traffic", with the bound address); a restart listens on that port again, so
+    clients find it where they left it. With `tls`, etcd serves clients over TLS only and requires
+    a client certificate signed by the CA.
     """
 
     def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = (), tls: EtcdPki | None = None) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.tls = tls
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = 0  # known once etcd has started
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -142,7 +138,7 @@ class EtcdServer:
         return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
     def command(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = "http://127.0.0.1:0"  # a member of one: nobody dials its peer port, so any port will do
         return [
             etcd_binary(),
             "--name=epsync-test",
@@ -153,7 +149,7 @@ class EtcdServer:
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=epsync-test={peer}",
             "--logger=zap",
-            "--log-level=warn",
+            "--log-level=info",  # the bound client address is logged at info
             *self._tls_args(),
             *self.extra_args,
         ]
@@ -174,16 +170,17 @@ class EtcdServer:
             raise RuntimeError("etcd is already running")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            log_start = log.tell()
             self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_SECONDS
-        while not self._healthy():
+        while not (self.client_port or self._read_client_port(log_start)) or not self._healthy():
             if self._process.poll() is not None:
                 self._process = None
                 raise RuntimeError(f"etcd exited at start: {self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"etcd not healthy after {START_SECONDS} s: {self.log_tail()}")
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the polling of the log and /health
 
     def stop(self) -> None:
         """Stop etcd (SIGTERM, then SIGKILL if it lingers); it can be started again on the same data."""
@@ -204,6 +201,20 @@ class EtcdServer:
             process.kill()
             process.wait()
 
+    def _read_client_port(self, log_start: int) -> int:
+        """The client port etcd has bound, from its log since `log_start`; 0 until it says."""
+        with self.log_path.open("rb") as log:
+            log.seek(log_start)
+            for line in log:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if str(entry.get("msg", "")).startswith("serving client traffic") and "address" in entry:
+                    self.client_port = int(str(entry["address"]).rsplit(":", 1)[1])
+                    return self.client_port
+        return 0
+
     def _healthy(self) -> bool:
         context = None
         if self.tls is not None:
@@ -222,25 +233,16 @@ class EtcdServer:
             return "(no log)"
 
 
-def start_etcd_with_retries(data_dir: Path, *, tls: EtcdPki | None = None) -> EtcdServer:
-    # A port found free can be taken before etcd binds it; then etcd exits and new ports are tried.
-    for attempt in range(3):
-        server = EtcdServer(data_dir, tls=tls)
-        try:
-            server.start()
-        except RuntimeError:
-            if attempt == 2:
-                raise
-            shutil.rmtree(data_dir, ignore_errors=True)
-        else:
-            return server
-    raise AssertionError("unreachable")
+def started_etcd(data_dir: Path, *, tls: EtcdPki | None = None) -> EtcdServer:
+    server = EtcdServer(data_dir, tls=tls)
+    server.start()
+    return server
 
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """A fresh, healthy, single-member etcd for this test."""
-    server = start_etcd_with_retries(tmp_path / "etcd")
+    server = started_etcd(tmp_path / "etcd")
     try:
         yield server
     finally:
@@ -250,7 +252,7 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 @pytest.fixture(scope="session")
 def session_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     """One real etcd for the whole session; tests keep apart by key prefix (`unique_prefix()`)."""
-    server = start_etcd_with_retries(tmp_path_factory.mktemp("session-etcd") / "etcd")
+    server = started_etcd(tmp_path_factory.mktemp("session-etcd") / "etcd")
     try:
         yield server
     finally:

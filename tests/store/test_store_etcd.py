@@ -24,7 +24,7 @@ from epsync.store.base import (
 from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.etcd.client import Compare, DeleteOp, EtcdClient, PutOp
 from tests.conftest import free_port
-from tests.etcd_fixture import EtcdServer, WatchPartition, make_etcd_pki, start_etcd_with_retries, unique_prefix
+from tests.etcd_fixture import EtcdServer, WatchPartition, make_etcd_pki, started_etcd, unique_prefix
 from tests.store.conftest import EP, PR, Recorder, assert_revision_order, committed, put
 
 # Short waits, so the fault tests finish quickly.
@@ -389,7 +389,7 @@ def test_bad_settings_are_rejected() -> None:
 
 async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
     pki = make_etcd_pki(tmp_path / "pki")
-    server = start_etcd_with_retries(tmp_path / "etcd", tls=pki)
+    server = started_etcd(tmp_path / "etcd", tls=pki)
     try:
         tls = EtcdTls(ca_file=pki.ca_file, cert_file=pki.client_cert, key_file=pki.client_key)
         store = EtcdDatastore([server.url], tls=tls, **FAST)
