@@ -97,7 +97,7 @@ async def test_snapshot_revision_is_the_current_revision_when_it_returns(store: 
     writers = [asyncio.create_task(churn(w)) for w in range(20)]
     try:
         for _ in range(20):
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # paces the snapshots, so writes commit between them; decides nothing
             snapshot = await store.snapshot()
             assert snapshot.revision == store.current_revision
     finally:
@@ -112,20 +112,29 @@ async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(st
     # Enough data that reading the snapshot takes a while, so commits land while it reads.
     await store.write([Put(EP, f"bulk/{i:05}", rng.randbytes(200)) for i in range(20_000)])
 
+    committed_writes = 0
+    busy = asyncio.Event()  # the writers are committing
+
     async def churn(worker: int) -> None:
+        nonlocal committed_writes
         while not stop.is_set():
             key = f"ns/k{rng.randrange(40)}"
             if rng.random() < 0.3:
                 await store.write([Delete(EP, key)])
             else:
                 await store.write([Put(EP, key, rng.randbytes(8)), Put(PR, f"p{rng.randrange(5)}", b"p")])
+            committed_writes += 1
+            if committed_writes >= 30:
+                busy.set()
 
     writers = [asyncio.create_task(churn(w)) for w in range(30)]
-    await asyncio.sleep(0.05)
+    await busy.wait()
     groups_before = store.groups_committed if isinstance(store, SqliteDatastore) else 0
 
     cache: dict[tuple[Kind, str], bytes] = {}
     cache_revision = 0
+    after_snapshot: int | None = None
+    moved_on = asyncio.Event()  # the listener has applied batches past the snapshot
 
     def listener(changes: Sequence[Change]) -> None:
         nonlocal cache_revision
@@ -133,15 +142,17 @@ async def test_snapshot_plus_later_listener_batches_rebuild_the_store_exactly(st
         apply(cache, newer)
         if newer:
             cache_revision = newer[-1].revision
+        if after_snapshot is not None and cache_revision > after_snapshot:
+            moved_on.set()
 
     store.add_listener(listener)
     snapshot = await store.snapshot()
     cache = {(r.kind, r.key): r.value for r in snapshot.records}
-    cache_revision = snapshot.revision
+    cache_revision = after_snapshot = snapshot.revision
     if isinstance(store, SqliteDatastore):
         assert store.groups_committed > groups_before, "writes committed while the snapshot was read"
 
-    await asyncio.sleep(0.1)
+    await moved_on.wait()
     stop.set()
     await asyncio.gather(*writers)
     final = await store.snapshot()
