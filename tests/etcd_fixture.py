@@ -345,24 +345,8 @@ class _PartitionedClient(EtcdClient):
         self._partition._record(SentTxn(compares, success, failure, result))
         return result
 
-    def watch(
-        self,
-        key: Key,
-        *,
-        prefix: bool = False,
-        range_end: Key | None = None,
-        start_revision: int = 0,
-        prev_kv: bool = False,
-        progress_notify: bool = False,
-    ) -> Watch:
-        real = super().watch(
-            key,
-            prefix=prefix,
-            range_end=range_end,
-            start_revision=start_revision,
-            prev_kv=prev_kv,
-            progress_notify=progress_notify,
-        )
+    def watch(self, key: Key, **options: Any) -> Watch:
+        real = super().watch(key, **options)
         return _PartitionedWatch(self._partition, self._watch, real.request, setup_timeout=self.timeout)
 
 

@@ -22,18 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from epsync.store.base import Change, Committed, DatastoreUnavailable, Write
 from epsync.store.feed import ChangeFeed, CommitQueue, Outcomes, QueuedCall, RevisionWaiters
 from epsync.store.sqlite.apply import apply_group
-from epsync.store.sqlite.schema import OpenedWriter, meta_value, open_writer, read_history, trim_history
+from epsync.store.sqlite.schema import (
+    ConnectionThread,
+    OpenedWriter,
+    meta_value,
+    open_writer,
+    read_history,
+    trim_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,6 @@ log = logging.getLogger(__name__)
 _COMPACT_SLACK = 1000
 # With a commit's outcome unknown and no writes coming, how long before the writer looks anyway.
 _RECHECK_SECONDS = 0.5
-
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -106,8 +110,7 @@ class GroupCommitter:
         self._held: list[_Group] = []
         self._uncertain = False
         # Writer-thread state: only touched on the writer thread once open.
-        self._executor: ThreadPoolExecutor | None = None
-        self._writer: OpenedWriter | None = None
+        self._writer: ConnectionThread[OpenedWriter] | None = None
         self._w_revision = 0  # the revision the writer knows is stored and handed to the loop
         self._w_compacted = 0
         self._w_suspect = False  # a commit failed with an unknown outcome; re-read before the next group
@@ -116,9 +119,8 @@ class GroupCommitter:
 
     async def open(self) -> int:
         """Start the writer thread and open the database on it; returns the stored revision."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epsync-store-writer")
-        writer = await self._on_writer(lambda: open_writer(self.path, self.connection_class))
-        self._writer = writer
+        self._writer = ConnectionThread("epsync-store-writer")
+        writer = await self._writer.open(lambda: open_writer(self.path, self.connection_class))
         self._w_revision, self._w_compacted, self._w_suspect = writer.revision, writer.compacted, False
         self._arrived = RevisionWaiters(writer.revision)
         self.oldest = writer.compacted
@@ -148,21 +150,14 @@ class GroupCommitter:
 
     async def close(self) -> None:
         """Close the connection (and with it the lock file) and stop the writer thread."""
-        if self._executor is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._on_writer(self._close_writer)
-        self._executor.shutdown(wait=True)
-        self._executor = None
-
-    def _close_writer(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            await self._writer.close()
             self._writer = None
 
-    async def _on_writer(self, fn: Callable[[], T]) -> T:
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    def _writer_conn(self) -> sqlite3.Connection:
+        """The writer's connection, on the writer thread."""
+        assert self._writer is not None
+        return self._writer.connection.conn
 
     # ----------------------------------------------------------------- snapshots (event loop)
 
@@ -197,14 +192,14 @@ class GroupCommitter:
 
     async def compact(self, target: int) -> int:
         """Trim history up to `target`, between groups; returns the new oldest revision."""
-        compacted = await self._on_writer(lambda: self._compact_now(target))
+        assert self._writer is not None
+        compacted = await self._writer.run(lambda: self._compact_now(target))
         self.oldest = max(self.oldest, compacted)
         return self.oldest
 
     def _compact_now(self, target: int) -> int:
         """On the writer thread: trim history up to `target` in its own transaction."""
-        assert self._writer is not None
-        conn = self._writer.conn
+        conn = self._writer_conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             compacted = meta_value(conn, "compacted")
@@ -222,7 +217,6 @@ class GroupCommitter:
     # ----------------------------------------------------------------- the committer (event loop)
 
     async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             # A commit's outcome unknown: an empty group after a while re-reads the store.
             calls = await self._queue.next_group(_RECHECK_SECONDS if self._uncertain else None)
@@ -230,9 +224,9 @@ class GroupCommitter:
                 return
             if not calls and not self._uncertain:
                 continue
-            assert self._executor is not None
+            assert self._writer is not None
             try:
-                group = await loop.run_in_executor(self._executor, self._apply_group, calls)
+                group = await self._writer.run(functools.partial(self._apply_group, calls))
             except Exception as error:  # a bug: fail the group rather than strand its writers
                 log.exception("datastore %s: group commit crashed", self.path)
                 group = _Group(calls)
@@ -283,8 +277,7 @@ class GroupCommitter:
 
     def _apply_group(self, calls: list[QueuedCall]) -> _Group:
         """Apply one group in one transaction. Runs on the writer thread."""
-        assert self._writer is not None
-        conn = self._writer.conn
+        conn = self._writer_conn()
         group = _Group(calls)
         if conn.in_transaction:  # left open by a crash in an earlier group: it was never committed
             conn.execute("ROLLBACK")

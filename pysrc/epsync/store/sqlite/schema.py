@@ -1,5 +1,5 @@
-"""The embedded store's file: its tables and their migrations, opening it, and the statements its
-reader and its writer share.
+"""The embedded store's file: its tables and their migrations, opening it, the thread each
+connection to it lives on, and the statements its reader and its writer share.
 
 Three tables: `objects` (every stored record), `history` (one row per revision, trimmed from the
 start by compaction) and `meta`. The revision counter and the compacted revision live in `meta`,
@@ -8,17 +8,23 @@ so deleting every object or restarting never reuses a revision. The schema versi
 
 A lock file beside the database keeps a second epsync process off it. The writer's connection runs
 with `journal_mode=WAL` and `synchronous=FULL`: WAL readers only see committed transactions, and a
-commit becomes visible only after the WAL is fsynced.
+commit becomes visible only after the WAL is fsynced. Each connection has a thread of its own
+(`ConnectionThread`): a slow call (the writer's fsync) blocks that thread, never the event loop
+nor the other connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import logging
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Generic, Protocol, TypeVar
 
 from epsync.store.base import KIND_OF_VALUE, Change, DatastoreError, Kind, Record
 
@@ -142,6 +148,47 @@ def open_reader(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise DatastoreError(f"cannot open datastore {path} for reading: {error}") from error
     return conn
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+T = TypeVar("T")
+
+
+class ConnectionThread(Generic[C]):
+    """One thread, and the one connection that is used only from it (`connection`, on that thread)."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._connection: C | None = None
+
+    async def open(self, connect: Callable[[], C]) -> C:
+        """Make the connection on the thread."""
+        self._connection = await self.run(connect)
+        return self._connection
+
+    @property
+    def connection(self) -> C:
+        assert self._connection is not None
+        return self._connection
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Call `fn` on the thread, after whatever it is doing now."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def close(self) -> None:
+        """Close the connection (if it was made) on the thread, then stop the thread."""
+        with contextlib.suppress(Exception):
+            await self.run(self._close_connection)
+        self._executor.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 # --- statements the reader and the writer share ---------------------------------------------------

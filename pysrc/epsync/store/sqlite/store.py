@@ -14,11 +14,9 @@ writes is apply.py's, and committing groups and publishing them is committer.py'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +38,7 @@ from epsync.store.base import (
 )
 from epsync.store.feed import ChangeFeed, results_of
 from epsync.store.sqlite.committer import GroupCommitter
-from epsync.store.sqlite.schema import meta_value, open_reader, read_history, read_record
+from epsync.store.sqlite.schema import ConnectionThread, meta_value, open_reader, read_history, read_record
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +94,17 @@ class SqliteDatastore(Datastore):
         self._open = False
         self._closing = False
         self._snapshot_lock = asyncio.Lock()
-        self._reader_executor: ThreadPoolExecutor | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._reader: ConnectionThread[sqlite3.Connection] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
         if self._open:
             raise DatastoreError(f"datastore {self.path} is already open")
-        self._reader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epsync-store-reader")
+        self._reader = ConnectionThread("epsync-store-reader")
         try:
             revision = await self._committer.open()
-            self._reader = await self._on_reader(lambda: open_reader(self.path))
+            await self._reader.open(lambda: open_reader(self.path))
         except BaseException:
             await self._release_resources()
             raise
@@ -130,21 +127,16 @@ class SqliteDatastore(Datastore):
         log.info("datastore %s closed at revision %d", self.path, self.current_revision)
 
     async def _release_resources(self) -> None:
-        if self._reader_executor is not None:
-            with contextlib.suppress(Exception):
-                await self._on_reader(self._close_reader)
-            self._reader_executor.shutdown(wait=True)
-            self._reader_executor = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         await self._committer.close()
 
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    async def _on_reader(self, fn: Callable[[], T]) -> T:
-        assert self._reader_executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._reader_executor, fn)
+    async def _on_reader(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """`read(connection)` on the reader's thread."""
+        reader = self._reader
+        assert reader is not None
+        return await reader.run(lambda: read(reader.connection))
 
     def _check_open(self) -> None:
         if not self._open or self._closing:
@@ -200,11 +192,7 @@ class SqliteDatastore(Datastore):
     async def get(self, kind: Kind, key: str) -> Record | None:
         self._check_open()
 
-        def read() -> Record | None:
-            assert self._reader is not None
-            return read_record(self._reader, kind, key)
-
-        return await self._on_reader(read)
+        return await self._on_reader(lambda conn: read_record(conn, kind, key))
 
     async def snapshot(self) -> Snapshot:
         self._check_open()
@@ -220,9 +208,8 @@ class SqliteDatastore(Datastore):
             assert self.current_revision == snapshot.revision, (self.current_revision, snapshot.revision)
             return snapshot
 
-    def _read_snapshot(self) -> Snapshot:
-        conn = self._reader
-        assert conn is not None
+    @staticmethod
+    def _read_snapshot(conn: sqlite3.Connection) -> Snapshot:
         conn.execute("BEGIN")
         try:
             revision = meta_value(conn, "revision")
@@ -240,9 +227,7 @@ class SqliteDatastore(Datastore):
         # Only what listeners have seen: history and the live feed never disagree.
         upto = self.current_revision
 
-        def read() -> list[Change]:
-            conn = self._reader
-            assert conn is not None
+        def read(conn: sqlite3.Connection) -> list[Change]:
             conn.execute("BEGIN")
             try:
                 compacted = meta_value(conn, "compacted")
