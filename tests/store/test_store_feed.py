@@ -34,7 +34,7 @@ async def test_listeners_get_each_group_once_in_revision_order(store: Datastore)
     assert all(batch for batch in recorder.batches)
     if isinstance(store, SqliteDatastore):
         assert [c.revision for c in recorder.changes] == list(range(1, 201))
-        assert len(recorder.batches) == store.commit_stats().groups_committed
+        assert len(recorder.batches) == store.groups_committed
 
 
 async def test_change_carries_value_previous_value_and_create_revision(store: Datastore) -> None:

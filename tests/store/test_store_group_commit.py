@@ -39,22 +39,22 @@ async def test_concurrent_writers_share_few_groups_and_each_get_a_distinct_revis
     revisions = [committed(r).revision for (r,) in results]
     assert sorted(revisions) == list(range(1, 501))
     assert revisions == sorted(revisions), "calls commit in the order they were made"
-    stats = sqlite_store.commit_stats()
-    assert stats.writes_committed == 500
-    assert stats.groups_committed <= 25, stats
-    assert stats.max_group_size > 20
+    assert sqlite_store.writes_committed == 500
+    assert sqlite_store.groups_committed <= 25
     assert sqlite_store.current_revision == 500
 
 
 async def test_a_group_never_exceeds_max_group_writes(db_path: Path) -> None:
     store = SqliteDatastore(db_path, max_group=10)
     await store.open()
+    groups = Recorder()  # one batch per group commit
+    store.add_listener(groups)
     try:
         await asyncio.gather(*(store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(95)))
+        assert store.groups_committed >= 10
+        assert max(len(batch) for batch in groups.batches) == 10
         (big,) = await asyncio.gather(store.write([Put(EP, f"ns/big{i}", b"v") for i in range(25)]))
-        stats = store.commit_stats()
-        assert stats.groups_committed >= 11
-        assert stats.max_group_size == 25, "a call larger than max_group is never split, it goes alone"
+        assert len(groups.batches[-1]) == 25, "a call larger than max_group is never split, it goes alone"
         assert len(big) == 25
     finally:
         await store.close()
@@ -85,7 +85,7 @@ async def test_one_failing_write_rolls_back_alone_and_the_rest_of_the_group_comm
         assert isinstance(alone, WriteFailed)
         assert isinstance(fine, list)
         assert committed(fine[0]).revision == 3
-        assert store.commit_stats().groups_committed == 1
+        assert store.groups_committed == 1
         assert [c.key for c in recorder.changes] == ["ns/a", "ns/b", "ns/c"]
         assert [c.revision for c in recorder.changes] == [1, 2, 3]
         assert await store.get(EP, "ns/poison") is None
@@ -117,7 +117,6 @@ async def test_a_failed_commit_fails_every_write_of_the_group_and_publishes_noth
     assert "nothing was written" in str(outcomes[0])
     assert recorder.batches == []
     assert faulty_store.current_revision == 1
-    assert faulty_store.commit_stats().commit_failures == 1
 
     writer_faults.on_statement = None
     after = await put(faulty_store, "ns/after")
@@ -192,17 +191,13 @@ async def test_close_finishes_writes_already_queued(db_path: Path) -> None:
         await reopened.close()
 
 
-async def test_commit_counters_describe_the_groups(sqlite_store: SqliteDatastore) -> None:
+async def test_commit_counters_count_groups_and_the_writes_in_them(sqlite_store: SqliteDatastore) -> None:
     await put(sqlite_store, "ns/a")
     await asyncio.gather(*(sqlite_store.write([Put(EP, f"ns/k{i}", b"v")]) for i in range(10)))
+    groups = sqlite_store.groups_committed
     await sqlite_store.write([Put(EP, "ns/a", b"x", expected_mod_revision=0)])  # a conflict still goes through a group
-    stats = sqlite_store.commit_stats()
-    assert stats.writes_committed == 12
-    assert stats.revisions_committed == 11
-    assert stats.last_group_size == 1
-    assert stats.groups_committed == sqlite_store.groups_committed
-    assert stats.avg_group_size == pytest.approx(12 / stats.groups_committed)
-    assert stats.queued_writes == 0
+    assert sqlite_store.writes_committed == 12
+    assert sqlite_store.groups_committed == groups + 1
 
 
 async def test_a_group_reads_its_rows_through_the_primary_key(sqlite_store: SqliteDatastore, db_path: Path) -> None:

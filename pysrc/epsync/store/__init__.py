@@ -1,2 +1,3 @@
-"""Datastores: the interface in etcd v3's terms (`base`), the embedded SQLite backend (`sqlite`) and the
-etcd backend (`etcd`). Values are opaque bytes; the layers above decide what they mean."""
+"""Datastores: the interface in etcd v3's terms (`base`), what every backend's change feed and group
+commit share (`feed`), the embedded SQLite backend (`sqlite`) and the etcd backend (`etcd`). Values
+are opaque bytes; the layers above decide what they mean."""

@@ -158,13 +158,11 @@ class CommitQueue:
         self._calls: deque[QueuedCall] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
-        self.queued_writes = 0
 
     async def submit(self, writes: list[Write]) -> Outcomes:
         """Queue one call (before the first await, so calls queue in the order they are made); its outcomes."""
         future: asyncio.Future[Outcomes] = asyncio.get_running_loop().create_future()
         self._calls.append(QueuedCall(writes, future))
-        self.queued_writes += len(writes)
         self._wakeup.set()
         return await future
 
@@ -198,7 +196,6 @@ class CommitQueue:
                 break  # a call is never split across groups
             group.append(self._calls.popleft())
             size += n
-        self.queued_writes -= size
         return group
 
 

@@ -25,11 +25,10 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from epsync.store.base import Change, Committed, DatastoreUnavailable, Write
+from epsync.store.base import Change, DatastoreUnavailable, Write
 from epsync.store.feed import ChangeFeed, CommitQueue, Outcomes, QueuedCall, RevisionWaiters
 from epsync.store.sqlite.apply import apply_group
 from epsync.store.sqlite.schema import (
@@ -69,10 +68,6 @@ class _Group:
         self.changes = []
 
 
-def _commit(conn: sqlite3.Connection) -> None:
-    conn.execute("COMMIT")
-
-
 class GroupCommitter:
     """The writer thread and connection, and the committer task that takes the queue's groups to it.
 
@@ -87,20 +82,14 @@ class GroupCommitter:
         history_window: int,
         max_group: int,
         connection_class: type[sqlite3.Connection] = sqlite3.Connection,
-        commit: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         self.path = path
-        self._commit = commit or _commit
         self.history_window = history_window
         self.max_group = max_group
         self.connection_class = connection_class
         self.oldest = 0  # oldest_revision as last published
         self.groups_committed = 0
         self.writes_committed = 0  # writes in committed groups, conflicts included
-        self.revisions_committed = 0
-        self.last_group_size = 0
-        self.max_group_size = 0
-        self.commit_failures = 0
         # Event-loop state.
         self._feed = feed
         self._queue = CommitQueue(max_group)
@@ -132,10 +121,6 @@ class GroupCommitter:
         """Start taking groups from the queue."""
         self._queue = CommitQueue(self.max_group)
         self._task = asyncio.get_running_loop().create_task(self._commit_loop(), name="epsync-store-committer")
-
-    @property
-    def queued_writes(self) -> int:
-        return self._queue.queued_writes
 
     async def submit(self, writes: list[Write]) -> Outcomes:
         """Queue one call and await its outcomes (once its group is committed and published)."""
@@ -241,14 +226,10 @@ class GroupCommitter:
         self._uncertain = group.uncertain
         size = sum(len(call.writes) for call in group.calls)
         if group.error is not None:
-            self.commit_failures += 1
             log.error("datastore %s: a group of %d writes failed: %s", self.path, size, group.error)
         elif size:
             self.groups_committed += 1
             self.writes_committed += size
-            self.revisions_committed += sum(isinstance(o, Committed) for call in group.outcomes for o in call)
-            self.last_group_size = size
-            self.max_group_size = max(self.max_group_size, size)
         units = [group]
         if group.recovered:
             # Revisions that landed although their commit reported failure go out as a batch of their own.
@@ -319,7 +300,7 @@ class GroupCommitter:
             group.fail(f"the group's transaction failed: {error}; nothing was written")
             return group
         try:
-            self._commit(conn)
+            conn.execute("COMMIT")  # and the fsync of the WAL
         except Exception as error:
             return self._after_failed_commit(conn, group, error, revision, compacted)
         self._w_revision, self._w_compacted = revision, compacted

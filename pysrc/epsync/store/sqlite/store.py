@@ -17,7 +17,6 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,20 +42,6 @@ from epsync.store.sqlite.schema import ConnectionThread, meta_value, open_reader
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class CommitStats:
-    """Group-commit counters for the operator status."""
-
-    groups_committed: int
-    writes_committed: int  # writes in committed groups, conflicts included
-    revisions_committed: int  # writes that changed something
-    last_group_size: int
-    max_group_size: int
-    avg_group_size: float
-    commit_failures: int  # groups whose transaction failed as a whole
-    queued_writes: int
 
 
 class SqliteDatastore(Datastore):
@@ -89,7 +74,6 @@ class SqliteDatastore(Datastore):
             history_window=history_window,
             max_group=max_group,
             connection_class=connection_class,
-            commit=lambda conn: self._commit(conn),
         )
         self._open = False
         self._closing = False
@@ -161,31 +145,6 @@ class SqliteDatastore(Datastore):
     def writes_committed(self) -> int:
         """Writes in those groups, conflicts included."""
         return self._committer.writes_committed
-
-    @property
-    def last_group_size(self) -> int:
-        return self._committer.last_group_size
-
-    @property
-    def avg_group_size(self) -> float:
-        return self.writes_committed / self.groups_committed if self.groups_committed else 0.0
-
-    def commit_stats(self) -> CommitStats:
-        c = self._committer
-        return CommitStats(
-            groups_committed=c.groups_committed,
-            writes_committed=c.writes_committed,
-            revisions_committed=c.revisions_committed,
-            last_group_size=c.last_group_size,
-            max_group_size=c.max_group_size,
-            avg_group_size=self.avg_group_size,
-            commit_failures=c.commit_failures,
-            queued_writes=c.queued_writes,
-        )
-
-    def _commit(self, conn: sqlite3.Connection) -> None:
-        """The group's COMMIT and its fsync (a seam for tests that make it fail)."""
-        conn.execute("COMMIT")
 
     # ----------------------------------------------------------------- reads
 
@@ -260,4 +219,4 @@ class SqliteDatastore(Datastore):
         return await self._committer.compact(max(0, self.current_revision - keep))
 
 
-__all__ = ["CommitStats", "SqliteDatastore"]
+__all__ = ["SqliteDatastore"]
