@@ -230,7 +230,7 @@ async def test_etcd_down_keeps_watchers_and_reads_fails_writes_clearly_and_recov
                     await client.create_endpoint(endpoint("after"))
                     break
                 except Unavailable:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # paces the retries until the store takes writes again
         assert named(await stream.until_count(2, within=20)) == [(ADDED, "kept"), (ADDED, "after")]
 
 
