@@ -497,7 +497,11 @@ impl PyEndpointIndex {
 // ---- validation and normalisation of writes ----
 
 /// A batch item as Python passes it: `(encoded message, uid or None, (seconds, nanos) or None)`.
-type ItemTuple<'py> = (Bound<'py, PyBytes>, Option<String>, Option<(i64, i32)>);
+type ItemTuple<'py> = (
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyString>>,
+    Option<(i64, i32)>,
+);
 
 /// Below this many items a batch runs without releasing the GIL: its work takes a few
 /// microseconds, and getting the GIL back while another thread holds it can take a whole
@@ -505,8 +509,8 @@ type ItemTuple<'py> = (Bound<'py, PyBytes>, Option<String>, Option<(i64, i32)>);
 const DETACH_MIN_ITEMS: usize = 32;
 
 /// Converts a batch, runs `normalize` over it (without the GIL when the batch is large
-/// enough: it reads only the bytes objects' buffers, which are immutable and kept alive by
-/// `owned`) and converts the outcomes: stored bytes, or a list of `(field, description)`.
+/// enough: it reads only the bytes' and strings' buffers, which are immutable and kept alive
+/// by `owned`) and converts the outcomes: stored bytes, or a list of `(field, description)`.
 fn normalize_batch<'py>(
     py: Python<'py>,
     items: &Bound<'py, PyAny>,
@@ -516,14 +520,14 @@ fn normalize_batch<'py>(
     for item in items.try_iter()? {
         owned.push(item?.extract()?);
     }
-    let batch: Vec<Item<'_>> = owned
-        .iter()
-        .map(|(bytes, uid, timestamp)| Item {
+    let mut batch: Vec<Item<'_>> = Vec::with_capacity(owned.len());
+    for (bytes, uid, timestamp) in &owned {
+        batch.push(Item {
             bytes: bytes.as_bytes(),
-            uid: uid.as_deref(),
+            uid: uid.as_ref().map(PyStringMethods::to_str).transpose()?,
             creation_timestamp: timestamp.map(|(seconds, nanos)| Timestamp { seconds, nanos }),
-        })
-        .collect();
+        });
+    }
     let outcomes = if batch.len() >= DETACH_MIN_ITEMS {
         py.detach(|| normalize(&batch))
     } else {

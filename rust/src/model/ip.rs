@@ -17,7 +17,7 @@
 use std::fmt;
 
 /// An IPv4 or IPv6 address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Ip {
     V4(u32),
     V6(u128),
@@ -46,20 +46,20 @@ impl Ip {
 /// Parses `text` as Python's `ipaddress.ip_address` does, refusing a zone suffix.
 #[must_use]
 pub fn parse(text: &str) -> Option<Ip> {
-    if text.contains('%') {
+    if text.as_bytes().contains(&b'%') {
         return None;
     }
-    if let Some(v4) = parse_v4(text) {
+    if let Some(v4) = parse_v4(text.as_bytes()) {
         return Some(Ip::V4(v4));
     }
-    parse_v6(text).map(Ip::V6)
+    parse_v6(text.as_bytes()).map(Ip::V6)
 }
 
 /// CPython's `IPv4Address(text)`: four dot-separated decimal octets, 0-255, no leading zeros.
-fn parse_v4(text: &str) -> Option<u32> {
+fn parse_v4(text: &[u8]) -> Option<u32> {
     let mut value = 0u32;
     let mut octets = 0;
-    for octet in text.split('.') {
+    for octet in text.split(|&byte| byte == b'.') {
         octets += 1;
         if octets > 4 {
             return None;
@@ -69,28 +69,30 @@ fn parse_v4(text: &str) -> Option<u32> {
     (octets == 4).then_some(value)
 }
 
-fn parse_octet(text: &str) -> Option<u8> {
-    let bytes = text.as_bytes();
-    if bytes.is_empty()
-        || bytes.len() > 3
-        || !bytes.iter().all(u8::is_ascii_digit)
-        || (bytes[0] == b'0' && bytes.len() > 1)
-    {
+fn parse_octet(text: &[u8]) -> Option<u8> {
+    if text.is_empty() || text.len() > 3 || (text[0] == b'0' && text.len() > 1) {
         return None;
     }
-    text.parse().ok()
+    let mut value = 0u16;
+    for &byte in text {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u16::from(byte - b'0');
+    }
+    u8::try_from(value).ok()
 }
 
 /// One `:`-separated piece of an IPv6 text: as written, or a hextet from an IPv4 tail.
 #[derive(Clone, Copy)]
 enum Part<'a> {
-    Text(&'a str),
+    Text(&'a [u8]),
     Value(u16),
 }
 
 impl Part<'_> {
     fn is_empty(self) -> bool {
-        matches!(self, Part::Text(""))
+        matches!(self, Part::Text([]))
     }
 
     /// CPython's `_parse_hextet`: one to four hex digits.
@@ -98,13 +100,15 @@ impl Part<'_> {
         match self {
             Part::Value(value) => Some(value),
             Part::Text(text) => {
-                if text.is_empty()
-                    || text.len() > 4
-                    || !text.bytes().all(|byte| byte.is_ascii_hexdigit())
-                {
+                if text.is_empty() || text.len() > 4 {
                     return None;
                 }
-                u16::from_str_radix(text, 16).ok()
+                let mut value = 0u16;
+                for &byte in text {
+                    let digit = char::from(byte).to_digit(16)?;
+                    value = (value << 4) | u16::try_from(digit).ok()?;
+                }
+                Some(value)
             }
         }
     }
@@ -113,14 +117,14 @@ impl Part<'_> {
 const HEXTETS: usize = 8;
 
 /// CPython's `IPv6Address(text)` (without the scope id, refused before).
-fn parse_v6(text: &str) -> Option<u128> {
-    if text.is_empty() || text.contains('/') {
+fn parse_v6(text: &[u8]) -> Option<u128> {
+    if text.is_empty() || text.contains(&b'/') {
         return None;
     }
     // At most 9 parts survive, and an IPv4 tail adds one.
-    let mut parts = [Part::Text(""); HEXTETS + 2];
+    let mut parts = [Part::Text(&[]); HEXTETS + 2];
     let mut count = 0;
-    for piece in text.split(':') {
+    for piece in text.split(|&byte| byte == b':') {
         if count > HEXTETS {
             return None;
         }
@@ -131,7 +135,7 @@ fn parse_v6(text: &str) -> Option<u128> {
         return None;
     }
     if let Part::Text(last) = parts[count - 1]
-        && last.contains('.')
+        && last.contains(&b'.')
     {
         let v4 = parse_v4(last)?;
         parts[count - 1] = Part::Value((v4 >> 16) as u16);
@@ -192,13 +196,73 @@ fn parse_v6(text: &str) -> Option<u128> {
     Some(value)
 }
 
-/// Python 3.11's `str(address)`.
-impl fmt::Display for Ip {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
+/// An address's text, on the stack: at most 39 characters, and `/128`.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    bytes: [u8; 44],
+    len: usize,
+}
+
+impl IpText {
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn push_decimal(&mut self, value: u8) {
+        if value >= 100 {
+            self.push(b'0' + value / 100);
+        }
+        if value >= 10 {
+            self.push(b'0' + value / 10 % 10);
+        }
+        self.push(b'0' + value % 10);
+    }
+
+    fn push_hex(&mut self, value: u16) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut started = false;
+        for shift in [12, 8, 4, 0] {
+            let digit = (value >> shift) & 0xF;
+            if started || digit != 0 || shift == 0 {
+                started = true;
+                self.push(DIGITS[usize::from(digit)]);
+            }
+        }
+    }
+
+    fn push_hextets(&mut self, hextets: &[u16]) {
+        for (i, &hextet) in hextets.iter().enumerate() {
+            if i > 0 {
+                self.push(b':');
+            }
+            self.push_hex(hextet);
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, letters, '.', ':' and '/' are ever pushed.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Ip {
+    /// Python 3.11's `str(address)`.
+    #[must_use]
+    pub fn text(self) -> IpText {
+        let mut out = IpText {
+            bytes: [0; 44],
+            len: 0,
+        };
+        match self {
             Ip::V4(value) => {
-                let [first, second, third, fourth] = value.to_be_bytes();
-                write!(f, "{first}.{second}.{third}.{fourth}")
+                for (i, octet) in value.to_be_bytes().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    out.push_decimal(octet);
+                }
             }
             Ip::V6(value) => {
                 let mut hextets = [0u16; HEXTETS];
@@ -222,24 +286,38 @@ impl fmt::Display for Ip {
                         run_len = 0;
                     }
                 }
-                let write_all = |f: &mut fmt::Formatter<'_>, hextets: &[u16]| {
-                    for (i, hextet) in hextets.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str(":")?;
-                        }
-                        write!(f, "{hextet:x}")?;
-                    }
-                    Ok(())
-                };
                 if best_len > 1 {
-                    write_all(f, &hextets[..best_start])?;
-                    f.write_str("::")?;
-                    write_all(f, &hextets[best_start + best_len..])
+                    out.push_hextets(&hextets[..best_start]);
+                    out.push(b':');
+                    out.push(b':');
+                    out.push_hextets(&hextets[best_start + best_len..]);
                 } else {
-                    write_all(f, &hextets)
+                    out.push_hextets(&hextets);
                 }
             }
         }
+        out
+    }
+
+    /// The single-address CIDR: `text()` and `/32` or `/128`.
+    #[must_use]
+    pub fn cidr_text(self) -> IpText {
+        let mut out = self.text();
+        let suffix: &[u8] = match self {
+            Ip::V4(_) => b"/32",
+            Ip::V6(_) => b"/128",
+        };
+        for &byte in suffix {
+            out.push(byte);
+        }
+        out
+    }
+}
+
+/// Python 3.11's `str(address)`.
+impl fmt::Display for Ip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -332,6 +410,26 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn text_forms() {
+        assert_eq!(
+            parse("1.20.255.0").unwrap().cidr_text().as_str(),
+            "1.20.255.0/32"
+        );
+        assert_eq!(
+            parse("ffff:0fff:00ff:000f:f000:0:0:0")
+                .unwrap()
+                .cidr_text()
+                .as_str(),
+            "ffff:fff:ff:f:f000::/128"
+        );
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(
+            parse(longest).unwrap().cidr_text().as_str(),
+            format!("{longest}/128")
+        );
     }
 
     #[test]

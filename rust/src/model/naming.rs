@@ -82,6 +82,38 @@ pub fn derived_name(spec: &WorkloadEndpointSpec) -> Option<String> {
     Some(name)
 }
 
+/// Whether every part of the derived name is set.
+#[must_use]
+pub fn is_derivable(spec: &WorkloadEndpointSpec) -> bool {
+    name_parts(spec).iter().all(|part| !part.value.is_empty())
+}
+
+/// Whether `name` is the derived name of a derivable `spec`, without building it.
+#[must_use]
+pub fn is_derived_name(spec: &WorkloadEndpointSpec, name: &str) -> bool {
+    let mut rest = name.as_bytes();
+    for (i, part) in name_parts(spec).iter().enumerate() {
+        if i > 0 {
+            let Some(after) = rest.strip_prefix(b"-") else {
+                return false;
+            };
+            rest = after;
+        }
+        for byte in part.value.as_bytes() {
+            let expected: &[u8] = if *byte == b'-' {
+                b"--"
+            } else {
+                std::slice::from_ref(byte)
+            };
+            let Some(after) = rest.strip_prefix(expected) else {
+                return false;
+            };
+            rest = after;
+        }
+    }
+    rest.is_empty()
+}
+
 /// The spec fields the name is derived from, each once, as a phrase:
 /// `spec.node, spec.orchestrator, spec.pod and spec.endpoint`.
 #[must_use]
@@ -145,6 +177,18 @@ mod tests {
             derived_name(&leading).as_deref(),
             Some("node--1-k8s---a-----eth--0")
         );
+    }
+
+    #[test]
+    fn a_name_is_checked_against_the_derived_name_without_building_it() {
+        for orchestrator in ["k8s", "cni", "libnetwork", "open-stack"] {
+            let spec = spec(orchestrator);
+            let derived = derived_name(&spec).unwrap();
+            assert!(is_derived_name(&spec, &derived));
+            assert!(!is_derived_name(&spec, &derived[..derived.len() - 1]));
+            assert!(!is_derived_name(&spec, &format!("{derived}x")));
+            assert!(!is_derived_name(&spec, &derived.replacen("--", "-", 1)));
+        }
     }
 
     #[test]

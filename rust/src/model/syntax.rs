@@ -77,22 +77,32 @@ fn is_lower_alnum(byte: u8) -> bool {
     byte.is_ascii_lowercase() || byte.is_ascii_digit()
 }
 
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
-fn is_dns1123_label_text(text: &str) -> bool {
-    edged(text, is_lower_alnum, |b| is_lower_alnum(b) || b == b'-')
-}
-
 /// `len(value) <= 63` and `[a-z0-9]([-a-z0-9]*[a-z0-9])?` (a namespace).
 #[must_use]
 pub fn is_dns1123_label(text: &str) -> bool {
-    text.len() <= 63 && is_dns1123_label_text(text)
+    text.len() <= 63 && edged(text, is_lower_alnum, |b| is_lower_alnum(b) || b == b'-')
 }
 
 /// `len(value) <= 253` and `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`.
 #[must_use]
 pub fn is_dns1123_subdomain(text: &str) -> bool {
     // A non-ASCII text fails the pattern whatever its length, so bytes may stand for characters.
-    text.len() <= MAX_NAME_LENGTH && text.split('.').all(is_dns1123_label_text)
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LENGTH {
+        return false;
+    }
+    // One pass: a part may not start with "-" or ".", nor end with "-".
+    let mut previous = b'.';
+    for &byte in bytes {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' => {}
+            b'-' if previous != b'.' => {}
+            b'.' if previous != b'.' && previous != b'-' => {}
+            _ => return false,
+        }
+        previous = byte;
+    }
+    previous != b'-' && previous != b'.'
 }
 
 /// `[A-Za-z0-9._-]+` (a resource name).

@@ -785,3 +785,22 @@ fn a_stored_endpoint_is_stored_unchanged() {
     .unwrap();
     assert_eq!(again, bytes);
 }
+
+#[test]
+fn duplicate_port_names_among_many_ports() {
+    // More ports than are scanned linearly: the first use is found through a map.
+    let mut wep = endpoint();
+    spec(&mut wep).ports = (0..40)
+        .map(|i| port(&format!("p{}", i % 30), "TCP", 1000 + i))
+        .collect();
+    let found = violations(wep);
+    assert_eq!(found.len(), 10);
+    assert_eq!(
+        found[0],
+        (
+            "spec.ports[30].name".to_owned(),
+            r#"duplicate port name "p0" (also spec.ports[0].name)"#.to_owned()
+        )
+    );
+    assert_eq!(found[9].0, "spec.ports[39].name");
+}

@@ -7,12 +7,11 @@
 //! together. Each function normalises the message in place and returns every violation at
 //! once; on violations the message is left half-normalised and is to be dropped.
 
-use std::collections::HashSet;
-use std::fmt::Write;
-
 use super::ip::{self, Ip};
-use super::messages::{Labels, ObjectMeta, Profile, WorkloadEndpoint, WorkloadEndpointSpec};
-use super::naming::{derived_name, name_sources};
+use super::messages::{
+    Labels, ObjectMeta, Profile, WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec,
+};
+use super::naming::{derived_name, is_derivable, is_derived_name, name_sources};
 use super::syntax::{
     MAX_NAME_LENGTH, char_len, is_container_id, is_dns1123_label, is_dns1123_subdomain,
     is_interface_name, is_label_name, is_mac, is_port_name, is_prefix_length, is_resource_name,
@@ -64,6 +63,10 @@ at most 253 characters";
 const LABEL_NAME_RULE: &str = "\"-\", \"_\" or \".\", starting and ending with a letter or digit";
 
 fn resource_name_problem(name: &str) -> Option<String> {
+    // A valid name is ASCII, so its length in bytes is its length in characters.
+    if name.len() <= MAX_NAME_LENGTH && is_resource_name(name) {
+        return None;
+    }
     let length = char_len(name);
     if length > MAX_NAME_LENGTH {
         return Some(format!(
@@ -83,14 +86,12 @@ fn resource_name_problem(name: &str) -> Option<String> {
 /// Kubernetes' qualified-name rule for label keys: an optional DNS-1123 subdomain prefix,
 /// `/`, a name.
 fn label_key_problem(key: &str) -> Option<String> {
-    let mut parts = key.split('/');
-    let first = parts.next().unwrap_or_default();
-    let (prefix, name) = match (parts.next(), parts.next()) {
-        (None, _) => (None, first),
-        (Some(name), None) => (Some(first), name),
-        (Some(_), Some(_)) => {
+    let (prefix, name) = match key.as_bytes().iter().position(|&byte| byte == b'/') {
+        None => (None, key),
+        Some(slash) if key.as_bytes()[slash + 1..].contains(&b'/') => {
             return Some(format!("label key {} has more than one \"/\"", quote(key)));
         }
+        Some(slash) => (Some(&key[..slash]), &key[slash + 1..]),
     };
     if let Some(prefix) = prefix
         && (prefix.is_empty() || !is_dns1123_subdomain(prefix))
@@ -102,7 +103,8 @@ fn label_key_problem(key: &str) -> Option<String> {
             quote(prefix)
         ));
     }
-    if char_len(name) > 63 || !is_label_name(name) {
+    // Matching first: a name that matches is ASCII, so bytes count its characters.
+    if !(is_label_name(name) && name.len() <= 63) {
         return Some(format!(
             "label key {} has an invalid name {}: it must be 1-63 letters, digits, {LABEL_NAME_RULE}",
             quote(key),
@@ -113,13 +115,13 @@ fn label_key_problem(key: &str) -> Option<String> {
 }
 
 fn label_value_problem(value: &str) -> Option<String> {
-    if !value.is_empty() && (char_len(value) > 63 || !is_label_name(value)) {
-        return Some(format!(
-            "label value {} is not valid: it must be empty or 1-63 letters, digits, {LABEL_NAME_RULE}",
-            quote(value)
-        ));
+    if value.is_empty() || (is_label_name(value) && value.len() <= 63) {
+        return None;
     }
-    None
+    Some(format!(
+        "label value {} is not valid: it must be empty or 1-63 letters, digits, {LABEL_NAME_RULE}",
+        quote(value)
+    ))
 }
 
 /// `path["key"]`
@@ -181,9 +183,9 @@ fn check_name(
     identity_ok: bool,
     violations: &mut Violations,
 ) {
-    let expected = derived_name(spec);
+    let derivable = is_derivable(spec);
     if meta.name.is_empty() {
-        let Some(expected) = expected else {
+        let Some(expected) = derived_name(spec) else {
             violations.add(
                 "metadata.name",
                 format!(
@@ -198,10 +200,8 @@ fn check_name(
             return;
         }
         meta.name = expected;
-    } else if let Some(expected) = expected
-        && identity_ok
-        && meta.name != expected
-    {
+    } else if derivable && identity_ok && !is_derived_name(spec, &meta.name) {
+        let expected = derived_name(spec).unwrap_or_default();
         violations.add(
             "metadata.name",
             format!(
@@ -278,8 +278,8 @@ fn check_endpoint_labels(meta: &ObjectMeta, orchestrator: &str, violations: &mut
 
 /// An ipNetworks entry as an address, or why not: a bare IP or a /32 or /128 CIDR.
 fn single_address(text: &str) -> Result<Ip, String> {
-    let (address_text, length) = match text.split_once('/') {
-        Some((address, length)) => (address, Some(length)),
+    let (address_text, length) = match text.as_bytes().iter().position(|&byte| byte == b'/') {
+        Some(slash) => (&text[..slash], Some(&text[slash + 1..])),
         None => (text, None),
     };
     let address = ip::parse(address_text);
@@ -301,54 +301,32 @@ fn single_address(text: &str) -> Result<Ip, String> {
     Ok(address)
 }
 
-/// Room for the longest text an IP field is normalised to: 39 characters and `/128`.
-struct TextBuffer {
-    bytes: [u8; 48],
-    len: usize,
-}
-
-impl Write for TextBuffer {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let end = self.len + text.len();
-        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        room.copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
+/// Replaces `slot` with `text` unless it already says that (the common case: clients send
+/// canonical addresses), so that nothing is allocated then.
+fn set_text(slot: &mut String, text: &str) {
+    if slot != text {
+        slot.clear();
+        slot.push_str(text);
     }
 }
 
-/// Replaces `slot` with `text` unless it already says that, without allocating when it
-/// does (the common case: clients send canonical addresses).
-fn set_text(slot: &mut String, text: std::fmt::Arguments<'_>) {
-    let mut buffer = TextBuffer {
-        bytes: [0; 48],
-        len: 0,
-    };
-    if buffer.write_fmt(text).is_ok()
-        && let Ok(formatted) = std::str::from_utf8(&buffer.bytes[..buffer.len])
-    {
-        if slot != formatted {
-            slot.clear();
-            slot.push_str(formatted);
-        }
-    } else {
-        *slot = text.to_string();
-    }
-}
-
-/// Validates ipNetworks, storing each as a canonical /32 or /128; the addresses, or None if
-/// any was bad.
+/// Validates ipNetworks, storing each as a canonical /32 or /128; the addresses, sorted, or
+/// None if any was bad.
 fn check_ip_networks(
     spec: &mut WorkloadEndpointSpec,
     violations: &mut Violations,
-) -> Option<HashSet<Ip>> {
-    let mut addresses = HashSet::with_capacity(spec.ip_networks.len());
+) -> Option<Vec<Ip>> {
+    // Only the NATs' internal IPs are looked up in them: no NATs, no list.
+    let keep = !spec.ip_nats.is_empty();
+    let mut addresses = Vec::new();
     let mut all_good = true;
     for (i, text) in spec.ip_networks.iter_mut().enumerate() {
         match single_address(text) {
             Ok(address) => {
-                set_text(text, format_args!("{address}/{}", address.max_prefix_len()));
-                addresses.insert(address);
+                set_text(text, address.cidr_text().as_str());
+                if keep {
+                    addresses.push(address);
+                }
             }
             Err(problem) => {
                 violations.add(format!("spec.ipNetworks[{i}]"), problem);
@@ -356,6 +334,7 @@ fn check_ip_networks(
             }
         }
     }
+    addresses.sort_unstable();
     all_good.then_some(addresses)
 }
 
@@ -408,9 +387,9 @@ fn check_addresses(spec: &mut WorkloadEndpointSpec, violations: &mut Violations)
             None,
         );
         if let Some(internal) = internal {
-            set_text(&mut nat.internal_ip, format_args!("{internal}"));
+            set_text(&mut nat.internal_ip, internal.text().as_str());
             if let Some(networks) = &networks
-                && !networks.contains(&internal)
+                && networks.binary_search(&internal).is_err()
             {
                 violations.add(
                     internal_path(),
@@ -419,7 +398,7 @@ fn check_addresses(spec: &mut WorkloadEndpointSpec, violations: &mut Violations)
             }
         }
         if let Some(external) = external {
-            set_text(&mut nat.external_ip, format_args!("{external}"));
+            set_text(&mut nat.external_ip, external.text().as_str());
             if let Some(internal) = internal
                 && external.version() != internal.version()
             {
@@ -437,7 +416,7 @@ fn check_addresses(spec: &mut WorkloadEndpointSpec, violations: &mut Violations)
     for (i, text) in spec.aws_elastic_ips.iter_mut().enumerate() {
         let path = || format!("spec.awsElasticIPs[{i}]");
         if let Some(address) = ip_field(text, path, "AWS elastic IP", violations, None) {
-            set_text(text, format_args!("{address}"));
+            set_text(text, address.text().as_str());
         }
     }
     for (gateway, field, what, version) in [
@@ -459,7 +438,7 @@ fn check_addresses(spec: &mut WorkloadEndpointSpec, violations: &mut Violations)
         }
         let path = || field.to_owned();
         if let Some(address) = ip_field(gateway.as_str(), path, what, violations, Some(version)) {
-            set_text(gateway, format_args!("{address}"));
+            set_text(gateway, address.text().as_str());
         }
     }
 }
@@ -516,32 +495,50 @@ enum PortName {
     Duplicate(usize),
 }
 
-fn port_names(spec: &WorkloadEndpointSpec) -> Vec<PortName> {
-    let mut first_use: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
-    let mut names = Vec::with_capacity(spec.ports.len());
-    for (i, port) in spec.ports.iter().enumerate() {
-        names.push(if port.name.is_empty() {
-            // Calico allows an unnamed port only when it exists to carry a host port mapping.
-            if port.host_port == 0 {
-                PortName::Missing
-            } else {
-                PortName::Fine
-            }
-        } else if !is_port_name(&port.name) {
-            PortName::Invalid
-        } else if let Some(&first) = first_use.get(port.name.as_str()) {
-            PortName::Duplicate(first)
+/// Beyond this many ports, duplicate names are found with a map rather than by scanning the
+/// earlier ports.
+const PORTS_SCANNED: usize = 32;
+
+/// Port `earlier.len()`'s name, given the ports before it; `seen` holds the first index of
+/// each valid name when there are more than [`PORTS_SCANNED`] ports.
+fn port_name(
+    earlier: &[WorkloadEndpointPort],
+    port: &WorkloadEndpointPort,
+    seen: Option<&mut foldhash::HashMap<String, usize>>,
+) -> PortName {
+    if port.name.is_empty() {
+        // Calico allows an unnamed port only when it exists to carry a host port mapping.
+        return if port.host_port == 0 {
+            PortName::Missing
         } else {
-            first_use.insert(&port.name, i);
             PortName::Fine
-        });
+        };
     }
-    names
+    if !is_port_name(&port.name) {
+        return PortName::Invalid;
+    }
+    // An earlier port with the same name has a valid name too, so the first of them is
+    // where the name was first used.
+    let first = match seen {
+        Some(seen) => *seen.entry(port.name.clone()).or_insert(earlier.len()),
+        None => earlier
+            .iter()
+            .position(|other| other.name == port.name)
+            .unwrap_or(earlier.len()),
+    };
+    if first < earlier.len() {
+        PortName::Duplicate(first)
+    } else {
+        PortName::Fine
+    }
 }
 
 fn check_ports(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
-    let names = port_names(spec);
-    for (i, (port, name)) in spec.ports.iter_mut().zip(names).enumerate() {
+    let mut seen = (spec.ports.len() > PORTS_SCANNED).then(foldhash::HashMap::default);
+    for i in 0..spec.ports.len() {
+        let (earlier, rest) = spec.ports.split_at_mut(i);
+        let port = &mut rest[0];
+        let name = port_name(earlier, port, seen.as_mut());
         match name {
             PortName::Fine => {}
             PortName::Missing => violations.add(
@@ -602,7 +599,7 @@ fn check_ports(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
         if !port.host_ip.is_empty() {
             let path = || format!("spec.ports[{i}].hostIP");
             if let Some(address) = ip_field(&port.host_ip, path, "host IP", violations, None) {
-                set_text(&mut port.host_ip, format_args!("{address}"));
+                set_text(&mut port.host_ip, address.text().as_str());
             }
         }
     }
