@@ -10,7 +10,8 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from epsync.store.sqlite import SqliteDatastore
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint, WorkloadEndpointPort
+from tests.conftest import server_config
 from tests.factories import endpoint
 
 T = TypeVar("T")
@@ -106,6 +108,59 @@ async def collect(responses: AsyncIterable[Response]) -> list[Response]:
 # --- store probes ----------------------------------------------------------------------------------
 
 
+class CommitGate:
+    """Holds every group commit at its COMMIT while closed: writes pile up unanswered.
+
+    It stands in the embedded store's writer connection (`connection_class`), so the server's
+    store is made with it; it is open unless a test closes it.
+    """
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._open.set()
+
+    def connection_class(self) -> type[sqlite3.Connection]:
+        opened = self._open
+
+        class GatedConnection(sqlite3.Connection):
+            def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+                if sql == "COMMIT":  # on the store's writer thread
+                    opened.wait(timeout=60)
+                return super().execute(sql, parameters)
+
+        return GatedConnection
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+@pytest.fixture
+def commit_gate() -> CommitGate:
+    return CommitGate()
+
+
+@pytest.fixture
+async def server(
+    tmp_path: Path, datastore_settings: dict[str, Any], commit_gate: CommitGate
+) -> AsyncIterator[EpsyncServer]:
+    """The shared fixture's server, its embedded store's commits behind `commit_gate`."""
+    config = server_config(tmp_path / "data", **datastore_settings)
+    store = None
+    if config.datastore == "sqlite":
+        store = SqliteDatastore(
+            config.data_dir / "epsync.db",
+            history_window=config.history_window,
+            connection_class=commit_gate.connection_class(),
+        )
+    instance = EpsyncServer(config, store=store)
+    await instance.start()
+    yield instance
+    await instance.stop(grace=0.1)
+
+
 @pytest.fixture
 def sqlite_store(server: EpsyncServer) -> SqliteDatastore:
     """The server's embedded store (tests taking it run on SQLite only: see conftest)."""
@@ -150,33 +205,14 @@ def probe(sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch) -> Sto
     return StoreProbe(sqlite_store, monkeypatch)
 
 
-class CommitGate:
-    """Holds every group commit at its COMMIT until opened: writes pile up unanswered."""
-
-    def __init__(self, store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._open = threading.Event()
-        original = store._commit
-
-        def commit(conn: sqlite3.Connection) -> None:  # on the store's writer thread
-            self._open.wait(timeout=60)
-            original(conn)
-
-        monkeypatch.setattr(store, "_commit", commit)
-
-    def open(self) -> None:
-        self._open.set()
-
-    def close(self) -> None:
-        self._open.clear()
-
-
 @pytest.fixture
-def gate(sqlite_store: SqliteDatastore, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommitGate]:
-    held = CommitGate(sqlite_store, monkeypatch)
+def gate(sqlite_store: SqliteDatastore, commit_gate: CommitGate) -> Iterator[CommitGate]:
+    """The commit gate, closed: every group commit is held at its COMMIT until the test opens it."""
+    commit_gate.close()
     try:
-        yield held
+        yield commit_gate
     finally:
-        held.open()  # before the server stops: closing the store waits for the held group
+        commit_gate.open()  # before the server stops: closing the store waits for the held group
 
 
 @dataclass
@@ -405,7 +441,7 @@ async def test_datastore_failures_and_surprises_map_like_the_unary_methods(
 async def test_a_streams_writes_share_group_commits(
     client: Client, sqlite_store: SqliteDatastore, probe: StoreProbe, gate: CommitGate
 ) -> None:
-    before = sqlite_store.commit_stats()
+    before = (sqlite_store.groups_committed, sqlite_store.writes_committed)
     responses: list[Response] = []
 
     async def consume() -> None:
@@ -417,13 +453,13 @@ async def test_a_streams_writes_share_group_commits(
     await within(probe.submitted_at_least(1000))
     gate.open()
     await within(consumer)
-    after = sqlite_store.commit_stats()
+    after = (sqlite_store.groups_committed, sqlite_store.writes_committed)
 
     assert [r.request_id for r in responses] == [str(n) for n in range(1000)]
     assert all(r.status.code == OK for r in responses)
-    assert after.writes_committed - before.writes_committed == 1000
+    assert after[1] - before[1] == 1000
     # One write at a time would be 1,000 transactions and fsyncs: here it is the held group and one more.
-    assert after.groups_committed - before.groups_committed == 2, after
+    assert after[0] - before[0] == 2, after
 
 
 async def test_half_close_answers_every_write_in_flight_then_ends_ok(
