@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import uuid
@@ -25,7 +24,7 @@ from epsync.store.etcd import EtcdDatastore
 from epsync.store.etcd.client import Compare, DeleteOp, EtcdClient
 from epsync.v1.watch_pb2 import ADDED, DELETED, MODIFIED
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from tests.conftest import epsync_command, server_config
+from tests.conftest import serve_process, server_config
 from tests.etcd_fixture import EtcdServer, WatchPartition
 from tests.factories import endpoint
 from tests.watch_streams import channel, named, objects, running_server, watch_endpoints
@@ -174,34 +173,26 @@ async def test_the_client_fails_over_and_its_view_loses_nothing(tmp_path: Path, 
 async def test_a_replica_killed_with_kill_9_its_watchers_move_and_resume(
     tmp_path: Path, etcd_settings: dict[str, Any]
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *epsync_command(
-            "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "a"), "--datastore", "etcd",
+    async with (
+        serve_process(
+            "--data-dir", str(tmp_path / "a"), "--datastore", "etcd",
             "--etcd-endpoints", etcd_settings["etcd_endpoints"][0], "--etcd-prefix", etcd_settings["etcd_prefix"],
-        ),
-    )  # fmt: skip
-    try:
-        port = await bound_port(process)
-        async with (
-            running_server(tmp_path / "b", **etcd_settings) as b,
-            Client([f"127.0.0.1:{port}", f"127.0.0.1:{b.port}"]) as client,
-        ):
-            await wait_until_serving(port)
-            view = client.watch(backoff=Backoff(initial=0.02, maximum=0.2))
-            iterator = view.__aiter__()
-            await until(iterator, lambda: view.synced)
-            await client.create_endpoint(endpoint("one"))
-            await until(iterator, lambda: "default/one" in view.objects)
-            os.kill(process.pid, signal.SIGKILL)
-            await process.wait()
-            async with Client(f"127.0.0.1:{b.port}") as writer:
-                await writer.create_endpoint(endpoint("two"))
-                await writer.delete_endpoint("one")
-            await until(iterator, lambda: set(view.objects) == {"default/two"})
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        ) as a,
+        running_server(tmp_path / "b", **etcd_settings) as b,
+        Client([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as client,
+    ):  # fmt: skip
+        await wait_until_serving(a.port)
+        view = client.watch(backoff=Backoff(initial=0.02, maximum=0.2))
+        iterator = view.__aiter__()
+        await until(iterator, lambda: view.synced)
+        await client.create_endpoint(endpoint("one"))
+        await until(iterator, lambda: "default/one" in view.objects)
+        os.kill(a.process.pid, signal.SIGKILL)
+        await a.process.wait()
+        async with Client(f"127.0.0.1:{b.port}") as writer:
+            await writer.create_endpoint(endpoint("two"))
+            await writer.delete_endpoint("one")
+        await until(iterator, lambda: set(view.objects) == {"default/two"})
 
 
 async def test_etcd_down_keeps_watchers_and_reads_fails_writes_clearly_and_recovers(
@@ -295,36 +286,6 @@ async def until(iterator: AsyncIterator[Any], condition: Any, within: float = 20
     async with asyncio.timeout(within):
         while not condition():
             await anext(iterator)
-
-
-async def bound_port(process: asyncio.subprocess.Process, within: float = 20) -> int:
-    """The port a server started with `--listen 127.0.0.1:0` has bound, read from the kernel's tables."""
-    async with asyncio.timeout(within):
-        while not (ports := listening_ports(process.pid)):
-            if process.returncode is not None:
-                raise AssertionError(f"the server exited with {process.returncode} before it listened")
-            await asyncio.sleep(0.05)  # paces the polling of /proc until the server binds
-    (port,) = ports
-    return port
-
-
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process `pid` listens on (Linux: its sockets' inodes looked up in /proc/net/tcp*)."""
-    inodes: set[str] = set()
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target.removeprefix("socket:[").removesuffix("]"))
-    ports: set[int] = set()
-    for table in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 async def wait_until_serving(port: int) -> None:
