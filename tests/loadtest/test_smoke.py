@@ -82,11 +82,13 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench.loadtest", "--smoke", "--scenarios", "1", "--out", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert process.stdout is not None
+    output = []
     for line in process.stdout:
+        output.append(line.decode(errors="replace"))
         if b"W=" in line:  # the sweep has started: server, writer and agents are all running
             break
     children = _descendants(process.pid)
-    assert len(children) >= 4
+    assert len(children) >= 4, "".join(output)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     process.stdout.close()
