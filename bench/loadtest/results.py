@@ -188,6 +188,15 @@ def write(s: Settings, o: Outcome, seconds: float) -> None:
     throughput = report.Plot(
         x="offered_rate", y="events_per_s", series="system", title="Delivered events/s against offered write rate"
     )
+    memory_plot = report.Plot(
+        x="seconds",
+        y="rss_mb",
+        series="server",
+        title="Server RSS over the run",
+        data="rss",
+        suffix="memory",
+        style="-",
+    )
     for scenario in ("scenario1", "scenario4", "scenario5", "scenario7"):
         if scenario in o.rows:
             report.write(
@@ -221,15 +230,7 @@ def write(s: Settings, o: Outcome, seconds: float) -> None:
             plots=[completion],
         )
     if "scenario3" in o.rows:
-        memory = report.Plot(
-            x="seconds",
-            y="rss_mb",
-            series="server",
-            title="Scenario 3: server RSS",
-            data="rss",
-            suffix="memory",
-            style="-",
-        )
+        memory = replace(memory_plot, title="Scenario 3: server RSS")
         stall_latency = replace(latency_plot, title="Scenario 3: the others' latency, before and during the stall")
         report.write(
             "scenario3",
@@ -249,15 +250,6 @@ def write(s: Settings, o: Outcome, seconds: float) -> None:
             out,
             extra={"differences": {f"{c.scenario}/{c.system}": c.differences for c in o.checks}},
         )
-    memory_plot = report.Plot(
-        x="seconds",
-        y="rss_mb",
-        series="server",
-        title="Server RSS over the run",
-        data="rss",
-        suffix="memory",
-        style="-",
-    )
     throughput_rows = [
         {**row, "system": f"{row['system']} ({label})"}
         for scenario, label in (
