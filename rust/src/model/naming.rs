@@ -91,27 +91,18 @@ pub fn is_derivable(spec: &WorkloadEndpointSpec) -> bool {
 /// Whether `name` is the derived name of a derivable `spec`, without building it.
 #[must_use]
 pub fn is_derived_name(spec: &WorkloadEndpointSpec, name: &str) -> bool {
-    let mut rest = name.as_bytes();
+    let mut rest = name.as_bytes().iter();
     for (i, part) in name_parts(spec).iter().enumerate() {
-        if i > 0 {
-            let Some(after) = rest.strip_prefix(b"-") else {
-                return false;
-            };
-            rest = after;
+        if i > 0 && rest.next() != Some(&b'-') {
+            return false;
         }
-        for byte in part.value.as_bytes() {
-            let expected: &[u8] = if *byte == b'-' {
-                b"--"
-            } else {
-                std::slice::from_ref(byte)
-            };
-            let Some(after) = rest.strip_prefix(expected) else {
+        for &byte in part.value.as_bytes() {
+            if rest.next() != Some(&byte) || (byte == b'-' && rest.next() != Some(&b'-')) {
                 return false;
-            };
-            rest = after;
+            }
         }
     }
-    rest.is_empty()
+    rest.next().is_none()
 }
 
 /// The spec fields the name is derived from, each once, as a phrase:
