@@ -9,11 +9,13 @@ as etcd-backed Kubernetes objects work.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from epsync.model.validation import DEFAULT_NAMESPACE, normalize_profile, normalize_workload_endpoint
+from epsync._core import normalize_endpoints, normalize_profiles
+from epsync.model.naming import derived_name
+from epsync.model.validation import DEFAULT_NAMESPACE
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
@@ -22,6 +24,8 @@ __all__ = [
     "PROFILES",
     "WORKLOAD_ENDPOINTS",
     "Kind",
+    "NormalizeItem",
+    "Normalized",
     "Resource",
     "ResourceType",
     "endpoint_key",
@@ -38,6 +42,12 @@ class Kind(enum.StrEnum):
 
 Resource = WorkloadEndpoint | Profile
 R = TypeVar("R", WorkloadEndpoint, Profile)
+
+# One write to normalise: the request's encoded object, and the uid and creation timestamp (seconds,
+# nanos) to give it, or None to leave them as they are.
+NormalizeItem = tuple[bytes, str | None, tuple[int, int] | None]
+# Per item, the stored bytes, or the (field path, description) of every violation.
+Normalized = bytes | list[tuple[str, str]]
 
 
 def endpoint_key(namespace: str, name: str) -> str:
@@ -56,13 +66,23 @@ class ResourceType(Generic[R]):
     kind: Kind
     message: type[R]
     display_name: str
-    normalize: Callable[[R], R]
+    # Validation and normalisation of a batch, in the Rust core (SPEC §3): one call for many writes.
+    normalize_batch: Callable[[Sequence[NormalizeItem]], list[Normalized]]
     namespaced: bool
 
     def key_of(self, obj: R) -> str:
         if self.namespaced:
             return endpoint_key(obj.metadata.namespace, obj.metadata.name)
         return obj.metadata.name
+
+    def request_key(self, obj: R) -> str | None:
+        """The key a write of `obj` has if it is valid, known before validation (a missing endpoint name is
+        the derived one); None when no valid write could have it (no name, nothing to derive one from)."""
+        if not self.namespaced:
+            return obj.metadata.name or None
+        assert isinstance(obj, WorkloadEndpoint)
+        name = obj.metadata.name or derived_name(obj.spec)
+        return endpoint_key(obj.metadata.namespace, name) if name else None
 
     def describe(self, key: str) -> str:
         """A human name for error messages: `WorkloadEndpoint "default/web-1"`."""
@@ -85,7 +105,7 @@ WORKLOAD_ENDPOINTS: ResourceType[WorkloadEndpoint] = ResourceType(
     kind=Kind.WORKLOAD_ENDPOINT,
     message=WorkloadEndpoint,
     display_name="WorkloadEndpoint",
-    normalize=normalize_workload_endpoint,
+    normalize_batch=normalize_endpoints,
     namespaced=True,
 )
 
@@ -93,6 +113,6 @@ PROFILES: ResourceType[Profile] = ResourceType(
     kind=Kind.PROFILE,
     message=Profile,
     display_name="Profile",
-    normalize=normalize_profile,
+    normalize_batch=normalize_profiles,
     namespaced=False,
 )

@@ -32,10 +32,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from epsync.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
-from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, ResourceType
+from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, NormalizeItem, ResourceType
 from epsync.store.base import Committed, Conflict, Datastore, Delete, Put, Record, WriteFailed, WriteResult
 from epsync.sync.cache import ResourceCache
 from epsync.v1.profile_pb2 import Profile
@@ -88,8 +86,7 @@ class _Pending(Generic[R]):
     stream: Hashable | None  # writes of one stream keep their order; None: a unary call
     future: asyncio.Future[Outcome]
     deadline: float
-    key: str | None = None
-    normalized: R | None = None  # create and update: the validated object
+    key: str | None = None  # what it writes, known before validation; None: it cannot be valid
     winner: Record | None = None  # set after a lost race: what won, fresher than the cache may be
     raced: bool = False
     write: Put | Delete | None = None
@@ -144,6 +141,7 @@ class Registry(Generic[R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
+        pending.key = operation.key if isinstance(operation, DeleteOp) else self.rtype.request_key(operation.object)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
         if self._batcher is None or self._batcher.done():
             self._batcher = loop.create_task(self._run(), name=f"epsync-{self.rtype.kind.value}-batcher")
@@ -185,117 +183,128 @@ class Registry(Generic[R]):
                 self._wakeup.set()
 
     def _take_batch(self) -> list[_Pending[R]]:
-        """From each lane, in order, the writes that can go now; a lane stops at its first write whose key
-        an unfinished write holds (in this batch or one still committing)."""
-        batch: list[_Pending[R]] = []
-        batch_keys: set[str] = set()
+        """From each lane, in order, the writes that can go now, prepared; a lane stops at its first write whose
+        key an unfinished write holds (one still committing, or one taken before it in this round)."""
+        candidates: list[_Pending[R]] = []
+        claimed: set[str] = set()
+        contended = False  # a lane waits on a key taken this round: look again once the round is settled
         for lane_key, lane in list(self._lanes.items()):
-            while lane and len(batch) < MAX_BATCH:
+            while lane and len(candidates) < MAX_BATCH:
                 pending = lane[0]
                 if pending.future.done():  # its caller went away
                     lane.popleft()
                     continue
-                try:
-                    key = self._prepare_key(pending)
-                except Exception as error:  # a bad request, or a bug: either way this write's answer
-                    lane.popleft()
-                    pending.future.set_exception(error)
-                    continue
-                if key in self._busy_keys or key in batch_keys:
+                key = pending.key
+                if key is not None and key in self._busy_keys:
+                    break
+                if key is not None and key in claimed:
+                    contended = True
                     break
                 lane.popleft()
-                try:
-                    self._plan(pending)
-                except Exception as error:
-                    pending.future.set_exception(error)
-                    continue
-                if pending.write is None:
-                    continue  # answered without a write (a delete of nothing, allowed)
-                batch_keys.add(key)
-                batch.append(pending)
+                if key is not None:
+                    claimed.add(key)
+                candidates.append(pending)
             if not lane:
                 del self._lanes[lane_key]
-            if len(batch) >= MAX_BATCH:
+            if len(candidates) >= MAX_BATCH:
                 break
-        self._busy_keys |= batch_keys
+        batch = self._prepare(candidates)
+        self._busy_keys.update(p.key for p in batch if p.key is not None)
+        if contended or len(candidates) >= MAX_BATCH:
+            self._wakeup.set()
         return batch
 
-    def _prepare_key(self, pending: _Pending[R]) -> str:
-        """Validate and normalise (once per write, not per retry) and return the key it writes."""
-        if pending.key is not None:
-            return pending.key
-        operation = pending.operation
-        if isinstance(operation, DeleteOp):
-            pending.key = operation.key
-        else:
-            pending.normalized = self.rtype.normalize(operation.object)
-            pending.key = self.rtype.key_of(pending.normalized)
-        return pending.key
+    def _prepare(self, candidates: list[_Pending[R]]) -> list[_Pending[R]]:
+        """Decide each candidate's write from the current state: creates and updates validated, normalised and
+        encoded in ONE call into the Rust core; writes that fail are answered here. Returns those to commit."""
+        items: list[NormalizeItem] = []
+        puts: list[tuple[_Pending[R], R | None]] = []
+        for pending in candidates:
+            pending.write = None
+            operation = pending.operation
+            try:
+                current = self._current(pending)
+                if isinstance(operation, DeleteOp):
+                    self._plan_delete(pending, current)
+                    continue
+                if isinstance(operation, UpdateOp) and current is not None:
+                    # An update keeps the object's identity; a create (also by an upsert) gets a new one.
+                    stamp = current.metadata.creation_timestamp
+                    identity: tuple[str, tuple[int, int]] = (current.metadata.uid, (stamp.seconds, stamp.nanos))
+                else:
+                    identity = (str(uuid.uuid4()), divmod(time.time_ns(), 1_000_000_000))
+                items.append((operation.object.SerializeToString(), *identity))
+                puts.append((pending, current))
+            except Exception as error:  # a bad request, or a bug: either way this write's answer
+                pending.future.set_exception(error)
+        for (pending, current), normalized in zip(
+            puts, self.rtype.normalize_batch(items) if items else [], strict=True
+        ):
+            try:
+                if isinstance(normalized, list):
+                    raise InvalidArgument([FieldViolation(path, description) for path, description in normalized])
+                self._plan_put(pending, current, normalized)
+            except Exception as error:
+                pending.future.set_exception(error)
+        return [p for p in candidates if p.write is not None and not p.future.done()]
 
-    def _plan(self, pending: _Pending[R]) -> None:
-        """Decide the write (with its compare-and-swap) from the current state, or answer at once."""
-        operation, key = pending.operation, pending.key
-        assert key is not None
+    def _current(self, pending: _Pending[R]) -> R | None:
+        """What the write is judged against: the winner of a race it lost, else the cache's object."""
         if pending.raced:
-            current = None if pending.winner is None else _decoded(self.rtype, pending.winner)
-        else:
-            current = self.current(key)
-        pending.write = None
+            return None if pending.winner is None else _decoded(self.rtype, pending.winner)
+        return None if pending.key is None else self.current(pending.key)
+
+    def _plan_put(self, pending: _Pending[R], current: R | None, stored: bytes) -> None:
+        """The compare-and-swap that stores `stored` (validated and normalised), or the error that answers it."""
+        operation, key = pending.operation, pending.key
+        # Validation passes only for writes whose key was known beforehand (see ResourceType.request_key).
+        assert key is not None, "a write with no key passed validation"
         if isinstance(operation, CreateOp):
-            assert pending.normalized is not None
             if current is not None:
                 raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
-            pending.write = self._creation(pending.normalized, key)
-        elif isinstance(operation, UpdateOp):
-            assert pending.normalized is not None
-            new = pending.normalized
-            precondition = new.metadata.resource_version
-            if precondition < 0:
-                raise InvalidArgument([FieldViolation("metadata.resource_version", "must not be negative")])
-            if current is None:
-                if not operation.allow_missing:
-                    raise NotFound(f"{self.rtype.describe(key)} not found (set allow_missing to create it)")
-                if precondition:
-                    raise Aborted(
-                        f"{self.rtype.describe(key)} does not exist, so it cannot be at resource_version {precondition}"
-                    )
-                pending.write = self._creation(new, key)
-                return
-            if precondition and precondition != current.metadata.resource_version:
-                raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
-            new.metadata.uid = current.metadata.uid
-            new.metadata.creation_timestamp.CopyFrom(current.metadata.creation_timestamp)
-            expected = current.metadata.resource_version
-            pending.write = Put(self.rtype.kind, key, self.rtype.encode(new), expected)
-        else:
-            if current is None:
-                if not operation.allow_missing or operation.resource_version or operation.uid:
-                    raise NotFound(f"{self.rtype.describe(key)} not found")
-                if pending.raced:
-                    # The store said there is nothing to delete.
-                    pending.future.set_result(Deleted(None, self._cache.revision))
-                    return
-                # The cache may not have heard of the object yet (another replica just created it):
-                # the store, not the cache, says whether there is nothing to delete.
-                pending.write = Delete(self.rtype.kind, key)
-                return
-            rv = operation.resource_version
-            if rv and rv != current.metadata.resource_version:
-                raise _version_mismatch(self.rtype, key, rv, current.metadata.resource_version)
-            if operation.uid and operation.uid != current.metadata.uid:
+            pending.write = Put(self.rtype.kind, key, stored, expected_mod_revision=0)
+            return
+        assert isinstance(operation, UpdateOp)
+        precondition = operation.object.metadata.resource_version
+        if precondition < 0:
+            raise InvalidArgument([FieldViolation("metadata.resource_version", "must not be negative")])
+        if current is None:
+            if not operation.allow_missing:
+                raise NotFound(f"{self.rtype.describe(key)} not found (set allow_missing to create it)")
+            if precondition:
                 raise Aborted(
-                    f"{self.rtype.describe(key)} has uid {current.metadata.uid}, not {operation.uid}: "
-                    "it was deleted and created again"
+                    f"{self.rtype.describe(key)} does not exist, so it cannot be at resource_version {precondition}"
                 )
-            pending.write = Delete(self.rtype.kind, key, current.metadata.resource_version)
+            pending.write = Put(self.rtype.kind, key, stored, expected_mod_revision=0)
+            return
+        if precondition and precondition != current.metadata.resource_version:
+            raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
+        pending.write = Put(self.rtype.kind, key, stored, current.metadata.resource_version)
 
-    def _creation(self, new: R, key: str) -> Put:
-        """The write that creates `new`, with its server-owned identity, if its key is free."""
-        created = self.rtype.message()
-        created.CopyFrom(new)
-        created.metadata.uid = str(uuid.uuid4())
-        created.metadata.creation_timestamp.CopyFrom(_now())
-        return Put(self.rtype.kind, key, self.rtype.encode(created), expected_mod_revision=0)
+    def _plan_delete(self, pending: _Pending[R], current: R | None) -> None:
+        operation, key = pending.operation, pending.key
+        assert isinstance(operation, DeleteOp)
+        assert key is not None
+        if current is None:
+            if not operation.allow_missing or operation.resource_version or operation.uid:
+                raise NotFound(f"{self.rtype.describe(key)} not found")
+            if pending.raced:
+                # The store said there is nothing to delete.
+                pending.future.set_result(Deleted(None, self._cache.revision))
+                return
+            # The cache may not have heard of the object yet (another replica just created it):
+            # the store, not the cache, says whether there is nothing to delete.
+            pending.write = Delete(self.rtype.kind, key)
+            return
+        rv = operation.resource_version
+        if rv and rv != current.metadata.resource_version:
+            raise _version_mismatch(self.rtype, key, rv, current.metadata.resource_version)
+        if operation.uid and operation.uid != current.metadata.uid:
+            raise Aborted(
+                f"{self.rtype.describe(key)} has uid {current.metadata.uid}, not {operation.uid}: "
+                "it was deleted and created again"
+            )
+        pending.write = Delete(self.rtype.kind, key, current.metadata.resource_version)
 
     async def _commit(self, batch: list[_Pending[R]]) -> None:
         writes = [p.write for p in batch if p.write is not None]
@@ -346,11 +355,11 @@ class Registry(Generic[R]):
             return result.record
         if isinstance(operation, CreateOp):
             raise AlreadyExists(f"{self.rtype.describe(key)} already exists")
-        if isinstance(operation, DeleteOp):
-            pinned = operation.resource_version
-        else:
-            assert pending.normalized is not None
-            pinned = pending.normalized.metadata.resource_version
+        pinned = (
+            operation.resource_version
+            if isinstance(operation, DeleteOp)
+            else operation.object.metadata.resource_version
+        )
         if pinned:
             raise _version_mismatch(self.rtype, key, pinned, _revision_of(result.current))
         if time.monotonic() >= pending.deadline:
@@ -376,12 +385,6 @@ def _revision_of(record: Record | None) -> int:
 def _version_mismatch(rtype: ResourceType[R], key: str, expected: int, actual: int) -> Aborted:
     state = f"is at resource_version {actual}" if actual else "no longer exists"
     return Aborted(f"{rtype.describe(key)} {state}, not {expected}: re-read it and retry")
-
-
-def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.GetCurrentTime()
-    return stamp
 
 
 def endpoint_registry(store: Datastore, cache: ResourceCache) -> Registry[WorkloadEndpoint]:
