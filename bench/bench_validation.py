@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from tests.validation_reference import normalize_workload_endpoint
 
 from bench import report
 from bench.population import Shape, endpoint
 from epsync._core import normalize_endpoints
 from epsync.model.kinds import WORKLOAD_ENDPOINTS
-from epsync.model.validation import normalize_workload_endpoint
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
 BATCHES = (1, 100, 1000)

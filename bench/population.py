@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
+from epsync.model.kinds import NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.model.naming import derived_name, escape_part
 from epsync.v1.object_meta_pb2 import ObjectMeta
 from epsync.v1.profile_pb2 import Profile, ProfileSpec
@@ -30,8 +31,6 @@ from epsync.v1.workload_endpoint_pb2 import IPNAT, WorkloadEndpoint, WorkloadEnd
 APPS = ("web", "api", "db", "cache", "worker", "auth", "search", "billing", "queue", "ingest")
 TIERS = ("frontend", "backend", "data")
 VERSIONS = ("v1", "v2", "v3")
-NAMESPACE_LABEL = "projectcalico.org/namespace"
-ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 # etcd keys: one prefix per node, so a node agent watches exactly its own endpoints.
 ETCD_PREFIX = "/epsync-bench/weps/"
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from bench.population import NAMESPACE_LABEL, ORCHESTRATOR_LABEL, Shape, container_id, endpoint
+from bench.population import Shape, container_id, endpoint
+from epsync.model.kinds import NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.sync.wire import varint
 
 # Field numbers: WorkloadEndpoint.spec = 2, WorkloadEndpointSpec.container_id = 4,

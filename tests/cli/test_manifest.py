@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from epsync.cli.manifest import ManifestError, dump_manifests, from_manifest_dict, load_manifests, to_manifest_dict
+from epsync.model.kinds import NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.model.naming import derived_name
-from epsync.model.validation import NAMESPACE_LABEL, ORCHESTRATOR_LABEL, normalize_profile, normalize_workload_endpoint
 from epsync.v1.object_meta_pb2 import ObjectMeta
 from epsync.v1.profile_pb2 import Profile, ProfileSpec
 from epsync.v1.workload_endpoint_pb2 import IPNAT, WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec
+from tests.model.product_validator import normalize_profile, normalize_workload_endpoint
 
 SEED_SAMPLE = Path(__file__).parent.parent / "data" / "seed-sample.yaml"
 HEADER = "apiVersion: projectcalico.org/v3\n"

@@ -18,17 +18,12 @@ from hypothesis import strategies as st
 
 from epsync._core import normalize_endpoints, normalize_profiles
 from epsync.errors import InvalidArgument
-from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS
+from epsync.model.kinds import NAMESPACE_LABEL, ORCHESTRATOR_LABEL, PROFILES, WORKLOAD_ENDPOINTS
 from epsync.model.naming import derived_name
-from epsync.model.validation import (
-    NAMESPACE_LABEL,
-    ORCHESTRATOR_LABEL,
-    normalize_profile,
-    normalize_workload_endpoint,
-)
 from epsync.v1.object_meta_pb2 import ObjectMeta
 from epsync.v1.profile_pb2 import Profile, ProfileSpec
 from epsync.v1.workload_endpoint_pb2 import IPNAT, WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec
+from tests.validation_reference import normalize_profile, normalize_workload_endpoint
 
 Item = tuple[bytes, str | None, tuple[int, int] | None]
 Outcome = bytes | list[tuple[str, str]]

@@ -9,9 +9,9 @@ from bench.population import Shape, effective_labels, endpoint, key_of, membersh
 
 from epsync._core import Selector
 from epsync.etcd.v3 import rpc_pb2
-from epsync.model.validation import normalize_workload_endpoint
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest
+from tests.model.product_validator import normalize_workload_endpoint
 
 SHAPE = Shape(nodes=12, per_node=7, namespaces=5, seed=3)
 

@@ -7,15 +7,11 @@ from collections.abc import Callable
 import pytest
 
 from epsync.errors import FieldViolation, InvalidArgument
-from epsync.model.validation import (
-    NAMESPACE_LABEL,
-    ORCHESTRATOR_LABEL,
-    normalize_profile,
-    normalize_workload_endpoint,
-)
+from epsync.model.kinds import NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.v1.object_meta_pb2 import ObjectMeta
 from epsync.v1.profile_pb2 import Profile, ProfileSpec
 from epsync.v1.workload_endpoint_pb2 import IPNAT, WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec
+from tests.model.product_validator import normalize_profile, normalize_workload_endpoint
 
 DERIVED = "node1-k8s-my--nginx--b1337a-eth0"
 

@@ -1,4 +1,4 @@
-"""The resource kinds: each one's message type, key, validation and stored bytes.
+"""The resource kinds: each one's message type, key, validation (in the Rust core) and stored bytes.
 
 The store sees kinds, keys and opaque bytes; this module is the only place that knows how a
 WorkloadEndpoint or a Profile becomes a key and a value, and back. `resource_version` is
@@ -15,12 +15,13 @@ from typing import Generic, TypeVar
 
 from epsync._core import normalize_endpoints, normalize_profiles
 from epsync.model.naming import derived_name
-from epsync.model.validation import DEFAULT_NAMESPACE
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "NAMESPACE_LABEL",
+    "ORCHESTRATOR_LABEL",
     "PROFILES",
     "WORKLOAD_ENDPOINTS",
     "Kind",
@@ -31,6 +32,12 @@ __all__ = [
     "endpoint_key",
     "split_endpoint_key",
 ]
+
+
+DEFAULT_NAMESPACE = "default"
+# Set by the server on every stored endpoint, as Calico does, so that policy can select on them.
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 
 
 class Kind(enum.StrEnum):

@@ -1,4 +1,8 @@
-"""Validation and normalisation of WorkloadEndpoints and Profiles before they are stored (SPEC §3).
+"""The reference the Rust validator (`epsync._core.normalize_endpoints` / `normalize_profiles`) is held to.
+
+Validation and normalisation of WorkloadEndpoints and Profiles before they are stored (SPEC §3), written
+plainly in Python: the server validates in the Rust core, and tests/core/test_validation_parity.py shows
+on random endpoints and profiles, good and bad, that both give the same violations and the same bytes.
 
 Pure functions over the protobuf messages: each returns a new, normalised message or raises
 `InvalidArgument` naming every bad field at once, so a client fixes its request in one round trip.
@@ -14,24 +18,18 @@ import re
 from collections.abc import Mapping
 
 from epsync.errors import FieldViolation, ViolationCollector
+from epsync.model.kinds import DEFAULT_NAMESPACE, NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.model.naming import derived_name, name_parts
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint, WorkloadEndpointSpec
 
 __all__ = [
-    "DEFAULT_NAMESPACE",
-    "NAMESPACE_LABEL",
-    "ORCHESTRATOR_LABEL",
     "PROTOCOLS",
     "RESERVED_LABEL_PREFIXES",
     "normalize_profile",
     "normalize_workload_endpoint",
 ]
 
-DEFAULT_NAMESPACE = "default"
-# Set by the server on every stored endpoint, as Calico does, so that policy can select on them.
-NAMESPACE_LABEL = "projectcalico.org/namespace"
-ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 # Calico copies namespace and service-account labels onto endpoints under these prefixes; an endpoint that
 # set them itself could match policy meant for another namespace or service account.
 RESERVED_LABEL_PREFIXES = ("pcns.", "pcsa.")
