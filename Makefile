@@ -89,11 +89,13 @@ bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked,
 	$(BIN)/pytest -q tests/loadtest/test_smoke.py
 
 .PHONY: bench-micro
-bench-micro: build etcd ## the component benchmarks: datastore writes, List, the Rust fan-out core
+bench-micro: build etcd ## the component benchmarks: datastore writes, List, the Rust fan-out core, the write path, validation
 	$(BIN)/python -m bench.bench_store
 	$(BIN)/python -m bench.bench_store --backend etcd
 	$(BIN)/python -m bench.bench_list
 	$(BIN)/python -m bench.bench_fanout
+	$(BIN)/python -m bench.bench_writes
+	$(BIN)/python -m bench.bench_validation
 
 .PHONY: lint
 lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -36,17 +38,30 @@ UNARY_CONCURRENCY = 64
 
 
 class Server:
-    """`python -m epsync serve` on a port the server picks; its address read back from its log."""
+    """`python -m epsync serve` of this checkout or of another (`checkout`, with its own .venv): its address
+    read back from its log."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, checkout: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.checkout = checkout
         self.process: asyncio.subprocess.Process | None = None
         self.address = ""
 
+    def _command(self) -> list[str]:
+        if self.checkout is None:
+            return [sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0"]
+        # An older checkout may have only `python -m epsync.cli` and may log the port it was given rather than
+        # the one it bound, so it gets a port chosen here (a benchmark can live with the small race).
+        module = "epsync.cli" if (self.checkout / "pysrc/epsync/cli.py").exists() else "epsync"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return [str(self.checkout / ".venv/bin/python"), "-m", module, "serve", "--listen", f"127.0.0.1:{port}"]
+
     async def __aenter__(self) -> Server:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
-            stderr=asyncio.subprocess.PIPE,
+            *self._command(), "--data-dir", str(self.data_dir), stderr=asyncio.subprocess.PIPE,
+            cwd=self.checkout,
         )  # fmt: skip
         assert self.process.stderr is not None
         async with asyncio.timeout(60):
@@ -94,6 +109,10 @@ async def write_stream(
             raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
 
 
+class Unsupported(Exception):
+    """The server does not know the request's batch field (an older server)."""
+
+
 async def batched_stream(
     stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest], size: int
 ) -> None:
@@ -101,6 +120,8 @@ async def batched_stream(
     writes = [pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=u) for i, u in enumerate(updates)]
     requests = (pb.WriteWorkloadEndpointsRequest(batch=writes[i : i + size]) for i in range(0, len(writes), size))
     async for response in stub.WriteWorkloadEndpoints(requests):
+        if not response.batch:
+            raise Unsupported(response.status.message)
         for result in response.batch:
             if result.status.code:
                 raise RuntimeError(f"write {result.request_id} failed: {result.status.message}")
@@ -157,43 +178,70 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
     population = [endpoint(j, shape) for j in range(shape.endpoints)]
     on_node0 = population[: shape.per_node]
     rows: list[report.Row] = []
+    servers = {"this": None} if args.baseline is None else {"this": None, "baseline": args.baseline}
     with tempfile.TemporaryDirectory(prefix="epsync-bench-writes-") as tmp:
-        async with Server(Path(tmp)) as server, grpc.aio.insecure_channel(server.address) as channel:
-            stub = pb_grpc.WorkloadEndpointServiceStub(channel)
-            await write_stream(
-                stub, [pb.UpdateWorkloadEndpointRequest(workload_endpoint=e, allow_missing=True) for e in population]
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            stubs: dict[str, tuple[Server, pb_grpc.WorkloadEndpointServiceAsyncStub]] = {}
+            for name, checkout in servers.items():
+                server = await stack.enter_async_context(Server(Path(tmp) / name, checkout))
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+                stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+                stored = [pb.UpdateWorkloadEndpointRequest(workload_endpoint=e, allow_missing=True) for e in population]
+                await write_stream(stub, stored)
+                stubs[name] = (server, stub)
             generation = 0
             for watcher_count in args.watchers:
                 for mode in args.modes:
-                    watchers = Watchers(stub, on_node0[0].spec.node, watcher_count)
-                    await watchers.wait_synced()
                     updates = [
                         update(on_node0[(generation + i) % len(on_node0)], generation + i) for i in range(args.writes)
                     ]
                     generation += args.writes
-                    cpu_before, started = server.cpu_seconds(), time.perf_counter()
-                    if mode == "stream":
-                        await write_stream(stub, updates)
-                    elif mode == "batched":
-                        await batched_stream(stub, updates, args.batch)
-                    else:
-                        await unary(stub, updates)
-                    await watchers.wait_received(args.writes)
-                    seconds, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
-                    await watchers.stop()
-                    rows.append({
-                        "mode": mode,
-                        "watchers": watcher_count,
-                        "writes": args.writes,
-                        "writes_per_second": args.writes / seconds,
-                        "server_cpu_us_per_write": cpu / args.writes * 1e6,
-                        "server_cores": cpu / seconds,
-                    })  # fmt: skip
-                    print(
-                        ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items())
-                    )
+                    for name, (server, stub) in stubs.items():  # side by side: the same writes, one after the other
+                        row = await measure_point(args, server, stub, mode, watcher_count, updates)
+                        if row is None:
+                            print(f"{name}: {mode} is not supported by this server")
+                            continue
+                        rows.append({"server": name, **row})
+                        print(
+                            ", ".join(
+                                f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()
+                            )
+                        )
     return rows
+
+
+async def measure_point(
+    args: argparse.Namespace,
+    server: Server,
+    stub: pb_grpc.WorkloadEndpointServiceAsyncStub,
+    mode: str,
+    watcher_count: int,
+    updates: Sequence[pb.UpdateWorkloadEndpointRequest],
+) -> report.Row | None:
+    watchers = Watchers(stub, updates[0].workload_endpoint.spec.node, watcher_count)
+    try:
+        await watchers.wait_synced()
+        cpu_before, started = server.cpu_seconds(), time.perf_counter()
+        if mode == "stream":
+            await write_stream(stub, updates)
+        elif mode == "batched":
+            await batched_stream(stub, updates, args.batch)
+        else:
+            await unary(stub, updates)
+        await watchers.wait_received(len(updates))
+        seconds, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
+    except Unsupported:
+        return None
+    finally:
+        await watchers.stop()
+    return {
+        "mode": mode,
+        "watchers": watcher_count,
+        "writes": len(updates),
+        "writes_per_second": len(updates) / seconds,
+        "server_cpu_us_per_write": cpu / len(updates) * 1e6,
+        "server_cores": cpu / seconds,
+    }
 
 
 def main() -> None:
@@ -210,22 +258,29 @@ def main() -> None:
         help="unary calls (64 at a time), the write stream one write per request, or --batch writes per request",
     )
     parser.add_argument("--batch", type=int, default=100, help="writes per request in the batched mode")
-    parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (with its .venv built, e.g. a git worktree of an older commit) whose server is "
+        "measured side by side with this one's, point by point",
+    )
     parser.add_argument("--out", type=Path, default=report.RESULTS)
     args = parser.parse_args()
     rows = asyncio.run(measure(args))
     print(f"server CPU per write, {args.writes:,} writes per point, {args.nodes * args.per_node:,} endpoints stored")
-    report.print_table(
-        rows, ["mode", "watchers", "writes", "writes_per_second", "server_cpu_us_per_write", "server_cores"]
-    )
+    columns = ["server", "mode", "watchers", "writes", "writes_per_second", "server_cpu_us_per_write", "server_cores"]
+    report.print_table(rows, columns)
     parameters = {
         "nodes": args.nodes,
         "per_node": args.per_node,
         "batch": args.batch,
         "writes": args.writes,
         "label": args.label,
+        "baseline": str(args.baseline) if args.baseline else None,
     }
-    plot = report.Plot(x="watchers", y="server_cpu_us_per_write", series="mode", title="Server CPU per write (µs)")
+    rows = [{**row, "series": f"{row['server']} {row['mode']}"} for row in rows]
+    plot = report.Plot(x="watchers", y="server_cpu_us_per_write", series="series", title="Server CPU per write (µs)")
     report.write("writes", parameters, rows, plot, args.out)
 
 
