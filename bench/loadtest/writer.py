@@ -2,11 +2,12 @@
 
     python -m bench.loadtest.writer --mode epsync --target 127.0.0.1:50051 --nodes 2000 --per-node 50
 
-epsync: every write goes through one WriteWorkloadEndpoints stream, pipelined up to the server's
-in-flight bound (1,000), as an orchestrator plugin would batch them. etcd: one unary Put per write on
-one connection, as many in flight. Each write updates a random endpoint (never one whose previous
-write is still unanswered: no orchestrator rewrites an endpoint within milliseconds) with a new
-containerID carrying the send time (`population.container_id`).
+epsync: every write goes through a WriteWorkloadEndpoints stream, pipelined up to the server's
+in-flight bound (1,000); the writes that fall due together (one pacing step, or a load's burst) go in
+one request's `batch`, as an orchestrator plugin with several changes at hand would send them. etcd:
+one unary Put per write on one connection, as many in flight. Each write updates a random endpoint
+(never one whose previous write is still unanswered: no orchestrator rewrites an endpoint within
+milliseconds) with a new containerID carrying the send time (`population.container_id`).
 
 A run is paced: every millisecond or so it sends what the offered rate says is due by now, as far as
 the in-flight bound allows, so it reports offered against achieved rate honestly when the server
@@ -29,7 +30,7 @@ import grpc
 from bench.loadtest import procstat
 from bench.loadtest.control import ChildChannel, Message, child_channel
 from bench.loadtest.histogram import Histogram
-from bench.loadtest.payload import Payloads
+from bench.loadtest.payload import Payloads, field
 from bench.population import Shape, profiles
 from epsync.server import gcpolicy
 from epsync.v1.profile_service_pb2 import UpdateProfileRequest
@@ -240,14 +241,22 @@ class Writer:
             )
 
 
+# The most writes one request's batch may carry (the server's in-flight bound per stream).
+MAX_BATCH = 1000
+_BATCH_FIELD = 5  # WriteWorkloadEndpointsRequest.batch
+
+
 class _WriteStream:
-    """One WriteWorkloadEndpoints stream; answers come back in request order."""
+    """One WriteWorkloadEndpoints stream; the writes staged in one turn of the event loop go as one batch, and
+    answers come back in request order."""
 
     def __init__(self, writer: Writer, channel: grpc.aio.Channel) -> None:
         self.writer = writer
         self.channel = channel
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.pending: collections.deque[tuple[int, int, int]] = collections.deque()  # request id, j, sent
+        # Per request sent, its writes' (request id, j, sent) in order.
+        self.pending: collections.deque[list[tuple[int, int, int]]] = collections.deque()
+        self.staged: list[tuple[tuple[int, int, int], bytes]] = []
         self.call: Any = None
         self.reader: asyncio.Task[None] | None = None
 
@@ -264,8 +273,17 @@ class _WriteStream:
         if self.reader is not None and self.reader.done():
             self.reader.result()
             raise WriteFailed("the write stream ended")
-        self.pending.append((request_id, j, sent))
-        self.queue.put_nowait(request)
+        if not self.staged:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.staged.append(((request_id, j, sent), request))
+
+    def _flush(self) -> None:
+        """Send what was staged in this turn of the loop: one request per up to MAX_BATCH writes."""
+        staged, self.staged = self.staged, []
+        for start in range(0, len(staged), MAX_BATCH):
+            chunk = staged[start : start + MAX_BATCH]
+            self.pending.append([entry for entry, _ in chunk])
+            self.queue.put_nowait(b"".join([field(_BATCH_FIELD, request) for _, request in chunk]))
 
     async def _read(self) -> None:
         while True:
@@ -273,11 +291,14 @@ class _WriteStream:
             if not isinstance(raw, bytes):  # grpc.aio.EOF
                 return
             response = WriteWorkloadEndpointsResponse.FromString(raw)
-            request_id, j, sent = self.pending.popleft()
-            if response.request_id != str(request_id):
-                raise WriteFailed(f"response {response.request_id} out of order (expected {request_id})")
-            code = response.status.code
-            self.writer.done(j, sent, f"code {code}: {response.status.message}" if code else "")
+            writes = self.pending.popleft()
+            if response.status.code or len(response.batch) != len(writes):
+                raise WriteFailed(f"a batch of {len(writes)} writes was refused: {response.status.message}")
+            for (request_id, j, sent), result in zip(writes, response.batch, strict=True):
+                if result.request_id != str(request_id):
+                    raise WriteFailed(f"response {result.request_id} out of order (expected {request_id})")
+                code = result.status.code
+                self.writer.done(j, sent, f"code {code}: {result.status.message}" if code else "")
 
     async def close(self) -> None:
         self.queue.put_nowait(None)
