@@ -50,6 +50,16 @@ _EndpointChange = tuple[int, str, str, str | None, Mapping[str, str] | None, Seq
 _ProfileChange = tuple[int, str, Mapping[str, str] | None]
 """`(revision, name, labels_to_apply)`; labels None means deleted."""
 
+_StoredEndpointChange = tuple[int, str, str, bytes | None, bytes | None, int]
+"""`(revision, namespace, name, value, previous, previous_resource_version)`: stored bytes after and
+before the change (None: absent) and the resource version of the latter."""
+
+_StoredProfileChange = tuple[int, str, bytes | None]
+"""`(revision, name, value)`: the stored bytes after the change; None means deleted."""
+
+_Deliveries = list[tuple[int, list[tuple[int, list[bytes]]]]]
+"""`(group, [(revision, [entry, ...]), ...])` for every group with events: ready-to-send entries."""
+
 _WriteItem = tuple[bytes, str | None, tuple[int, int] | None]
 """`(encoded message, uid, (seconds, nanos))`: a resource as a request carried it, and the uid and
 creation timestamp to give it (None leaves the field as the request has it)."""
@@ -210,6 +220,40 @@ class EndpointIndex:
         compared before and after the whole revision: a group it starts matching gets ADDED,
         one it stops matching DELETED, and one it keeps matching MODIFIED only if the
         endpoint itself changed in that revision. Order within a revision is unspecified."""
+
+    def load_stored(
+        self, endpoints: Sequence[tuple[str, str, int, bytes]], profiles: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Inserts a snapshot as stored: `profiles` as `(name, stored bytes)`, then `endpoints`
+        as `(namespace, name, resource_version, stored bytes)`, each replacing any previous
+        entry with its key; the index reads what it needs from the bytes and keeps the bytes
+        objects themselves (no copies) for `apply_stored`. Nothing is logged or planned.
+        `ValueError` when a value does not decode, and nothing is inserted."""
+
+    def apply_stored(
+        self, endpoint_changes: Sequence[_StoredEndpointChange], profile_changes: Sequence[_StoredProfileChange]
+    ) -> tuple[_Deliveries, int]:
+        """Applies a batch of committed changes as stored, as `apply` does, and returns its
+        events ready to send.
+
+        `endpoint_changes`: `(revision, namespace, name, value, previous,
+        previous_resource_version)`: the stored bytes after the change (None for a delete)
+        and before it (None when the endpoint did not exist) with the resource version of
+        the latter. `profile_changes`: `(revision, name, value)`, value None for a delete.
+        Each list in ascending revision order, every revision after `revision`; else, or
+        when a value does not decode, `ValueError` and nothing is applied.
+
+        Returns `(deliveries, event_count)`: for every group with events (ascending ids),
+        `(group, [(revision, [entry, ...]), ...])`, one chunk per revision in ascending
+        order, each entry an encoded `events` entry of a watch response; each distinct event
+        is one bytes object, shared by every group that gets it, and `event_count` says how
+        many there are.
+
+        ADDED and MODIFIED at r carry the endpoint as stored at r with its own
+        resource_version; DELETED at r the state just before r, with resource_version r. An
+        endpoint the batch does not change (a profile change moved it) is taken as
+        `load_stored` or an earlier `apply_stored` left it; `RuntimeError` (after the batch
+        is applied) when other writes (`upsert_endpoints`, `apply`) left it without bytes."""
 
     def replay(self, group: int, after_revision: int, limit: int) -> list[_Event] | None:
         """The events (as in `apply`'s subjects) `group` would have received live for every

@@ -1,10 +1,10 @@
 //! The one place where Rust errors become Python exceptions.
 
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::index::FanoutError;
+use crate::index::{FanoutError, StoredError};
 use crate::selector::ParseError;
 
 pyo3::create_exception!(
@@ -34,6 +34,18 @@ impl From<FanoutError> for PyErr {
         match error {
             FanoutError::UnknownGroup(group) => PyKeyError::new_err(group),
             FanoutError::RevisionOrder { .. } => PyValueError::new_err(error.to_string()),
+        }
+    }
+}
+
+/// Undecodable values are `ValueError`s, as out-of-order revisions are; a missing stored
+/// state (the caller's bytes no longer follow the index) is a `RuntimeError`.
+impl From<StoredError> for PyErr {
+    fn from(error: StoredError) -> Self {
+        match error {
+            StoredError::Fanout(error) => error.into(),
+            StoredError::Decode { .. } => PyValueError::new_err(error.to_string()),
+            StoredError::MissingState { .. } => PyRuntimeError::new_err(error.to_string()),
         }
     }
 }

@@ -25,11 +25,14 @@ pub mod fanout;
 mod groups;
 mod labels;
 mod stats;
+pub mod stored;
 
 pub use fanout::{Diff, EndpointChange, EndpointValue, Event, EventType, FanoutError, Plan};
 pub use fanout::{ProfileChange, Replay};
 pub use groups::GroupId;
 pub use labels::{Label, LabelSet};
+pub use stored::StoredProfileChange;
+pub use stored::{EncodedPlan, StoredEndpoint, StoredEndpointChange, StoredError};
 
 use fanout::TransitionLog;
 use groups::Groups;

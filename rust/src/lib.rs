@@ -1,6 +1,6 @@
 //! epsync's Rust core, exposed to Python as `epsync._core`.
 //!
-//! The logic lives in plain Rust modules ([`selector`], [`index`], [`model`]) that `cargo test`
+//! The logic lives in plain Rust modules ([`selector`], [`index`], [`model`], [`wire`]) that `cargo test`
 //! exercises directly; [`py`] is the thin PyO3 layer over them and [`error`] is the one
 //! place where Rust errors become Python exceptions.
 
@@ -9,6 +9,7 @@ pub mod index;
 pub mod model;
 mod py;
 pub mod selector;
+pub mod wire;
 
 use pyo3::prelude::*;
 

@@ -7,9 +7,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString, PyTuple};
 
 use crate::error::selector_error;
+use std::sync::Arc;
+
 use crate::index::{
     EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId, Key,
-    LabelSet, ProfileChange, ProfileList, Replay,
+    LabelSet, ProfileChange, ProfileList, Replay, StoredEndpoint, StoredEndpointChange,
+    StoredError, StoredProfileChange,
 };
 use crate::model::messages::Timestamp;
 use crate::model::stored::{self, Item, Outcome};
@@ -106,6 +109,55 @@ fn intern_profiles(
     Ok(index.profile_list(&list))
 }
 
+/// `(revision, namespace, name, value, previous, previous_resource_version)` as
+/// `apply_stored` receives it.
+type StoredChangeTuple<'py> = (
+    u64,
+    Bound<'py, PyString>,
+    Bound<'py, PyString>,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    u64,
+);
+
+/// `(revision, name, value)` as `apply_stored` receives it.
+type StoredProfileTuple<'py> = (u64, Bound<'py, PyString>, Option<Bound<'py, PyBytes>>);
+
+/// Every endpoint's stored bytes and resource version, by namespace and name: the very
+/// bytes objects the caller passed (the cache's own), not copies. The index keeps no bytes;
+/// `apply_stored` needs the current state of endpoints a batch does not change, for the
+/// events a profile change gives them.
+#[derive(Default)]
+struct StoredStates(foldhash::HashMap<Arc<str>, NamespaceStates>);
+
+/// One namespace's endpoints: name -> (stored bytes, resource version).
+type NamespaceStates = foldhash::HashMap<Box<str>, (Py<PyBytes>, u64)>;
+
+impl StoredStates {
+    fn get<'a>(&'a self, py: Python<'_>, namespace: &str, name: &str) -> Option<(&'a [u8], u64)> {
+        let (stored, version) = self.0.get(namespace)?.get(name)?;
+        Some((stored.as_bytes(py), *version))
+    }
+
+    fn set(&mut self, namespace: &str, name: &str, stored: &Bound<'_, PyBytes>, version: u64) {
+        let names = match self.0.get_mut(namespace) {
+            Some(names) => names,
+            None => self.0.entry(Arc::from(namespace)).or_default(),
+        };
+        names.insert(Box::from(name), (stored.clone().unbind(), version));
+    }
+
+    /// Forgets an endpoint: it was removed, or written without its bytes.
+    fn forget(&mut self, namespace: &str, name: &str) {
+        if let Some(names) = self.0.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.0.remove(namespace);
+            }
+        }
+    }
+}
+
 /// A parsed Calico label selector.
 ///
 /// `Selector(text)` parses `text` (raising `SelectorError` with the position of the
@@ -169,6 +221,9 @@ impl PySelector {
 #[pyclass(module = "epsync._core", name = "EndpointIndex")]
 pub struct PyEndpointIndex {
     inner: EndpointIndex,
+    /// What `load_stored` and `apply_stored` were given; every other write forgets the
+    /// endpoints it writes.
+    stored: StoredStates,
 }
 
 /// The selector a query was given, if any.
@@ -182,6 +237,7 @@ impl PyEndpointIndex {
     fn new() -> Self {
         PyEndpointIndex {
             inner: EndpointIndex::new(),
+            stored: StoredStates::default(),
         }
     }
 
@@ -201,6 +257,7 @@ impl PyEndpointIndex {
                 Vec<Bound<'_, PyString>>,
                 u64,
             ) = item.extract()?;
+            self.stored.forget(namespace, &name);
             let index = &mut self.inner;
             entries.push(EndpointEntry {
                 namespace: index.intern(namespace),
@@ -221,6 +278,9 @@ impl PyEndpointIndex {
         reason = "PyO3 extracts a list argument only into an owned Vec, not a slice"
     )]
     fn remove_endpoints(&mut self, keys: Vec<(String, String)>) {
+        for (namespace, name) in &keys {
+            self.stored.forget(namespace, name);
+        }
         self.inner.remove_endpoints(
             keys.iter()
                 .map(|(namespace, name)| (namespace.as_str(), name.as_str())),
@@ -389,6 +449,8 @@ impl PyEndpointIndex {
         profile_changes: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let mut endpoints = Vec::new();
+        // The keys written without their bytes, forgotten once the batch is applied.
+        let mut plan_keys: Vec<(String, String)> = Vec::new();
         for item in endpoint_changes.try_iter()? {
             let item = item?;
             let (revision, namespace, name, node, labels, profiles): EndpointChangeTuple<'_, '_> =
@@ -405,6 +467,7 @@ impl PyEndpointIndex {
                     profiles: intern_profiles(index, &profiles.unwrap_or_default())?,
                 }),
             };
+            plan_keys.push((namespace.to_owned(), name.clone()));
             endpoints.push(EndpointChange {
                 revision,
                 namespace: index.intern(namespace),
@@ -425,6 +488,9 @@ impl PyEndpointIndex {
             });
         }
         let plan = self.inner.apply(endpoints, profiles)?;
+        for change in &plan_keys {
+            self.stored.forget(&change.0, &change.1);
+        }
         let subjects = PyList::empty(py);
         for event in &plan.subjects {
             subjects.append(event_tuple(py, event)?)?;
@@ -434,6 +500,140 @@ impl PyEndpointIndex {
             deliveries.append((group, PyList::new(py, indices)?))?;
         }
         Ok((subjects, deliveries))
+    }
+
+    /// Inserts a snapshot as stored: `profiles` as `(name, stored bytes)`, then `endpoints`
+    /// as `(namespace, name, resource_version, stored bytes)`, each replacing any previous
+    /// entry with its key; the index reads what it needs from the bytes and keeps the bytes
+    /// objects themselves (no copies) for `apply_stored`. Nothing is logged or planned.
+    /// `ValueError` when a value does not decode, and nothing is inserted.
+    fn load_stored(
+        &mut self,
+        endpoints: &Bound<'_, PyAny>,
+        profiles: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let mut owned_endpoints = Vec::new();
+        for item in endpoints.try_iter()? {
+            let item: (
+                Bound<'_, PyString>,
+                Bound<'_, PyString>,
+                u64,
+                Bound<'_, PyBytes>,
+            ) = item?.extract()?;
+            owned_endpoints.push(item);
+        }
+        let mut owned_profiles = Vec::new();
+        for item in profiles.try_iter()? {
+            let item: (Bound<'_, PyString>, Bound<'_, PyBytes>) = item?.extract()?;
+            owned_profiles.push(item);
+        }
+        let mut batch = Vec::with_capacity(owned_endpoints.len());
+        for (namespace, name, resource_version, stored) in &owned_endpoints {
+            batch.push(StoredEndpoint {
+                namespace: namespace.to_str()?,
+                name: name.to_str()?,
+                resource_version: *resource_version,
+                stored: stored.as_bytes(),
+            });
+        }
+        let mut profile_batch = Vec::with_capacity(owned_profiles.len());
+        for (name, stored) in &owned_profiles {
+            profile_batch.push((name.to_str()?, stored.as_bytes()));
+        }
+        self.inner.load_stored(&batch, &profile_batch)?;
+        for (endpoint, (_, _, _, stored)) in batch.iter().zip(&owned_endpoints) {
+            self.stored.set(
+                endpoint.namespace,
+                endpoint.name,
+                stored,
+                endpoint.resource_version,
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of committed changes as stored, as `apply` does, and returns its
+    /// events ready to send.
+    ///
+    /// `endpoint_changes`: `(revision, namespace, name, value, previous,
+    /// previous_resource_version)`: the stored bytes after the change (None for a delete)
+    /// and before it (None when the endpoint did not exist) with the resource version of
+    /// the latter. `profile_changes`: `(revision, name, value)`, value None for a delete.
+    /// Each list in ascending revision order, every revision after `revision`; else, or
+    /// when a value does not decode, `ValueError` and nothing is applied.
+    ///
+    /// Returns `(deliveries, event_count)`: for every group with events (ascending ids),
+    /// `(group, [(revision, [entry, ...]), ...])`, one chunk per revision in ascending
+    /// order, each entry an encoded `events` entry of a watch response; each distinct event
+    /// is one bytes object, shared by every group that gets it, and `event_count` says how
+    /// many there are.
+    fn apply_stored<'py>(
+        &mut self,
+        py: Python<'py>,
+        endpoint_changes: &Bound<'py, PyAny>,
+        profile_changes: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        let mut owned: Vec<StoredChangeTuple<'py>> = Vec::new();
+        for item in endpoint_changes.try_iter()? {
+            owned.push(item?.extract()?);
+        }
+        let mut owned_profiles: Vec<StoredProfileTuple<'py>> = Vec::new();
+        for item in profile_changes.try_iter()? {
+            owned_profiles.push(item?.extract()?);
+        }
+        let mut changes = Vec::with_capacity(owned.len());
+        for (revision, namespace, name, value, previous, previous_version) in &owned {
+            changes.push(StoredEndpointChange {
+                revision: *revision,
+                namespace: namespace.to_str()?,
+                name: name.to_str()?,
+                value: value.as_ref().map(PyBytesMethods::as_bytes),
+                previous: previous.as_ref().map(PyBytesMethods::as_bytes),
+                previous_version: *previous_version,
+            });
+        }
+        let mut profiles = Vec::with_capacity(owned_profiles.len());
+        for (revision, name, value) in &owned_profiles {
+            profiles.push(StoredProfileChange {
+                revision: *revision,
+                name: name.to_str()?,
+                value: value.as_ref().map(PyBytesMethods::as_bytes),
+            });
+        }
+        let states = &self.stored;
+        let result = self
+            .inner
+            .apply_stored(&changes, &profiles, |namespace, name| {
+                states.get(py, namespace, name)
+            });
+        if matches!(result, Ok(_) | Err(StoredError::MissingState { .. })) {
+            // Applied: the bytes follow the index.
+            for (change, (_, _, _, value, _, _)) in changes.iter().zip(&owned) {
+                match value {
+                    Some(stored) => {
+                        self.stored
+                            .set(change.namespace, change.name, stored, change.revision);
+                    }
+                    None => self.stored.forget(change.namespace, change.name),
+                }
+            }
+        }
+        let encoded = result?;
+        let entries: Vec<Bound<'py, PyBytes>> = encoded
+            .entries
+            .iter()
+            .map(|entry| PyBytes::new(py, entry))
+            .collect();
+        let deliveries = PyList::empty(py);
+        for (group, chunks) in encoded.chunks() {
+            let list = PyList::empty(py);
+            for (revision, indices) in chunks {
+                let chunk = PyList::new(py, indices.iter().map(|&i| &entries[i as usize]))?;
+                list.append((revision, chunk))?;
+            }
+            deliveries.append((group, list))?;
+        }
+        Ok((deliveries, entries.len()))
     }
 
     /// The events (as in `apply`'s subjects) `group` would have received live for every

@@ -804,3 +804,48 @@ fn duplicate_port_names_among_many_ports() {
     );
     assert_eq!(found[9].0, "spec.ports[39].name");
 }
+
+// ---- the partial views the index decodes stored bytes with ----
+
+#[test]
+fn the_endpoint_view_reads_node_labels_and_profiles_of_python_bytes() {
+    let fields = super::view::endpoint_fields(&unhex(PYTHON_ENDPOINT)).unwrap();
+    assert_eq!(fields.node, "nd");
+    assert_eq!(fields.labels, labels(&[("", "e"), ("a", "x"), ("b", "")]));
+    assert_eq!(fields.profiles, ["p1", "p2"]);
+}
+
+#[test]
+fn the_endpoint_view_agrees_with_the_full_message() {
+    let wep = normalized(endpoint());
+    let fields = super::view::endpoint_fields(&wep.encode_to_vec()).unwrap();
+    let (meta, spec) = (wep.metadata.unwrap(), wep.spec.unwrap());
+    assert_eq!(fields.node, spec.node);
+    assert_eq!(fields.labels, meta.labels);
+    assert_eq!(fields.profiles, spec.profiles);
+}
+
+#[test]
+fn an_empty_endpoint_has_no_node_labels_or_profiles() {
+    assert_eq!(
+        super::view::endpoint_fields(b"").unwrap(),
+        super::view::EndpointFields::default()
+    );
+}
+
+#[test]
+fn the_profile_view_reads_labels_to_apply_of_python_bytes() {
+    let to_apply =
+        super::view::profile_labels(&unhex("0a030a0170120f0a060a01611201620a050a016b1200"));
+    assert_eq!(to_apply.unwrap(), labels(&[("a", "b"), ("k", "")]));
+    assert_eq!(
+        super::view::profile_labels(&unhex("0a030a01701200")).unwrap(),
+        Labels::new()
+    );
+}
+
+#[test]
+fn undecodable_bytes_are_an_error_of_the_views() {
+    assert!(super::view::endpoint_fields(b"\x0a\x05ab").is_err());
+    assert!(super::view::profile_labels(b"\x12\x09").is_err());
+}
