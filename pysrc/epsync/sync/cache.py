@@ -54,12 +54,6 @@ class Page(Generic[T]):
     more: bool
 
 
-def _index_entry(stored: bytes, resource_version: int) -> tuple[str, str, str, dict[str, str], list[str], int]:
-    wep = WorkloadEndpoint.FromString(stored)
-    meta = wep.metadata
-    return (meta.namespace, meta.name, wep.spec.node, dict(meta.labels), list(wep.spec.profiles), resource_version)
-
-
 class ResourceCache:
     """Every object at one revision, the endpoint label index, and the recent past.
 
@@ -90,8 +84,11 @@ class ResourceCache:
         self._endpoints = {r.key: (r.mod_revision, r.value) for r in endpoints}
         self._profiles = SortedDict({p.metadata.name: p for p in profiles})
         self._index = EndpointIndex()
-        self._index.upsert_profiles([(p.metadata.name, dict(p.spec.labels_to_apply)) for p in profiles])
-        self._index.upsert_endpoints([_index_entry(r.value, r.mod_revision) for r in endpoints])
+        # The index reads what it needs from the stored bytes and keeps these very objects.
+        self._index.load_stored(
+            [(*split_endpoint_key(r.key), r.mod_revision, r.value) for r in endpoints],
+            [(r.key, r.value) for r in snapshot.records if r.kind is Kind.PROFILE],
+        )
         self._index.reset_log(snapshot.revision)
         self._endpoint_history = ObjectHistory()
         self._profile_history = ObjectHistory()
@@ -108,8 +105,10 @@ class ResourceCache:
         changes = [c for c in changes if c.revision > self.revision]
         if not changes:
             return None
-        endpoint_changes: list[tuple[int, str, str, str | None, dict[str, str] | None, list[str] | None]] = []
-        profile_changes: list[tuple[int, str, dict[str, str] | None]] = []
+        # Stored bytes go to the index as they are: it reads node, labels and profiles itself and
+        # hands back every event encoded, once, for the groups that get it.
+        endpoint_changes: list[tuple[int, str, str, bytes | None, bytes | None, int]] = []
+        profile_changes: list[tuple[int, str, bytes | None]] = []
         profile_transitions: list[Transition] = []
         for change in changes:
             if change.kind is Kind.WORKLOAD_ENDPOINT:
@@ -120,22 +119,11 @@ class ResourceCache:
                 before: State = (0, None) if old_endpoint is None else old_endpoint
                 self._endpoint_history.record(change.key, change.revision, change.value, before)
                 namespace, name = split_endpoint_key(change.key)
+                endpoint_changes.append((change.revision, namespace, name, change.value, before[1], before[0]))
                 if change.value is None:
                     self._endpoints.pop(change.key, None)
-                    endpoint_changes.append((change.revision, namespace, name, None, None, None))
                 else:
                     self._endpoints[change.key] = (change.revision, change.value)
-                    wep = WorkloadEndpoint.FromString(change.value)
-                    endpoint_changes.append(
-                        (
-                            change.revision,
-                            namespace,
-                            name,
-                            wep.spec.node,
-                            dict(wep.metadata.labels),
-                            list(wep.spec.profiles),
-                        )
-                    )
             else:
                 old_profile = self._profiles.get(change.key)
                 before = _profile_before(old_profile, change)
@@ -143,17 +131,15 @@ class ResourceCache:
                 profile_transitions.append(
                     Transition(change.revision, change.key, before, (change.revision, change.value))
                 )
+                profile_changes.append((change.revision, change.key, change.value))
                 if change.value is None:
                     self._profiles.pop(change.key, None)
-                    profile_changes.append((change.revision, change.key, None))
                 else:
-                    profile = PROFILES.decode(change.value, change.revision)
-                    self._profiles[change.key] = profile
-                    profile_changes.append((change.revision, change.key, dict(profile.spec.labels_to_apply)))
-        subjects, deliveries = self._index.apply(endpoint_changes, profile_changes)
+                    self._profiles[change.key] = PROFILES.decode(change.value, change.revision)
+        deliveries, events = self._index.apply_stored(endpoint_changes, profile_changes)
         self._trim_history()
         self._revisions.advance(changes[-1].revision)
-        return Applied(self.revision, subjects, deliveries, profile_transitions)
+        return Applied(self.revision, deliveries, events, profile_transitions)
 
     def _trim_history(self) -> None:
         # Trimmed in steps of a tenth of the window, so the cost is paid rarely and in bulk.

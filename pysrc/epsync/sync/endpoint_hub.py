@@ -1,9 +1,10 @@
-"""Endpoint watches: the Rust index plans who gets what; this turns the plan into shared bytes.
+"""Endpoint watches: the Rust index plans who gets what and encodes it; this hands it to the watchers.
 
 Groups live in the Rust `EndpointIndex` (identical filters share one group and one evaluation).
-Each batch's plan names its subjects, (namespace, name, revision, event type), once each; every
-subject is encoded here once, lazily (only if some connected watcher receives it), and the same
-bytes object goes into the buffer of every watcher of every group that receives it.
+For each committed batch the index returns every group's events as ready-to-send entries, each
+distinct event encoded once (`EndpointIndex.apply_stored`), and the same bytes object goes into the
+buffer of every watcher of every group that receives it. Catch-up (initial events, replay, the
+known-versions difference) is encoded here, from the cache and its history.
 """
 
 from __future__ import annotations
@@ -48,22 +49,11 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
             self._filters.pop(group, None)
 
     def publish(self, applied: Applied) -> None:
-        subjects = applied.endpoint_subjects
-        encoded: list[bytes | None] = [None] * len(subjects)
-        for group, indices in applied.endpoint_deliveries:
-            if group not in self._members:
-                continue
-            chunks: list[tuple[int, list[bytes]]] = []
-            for index in indices:
-                entry = encoded[index]
-                if entry is None:
-                    entry = encoded[index] = self._subject_entry(subjects[index])
-                revision = subjects[index][2]
-                if chunks and chunks[-1][0] == revision:
-                    chunks[-1][1].append(entry)
-                else:
-                    chunks.append((revision, [entry]))
-            self._deliver(group, chunks)
+        # The Rust index encoded every event once; what is left is handing the chunks over.
+        self.subjects_encoded += applied.endpoint_events
+        for group, chunks in applied.endpoint_deliveries:
+            if group in self._members:
+                self._deliver(group, chunks)
 
     # --- encoding -------------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ class Applied:
     """What one committed batch changed, for the watch hubs to turn into events."""
 
     revision: int
-    # The Rust index's plan: (namespace, name, revision, event type) subjects, and for each
-    # watcher group with events the indices of its subjects in revision order.
-    endpoint_subjects: list[tuple[str, str, int, int]]
-    endpoint_deliveries: list[tuple[int, list[int]]]
+    # From the Rust index, for each watcher group with events: its (revision, entries) chunks in
+    # revision order, ready to send; each distinct event is one bytes object shared by every group.
+    endpoint_deliveries: list[tuple[int, list[tuple[int, list[bytes]]]]]
+    # How many distinct endpoint events were encoded.
+    endpoint_events: int
     profile_transitions: list[Transition]
