@@ -32,6 +32,8 @@ SWEEP_COLUMNS = [
     "p999_ms",
     "max_ms",
     "server_cpu",
+    "server_cpu_us_per_write",
+    "server_cpu_us_per_event",
     "server_peak_rss_mb",
     "writer_cpu",
     "agents_cpu",
@@ -104,6 +106,18 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
             lambda r: r <= 0.5,
         )
         add(f"p50 latency at {rate:,.0f} writes/s (ms)", _get(e_at, "p50_ms"), _get(k_at, "p50_ms"))
+        add(
+            f"server CPU per write at {rate:,.0f} writes/s (us)",
+            _get(e_at, "server_cpu_us_per_write"),
+            _get(k_at, "server_cpu_us_per_write"),
+            "<= 1",
+            lambda r: r <= 1,
+        )
+        add(
+            f"server CPU per delivered event at {rate:,.0f} writes/s (us)",
+            _get(e_at, "server_cpu_us_per_event"),
+            _get(k_at, "server_cpu_us_per_event"),
+        )
     e_rss = max((r["server_peak_rss_mb"] for r in out.get("scenario4", []) if r["system"] == "epsync"), default=None)
     k_rss = max((r["server_peak_rss_mb"] for r in out.get("scenario4", []) if r["system"] == "etcd"), default=None)
     if e_rss or k_rss:
@@ -125,6 +139,7 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
             for what, column, bound in (
                 ("time until all in sync (s)", "all_in_sync_s", 0.1),
                 ("bytes received", "bytes_received", 0.05),
+                ("server CPU per reconnect (ms)", "server_cpu_ms_per_reconnect", None),
                 ("server peak RSS (MiB)", "server_peak_rss_mb", None),
             ):
                 target = bound if storm == "a" else None
@@ -304,6 +319,7 @@ def summary(s: Settings, o: Outcome) -> int:
                 "p99_sync_s",
                 "bytes_received",
                 "server_cpu_s",
+                "server_cpu_ms_per_reconnect",
                 "server_peak_rss_mb",
             ],
         ),

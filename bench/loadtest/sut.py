@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Tries at starting a server on ports from `free_port()` before giving up (each loses a race rarely).
+_PORT_ATTEMPTS = 3
 
 
 class ServerProcess:
@@ -58,6 +63,22 @@ class ServerProcess:
             self.process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent
             )
+
+    async def _launch(self, argv: Callable[[], list[str]], within: float, fresh_ports: Callable[[], None]) -> None:
+        """Spawn `argv()` and wait until ready. Ports come from `free_port()`, which another process may take
+        before this one binds them: when that happens on a first start, `fresh_ports()` and try again."""
+        for attempt in range(_PORT_ATTEMPTS):
+            first_start = not self.port
+            fresh_ports()
+            await self._spawn(argv())
+            try:
+                await self._wait_ready(within)
+                return
+            except RuntimeError as error:
+                if not (first_start and "address already in use" in str(error) and attempt + 1 < _PORT_ATTEMPTS):
+                    raise
+                await self.stop()
+                self.port = 0
 
     async def _wait_ready(self, within: float) -> None:
         deadline = time.monotonic() + within
@@ -104,24 +125,27 @@ class EpsyncProcess(ServerProcess):
         self.extra_args = extra_args
 
     async def start(self, within: float = 120.0) -> None:
-        self.port = self.port or free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "epsync",
-            "serve",
-            "--listen",
-            self.target,
-            "--data-dir",
-            str(self.data_dir),
-            "--log-level",
-            "WARNING",
-            "--grace",
-            "1",
-            *self.extra_args,
-        ]
-        await self._spawn(argv)
-        await self._wait_ready(within)
+        def argv() -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "epsync",
+                "serve",
+                "--listen",
+                self.target,
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "WARNING",
+                "--grace",
+                "1",
+                *self.extra_args,
+            ]
+
+        def fresh_ports() -> None:
+            self.port = self.port or free_port()
+
+        await self._launch(argv, within, fresh_ports)
 
     async def _ready(self) -> bool:
         async with grpc.aio.insecure_channel(self.target) as channel:
@@ -160,24 +184,27 @@ class EtcdProcess(ServerProcess):
         self.peer_port = 0
 
     async def start(self, within: float = 60.0) -> None:
-        self.port = self.port or free_port()
-        self.peer_port = self.peer_port or free_port()
-        url, peer = f"http://{self.target}", f"http://127.0.0.1:{self.peer_port}"
-        argv = [
-            self.binary,
-            "--name=epsync-bench",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=epsync-bench={peer}",
-            "--quota-backend-bytes=8589934592",  # the run writes many revisions; never hit the 2 GiB default
-            "--logger=zap",
-            "--log-level=warn",
-        ]
-        await self._spawn(argv)
-        await self._wait_ready(within)
+        def argv() -> list[str]:
+            url, peer = f"http://{self.target}", f"http://127.0.0.1:{self.peer_port}"
+            return [
+                self.binary,
+                "--name=epsync-bench",
+                f"--data-dir={self.data_dir}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=epsync-bench={peer}",
+                "--quota-backend-bytes=8589934592",  # the run writes many revisions; never hit the 2 GiB default
+                "--logger=zap",
+                "--log-level=warn",
+            ]
+
+        def fresh_ports() -> None:
+            if not self.port:
+                self.port, self.peer_port = free_port(), free_port()
+
+        await self._launch(argv, within, fresh_ports)
 
     async def _ready(self) -> bool:
         def check() -> bool:

@@ -50,7 +50,8 @@ async def sweep(
         ctx.progress.done(
             f"  {system.name} W={rate:,.0f}/s: achieved {row['achieved_rate']:,.0f}/s, {row['events_per_s']:,.0f} "
             f"events/s, p50 {row['p50_ms']:.1f} p99 {row['p99_ms']:.1f} max {row['max_ms']:.0f} ms, "
-            f"server {row['server_cpu']:.2f} cores {row['server_peak_rss_mb']:,.0f} MiB, "
+            f"server {row['server_cpu']:.2f} cores ({row['server_cpu_us_per_write']:,.0f} us/write) "
+            f"{row['server_peak_rss_mb']:,.0f} MiB, "
             f"agents {row['agents_cpu']:.2f} writer {row['writer_cpu']:.2f} cores -> "
             f"{'held' if row['held'] else 'NOT held'}"
         )
@@ -104,6 +105,9 @@ async def step(
         "errors": sum(latency.errors.values()),
         "started": started,
     }
+    # The server's CPU per write and per delivered event: what the fan-out layer costs, at this rate.
+    row["server_cpu_us_per_write"] = row["server_cpu"] / max(row["achieved_rate"], 1e-9) * 1e6
+    row["server_cpu_us_per_event"] = row["server_cpu"] / max(row["events_per_s"], 1e-9) * 1e6
     row["held"] = bool(summary["count"] > 0 and row["p99_ms"] < s.p99_budget_ms and row["achieved_rate"] >= 0.95 * rate)
     series = percentile_rows(fleet.per_second(started, drained), system.name)
     return row, series

@@ -3,8 +3,8 @@
 (a) with its state (the last revision and the versions it holds) and nothing changed meanwhile;
 (b) with its state, after `--storm-change-fraction` of the endpoints changed while it was away;
 (c) without state, so the server sends everything again. Per storm: the time until all are in
-sync again, the spread of each watcher's own time, the bytes received, and the server's CPU and
-peak RSS. Scenario 4 runs the same storms against etcd, whose node agents re-list.
+sync again, the spread of each watcher's own time, the bytes received, and the server's CPU (in all
+and per reconnect) and peak RSS. Scenario 4 runs the same storms against etcd, whose node agents re-list.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ async def run(ctx: Context, system: System) -> None:
             "p99_sync_s": quantile(times, 0.99),
             "bytes_received": received,
             "server_cpu_s": procstat.cpu_seconds(server.pid) - before_cpu,
+            "server_cpu_ms_per_reconnect": (procstat.cpu_seconds(server.pid) - before_cpu) / len(ids) * 1000,
             "server_peak_rss_mb": sampler.window(started - 0.5, ended + 0.5)["peak_rss_mb"],
         }
         ctx.out.add("scenario2", row)
@@ -66,7 +67,7 @@ async def run(ctx: Context, system: System) -> None:
         ctx.progress.done(
             f"  {system.name} storm ({storm}): all {len(ids):,} in sync in {row['all_in_sync_s']:.2f} s "
             f"(p50 {row['p50_sync_s']:.2f} s), {received:,} bytes received, server "
-            f"{row['server_cpu_s']:.1f} CPU s, peak RSS "
+            f"{row['server_cpu_s']:.1f} CPU s ({row['server_cpu_ms_per_reconnect']:.2f} ms a reconnect), peak RSS "
             f"{row['server_peak_rss_mb']:,.0f} MiB"
         )
     await ctx.checked("scenario2", system)
