@@ -2,9 +2,8 @@
 //! an endpoint's own labels, node and profiles, a profile's `labelsToApply`.
 //!
 //! Partial messages, with only those fields (same numbers as in [`super::messages`]):
-//! `prost` skips the others without allocating, so this decodes a typical endpoint in well
-//! under half the time the full [`WorkloadEndpoint`](super::messages::WorkloadEndpoint)
-//! takes.
+//! `prost` skips the others without allocating them, where the full
+//! [`WorkloadEndpoint`](super::messages::WorkloadEndpoint) would allocate every string.
 
 use prost::Message;
 
