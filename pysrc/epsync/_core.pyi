@@ -269,6 +269,27 @@ class EndpointIndex:
         matching endpoints whose version differs, and known keys that do not exist or do not
         match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group."""
 
+    def initial_entries(self, group: int, revision: int) -> tuple[list[bytes], int]:
+        """A new watcher's initial events at snapshot revision `revision` (SPEC §6.3): ADDED
+        for every endpoint `group` matches now, in key order (as `query`), each the
+        endpoint as stored now with its own resource version, stamped `revision`.
+
+        Returns `(entries, encoded)`: encoded `events` entries of a watch response, and how
+        many of them this call encoded. An ADDED entry is encoded once per revision: every
+        call at the same revision (until the endpoints change) returns the same bytes
+        object for the same key, whichever group it comes in. `KeyError` for an unknown
+        group; `RuntimeError` for an endpoint whose bytes `load_stored`/`apply_stored` did
+        not give."""
+
+    def difference_entries(self, group: int, known: Mapping[str, int], revision: int) -> tuple[list[bytes], int]:
+        """The events that turn a client's `known` versions ("namespace/name" -> resource
+        version) into `group`'s state at snapshot revision `revision` (SPEC §6.4), as
+        `diff` finds them: ADDED for each key of `added`, then MODIFIED for each of
+        `modified` (the endpoints as in `initial_entries`), then DELETED for each of
+        `deleted`, an object with only `metadata {namespace, name, resource_version:
+        revision}`; every event stamped `revision`. Returns, shares and raises as
+        `initial_entries`."""
+
 # ---- validation and normalisation of writes ----
 
 def normalize_endpoints(items: Sequence[_WriteItem]) -> list[bytes | _Violations]:

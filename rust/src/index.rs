@@ -21,12 +21,14 @@ use foldhash::{HashMap, HashSet, HashSetExt};
 
 use crate::selector::{Labels, Selector};
 
+pub mod catch_up;
 pub mod fanout;
 mod groups;
 mod labels;
 mod stats;
 pub mod stored;
 
+pub use catch_up::CatchUp;
 pub use fanout::{Diff, EndpointChange, EndpointValue, Event, EventType, FanoutError, Plan};
 pub use fanout::{ProfileChange, Replay};
 pub use groups::GroupId;

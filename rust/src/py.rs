@@ -10,8 +10,8 @@ use crate::error::selector_error;
 use std::sync::Arc;
 
 use crate::index::{
-    EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId, Key,
-    LabelSet, ProfileChange, ProfileList, Replay, StoredEndpoint, StoredEndpointChange,
+    CatchUp, EndpointChange, EndpointEntry, EndpointIndex, EndpointValue, Event, Filter, GroupId,
+    Key, LabelSet, ProfileChange, ProfileList, Replay, StoredEndpoint, StoredEndpointChange,
     StoredError, StoredProfileChange,
 };
 use crate::model::messages::Timestamp;
@@ -158,6 +158,73 @@ impl StoredStates {
     }
 }
 
+/// The ADDED catch-up entries of the snapshot at one revision, by key: encoded once for
+/// every watcher that starts at that revision (a reconnect storm, SPEC §6.7), and dropped
+/// when a call comes with another revision or the endpoints change, so they do not outlive
+/// the storm.
+#[derive(Default)]
+struct AddedEntries {
+    revision: u64,
+    entries: foldhash::HashMap<Key, Py<PyBytes>>,
+}
+
+impl AddedEntries {
+    fn clear(&mut self) {
+        self.entries = foldhash::HashMap::default();
+    }
+}
+
+/// Encodes `events` at `revision`, reusing and keeping the ADDED entries of that revision;
+/// returns the entries in order and how many of them were encoded by this call.
+fn catch_up_entries<'py>(
+    py: Python<'py>,
+    states: &StoredStates,
+    added: &mut AddedEntries,
+    events: &[CatchUp<'_, '_>],
+    revision: u64,
+) -> PyResult<(Bound<'py, PyList>, usize)> {
+    if added.revision != revision {
+        added.clear();
+        added.revision = revision;
+    }
+    let current = |namespace: &str, name: &str| states.get(py, namespace, name);
+    let list = PyList::empty(py);
+    let mut encoded = 0;
+    for event in events {
+        if let CatchUp::Added(key) = event {
+            if let Some(entry) = added.entries.get(*key) {
+                list.append(entry.bind(py))?;
+                continue;
+            }
+            let entry = PyBytes::new(py, &event.encode(revision, current)?);
+            list.append(&entry)?;
+            added.entries.insert((*key).clone(), entry.unbind());
+        } else {
+            list.append(PyBytes::new(py, &event.encode(revision, current)?))?;
+        }
+        encoded += 1;
+    }
+    Ok((list, encoded))
+}
+
+/// A client's known versions, `"namespace/name"` -> resource version, as `(key, version)`
+/// pairs of the caller's own strings.
+fn known_versions<'py>(known: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyString>, u64)>> {
+    let mut owned: Vec<(Bound<'py, PyString>, u64)> = Vec::new();
+    if let Ok(dict) = known.cast::<PyDict>() {
+        owned.reserve(dict.len());
+        for (key, version) in dict.iter() {
+            owned.push((key.cast_into::<PyString>()?, version.extract()?));
+        }
+    } else {
+        for item in known.cast::<PyMapping>()?.items()?.iter() {
+            let (key, version): (Bound<'py, PyString>, u64) = item.extract()?;
+            owned.push((key, version));
+        }
+    }
+    Ok(owned)
+}
+
 /// A parsed Calico label selector.
 ///
 /// `Selector(text)` parses `text` (raising `SelectorError` with the position of the
@@ -224,6 +291,9 @@ pub struct PyEndpointIndex {
     /// What `load_stored` and `apply_stored` were given; every other write forgets the
     /// endpoints it writes.
     stored: StoredStates,
+    /// The ADDED entries `initial_entries` and `difference_entries` encoded at the last
+    /// revision they were given; every write of endpoints drops them.
+    added: AddedEntries,
 }
 
 /// The selector a query was given, if any.
@@ -238,6 +308,7 @@ impl PyEndpointIndex {
         PyEndpointIndex {
             inner: EndpointIndex::new(),
             stored: StoredStates::default(),
+            added: AddedEntries::default(),
         }
     }
 
@@ -246,6 +317,7 @@ impl PyEndpointIndex {
     /// snapshot: nothing is logged or planned. The batch is converted before any of it is
     /// applied, so a bad entry changes nothing.
     fn upsert_endpoints(&mut self, endpoints: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.added.clear();
         let mut entries = Vec::new();
         for item in endpoints.try_iter()? {
             let item = item?;
@@ -278,6 +350,7 @@ impl PyEndpointIndex {
         reason = "PyO3 extracts a list argument only into an owned Vec, not a slice"
     )]
     fn remove_endpoints(&mut self, keys: Vec<(String, String)>) {
+        self.added.clear();
         for (namespace, name) in &keys {
             self.stored.forget(namespace, name);
         }
@@ -448,6 +521,7 @@ impl PyEndpointIndex {
         endpoint_changes: &Bound<'py, PyAny>,
         profile_changes: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        self.added.clear();
         let mut endpoints = Vec::new();
         // The keys written without their bytes, forgotten once the batch is applied.
         let mut plan_keys: Vec<(String, String)> = Vec::new();
@@ -512,6 +586,7 @@ impl PyEndpointIndex {
         endpoints: &Bound<'_, PyAny>,
         profiles: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        self.added.clear();
         let mut owned_endpoints = Vec::new();
         for item in endpoints.try_iter()? {
             let item: (
@@ -573,6 +648,7 @@ impl PyEndpointIndex {
         endpoint_changes: &Bound<'py, PyAny>,
         profile_changes: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        self.added.clear();
         let mut owned: Vec<StoredChangeTuple<'py>> = Vec::new();
         for item in endpoint_changes.try_iter()? {
             owned.push(item?.extract()?);
@@ -669,18 +745,7 @@ impl PyEndpointIndex {
         group: GroupId,
         known: &Bound<'py, PyAny>,
     ) -> PyResult<DiffLists<'py>> {
-        let mut owned: Vec<(Bound<'py, PyString>, u64)> = Vec::new();
-        if let Ok(dict) = known.cast::<PyDict>() {
-            owned.reserve(dict.len());
-            for (key, version) in dict.iter() {
-                owned.push((key.cast_into::<PyString>()?, version.extract()?));
-            }
-        } else {
-            for item in known.cast::<PyMapping>()?.items()?.iter() {
-                let (key, version): (Bound<'py, PyString>, u64) = item.extract()?;
-                owned.push((key, version));
-            }
-        }
+        let owned = known_versions(known)?;
         let mut pairs = Vec::with_capacity(owned.len());
         for (key, version) in &owned {
             pairs.push((key.to_str()?, *version));
@@ -691,6 +756,49 @@ impl PyEndpointIndex {
             key_list(py, diff.modified.into_iter().map(key_parts))?,
             key_list(py, diff.deleted)?,
         ))
+    }
+
+    /// A new watcher's initial events at snapshot revision `revision` (SPEC §6.3): ADDED
+    /// for every endpoint `group` matches now, in key order (as `query`), each the
+    /// endpoint as stored now with its own resource version, stamped `revision`.
+    ///
+    /// Returns `(entries, encoded)`: encoded `events` entries of a watch response, and how
+    /// many of them this call encoded. An ADDED entry is encoded once per revision: every
+    /// call at the same revision (until the endpoints change) returns the same bytes
+    /// object for the same key, whichever group it comes in. `KeyError` for an unknown
+    /// group; `RuntimeError` for an endpoint whose bytes `load_stored`/`apply_stored` did
+    /// not give.
+    fn initial_entries<'py>(
+        &mut self,
+        py: Python<'py>,
+        group: GroupId,
+        revision: u64,
+    ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        let events = self.inner.initial_events(group)?;
+        catch_up_entries(py, &self.stored, &mut self.added, &events, revision)
+    }
+
+    /// The events that turn a client's `known` versions ("namespace/name" -> resource
+    /// version) into `group`'s state at snapshot revision `revision` (SPEC §6.4), as
+    /// `diff` finds them: ADDED for each key of `added`, then MODIFIED for each of
+    /// `modified` (the endpoints as in `initial_entries`), then DELETED for each of
+    /// `deleted`, an object with only `metadata {namespace, name, resource_version:
+    /// revision}`; every event stamped `revision`. Returns, shares and raises as
+    /// `initial_entries`.
+    fn difference_entries<'py>(
+        &mut self,
+        py: Python<'py>,
+        group: GroupId,
+        known: &Bound<'py, PyAny>,
+        revision: u64,
+    ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        let owned = known_versions(known)?;
+        let mut pairs = Vec::with_capacity(owned.len());
+        for (key, version) in &owned {
+            pairs.push((key.to_str()?, *version));
+        }
+        let events = self.inner.difference_events(group, &pairs)?;
+        catch_up_entries(py, &self.stored, &mut self.added, &events, revision)
     }
 }
 

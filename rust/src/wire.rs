@@ -7,6 +7,8 @@
 //! encodings) gives the object with resource version r, with no decode and re-encode.
 
 const VARINT: u8 = 0;
+/// `EventType.DELETED`.
+const DELETED: u8 = 3;
 const LENGTH_DELIMITED: u8 = 2;
 
 /// Field numbers of `<Kind>WatchEvent`, of the response, and of `ObjectMeta`.
@@ -15,6 +17,8 @@ const EVENT_TYPE: u8 = 1;
 const EVENT_OBJECT: u8 = 2;
 const EVENT_REVISION: u8 = 3;
 const OBJECT_METADATA: u8 = 1;
+const META_NAME: u8 = 1;
+const META_NAMESPACE: u8 = 2;
 const META_RESOURCE_VERSION: u8 = 4;
 
 /// The one-byte tag of a field numbered below 16.
@@ -110,6 +114,52 @@ pub fn event_entry(event_type: u8, stored: &[u8], object_version: u64, revision:
     out
 }
 
+/// The length of a string field (`tag`, length, bytes), which is left out when empty.
+fn string_field_len(value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        1 + varint_len(value.len() as u64) + value.len()
+    }
+}
+
+fn put_string_field(field: u8, value: &str, out: &mut Vec<u8>) {
+    if !value.is_empty() {
+        out.push(tag(field, LENGTH_DELIMITED));
+        put_varint(value.len() as u64, out);
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// The `events` entry of a DELETED event at `revision` for an object known only by its
+/// key (a watcher's known version of something that is gone): a resource whose only field is `metadata { name, namespace, resource_version:
+/// revision }`. What Python makes of `event_entry(DELETED, WorkloadEndpoint(metadata=
+/// ObjectMeta(namespace=namespace, name=name, resource_version=revision))
+/// .SerializeToString(), revision)`: fields in number order, defaults left out.
+#[must_use]
+pub fn deleted_key_entry(namespace: &str, name: &str, revision: u64) -> Vec<u8> {
+    let meta = string_field_len(name) + string_field_len(namespace) + varint_field_len(revision);
+    let object = 1 + varint_len(meta as u64) + meta;
+    let event = varint_field_len(DELETED.into())
+        + 1
+        + varint_len(object as u64)
+        + object
+        + varint_field_len(revision);
+    let mut out = Vec::with_capacity(1 + varint_len(event as u64) + event);
+    out.push(tag(EVENTS, LENGTH_DELIMITED));
+    put_varint(event as u64, &mut out);
+    put_varint_field(EVENT_TYPE, DELETED.into(), &mut out);
+    out.push(tag(EVENT_OBJECT, LENGTH_DELIMITED));
+    put_varint(object as u64, &mut out);
+    out.push(tag(OBJECT_METADATA, LENGTH_DELIMITED));
+    put_varint(meta as u64, &mut out);
+    put_string_field(META_NAME, name, &mut out);
+    put_string_field(META_NAMESPACE, namespace, &mut out);
+    put_varint_field(META_RESOURCE_VERSION, revision, &mut out);
+    put_varint_field(EVENT_REVISION, revision, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +221,20 @@ mod tests {
         put_varint(event.len() as u64, &mut expected);
         expected.extend_from_slice(&event);
         assert_eq!(entry, expected);
+    }
+
+    #[test]
+    fn a_deleted_key_entry_carries_only_the_metadata() {
+        // event_entry(DELETED, WorkloadEndpoint(metadata=ObjectMeta(namespace="ns",
+        // name="a", resource_version=7)).SerializeToString(), 7) in Python.
+        assert_eq!(
+            deleted_key_entry("ns", "a", 7),
+            b"\x0a\x11\x08\x03\x12\x0b\x0a\x09\x0a\x01a\x12\x02ns\x20\x07\x18\x07"
+        );
+        // Empty strings and revision 0 are left out; the metadata itself is still there.
+        assert_eq!(
+            deleted_key_entry("", "", 0),
+            b"\x0a\x06\x08\x03\x12\x02\x0a\x00"
+        );
     }
 }
