@@ -164,10 +164,6 @@ class ResourceCache:
         found = self._endpoints.get(key)
         return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
 
-    def endpoint_state(self, key: str) -> tuple[int, bytes] | None:
-        """The endpoint under `key` as stored: (resource_version, bytes without the resource_version)."""
-        return self._endpoints.get(key)
-
     def endpoint_state_at(self, key: str, revision: int) -> State:
         """The endpoint under `key` as it was at `revision` (within the retained window), as stored."""
         if self._endpoint_history.tracks(key):
@@ -206,20 +202,23 @@ class ResourceCache:
     def release_endpoint_group(self, group: int) -> None:
         self._index.release_group(group)
 
-    def matching_endpoint_keys(self, namespace: str, node: str, selector: Selector | None) -> list[tuple[str, str]]:
-        """(namespace, name) of every endpoint the filter matches now, in key order."""
-        return list(self._index.query(namespace, node, selector, None, 0))
-
     def replay_endpoint_group(self, group: int, after: int, limit: int) -> list[tuple[str, str, int, int]] | None:
         """The group's events after `after` as (namespace, name, revision, event type); None when that is not
         retained or more than `limit`."""
         return self._index.replay(group, after, limit)
 
-    def diff_endpoint_group(
-        self, group: int, known: Mapping[str, int]
-    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
-        """What turns a client's known versions into the group's current state: added, modified, deleted keys."""
-        return self._index.diff(group, dict(known))
+    def endpoint_initial_entries(self, group: int, revision: int) -> tuple[list[bytes], int]:
+        """The group's initial events at the snapshot revision `revision` (ADDED for every match, in key order) as
+        encoded event entries, and how many of them were newly encoded: an ADDED entry at a revision is encoded
+        once for every watcher that starts there (SPEC §6.7)."""
+        return self._index.initial_entries(group, revision)
+
+    def endpoint_difference_entries(
+        self, group: int, known: Mapping[str, int], revision: int
+    ) -> tuple[list[bytes], int]:
+        """What turns a client's known versions into the group's state at `revision`, as encoded event entries
+        (ADDED, then MODIFIED, then DELETED with only the known key), and how many were newly encoded."""
+        return self._index.difference_entries(group, known, revision)
 
     def profile_transitions_after(self, revision: int) -> Iterator[Transition]:
         """Every retained profile change after `revision`, in revision order."""
