@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := $(CURDIR)/.tools/bin
 GRPCURL_VERSION := v1.9.3
+GHZ_VERSION := v0.120.0
 # etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
 ETCD_DEB_VERSION := 3.4.23-4+b4
 # The etcd v3 API protos vendored in proto/epsync/etcd/v3 (`make etcd-protos`); 3.5, the nearest to the server.
@@ -43,8 +44,11 @@ build: $(PY_BUILD_STAMP) ## create the venv, install pinned deps, build the Rust
 $(TOOLS)/grpcurl:
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
+$(TOOLS)/ghz:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
 .PHONY: tools
-tools: $(TOOLS)/grpcurl ## install the Go clients the tests use (grpcurl), pinned
+tools: $(TOOLS)/grpcurl $(TOOLS)/ghz ## install the Go clients the tests use (grpcurl, ghz), pinned
 
 # `apt-get download` needs no root, only the package lists; when they lack the package, root refreshes them.
 $(TOOLS)/etcd:

@@ -110,14 +110,23 @@ async def run_command(*argv: str, stdin: bytes | None = None, limit_seconds: flo
 
 
 def grpcurl_binary() -> str:
-    candidate = REPO / ".tools" / "bin" / "grpcurl"
+    return _tool("grpcurl")
+
+
+def ghz_binary() -> str:
+    return _tool("ghz")
+
+
+def _tool(name: str) -> str:
+    """A pinned Go tool: `.tools/bin/<name>` (what `make tools` installs), else PATH."""
+    candidate = REPO / ".tools" / "bin" / name
     if candidate.exists():
         return str(candidate)
     for directory in os.environ.get("PATH", "").split(os.pathsep):
-        path = Path(directory) / "grpcurl"
+        path = Path(directory) / name
         if path.exists():
             return str(path)
-    raise RuntimeError("grpcurl is not installed: run `make tools` (make test does)")
+    raise RuntimeError(f"{name} is not installed: run `make tools` (make test does)")
 
 
 @dataclass

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from epsync.server import gcpolicy
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.profiles import ProfileServicer
+from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
 from epsync.store.base import Change, Datastore
@@ -115,10 +115,7 @@ class EpsyncServer:
         )
         add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
