@@ -8,6 +8,12 @@ BIN := $(VENV)/bin
 TOOLS := $(CURDIR)/.tools/bin
 GRPCURL_VERSION := v1.9.3
 GHZ_VERSION := v0.120.0
+# buf (lint, breaking, Go generation) and the Go generators, from the Go module proxy.
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# `make proto-breaking` compares the protos with this git ref's (the last release; no tags yet).
+PROTO_BASELINE ?= 8d8b92c
 # etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
 ETCD_DEB_VERSION := 3.4.23-4+b4
 # The etcd v3 API protos vendored in proto/epsync/etcd/v3 (`make etcd-protos`); 3.5, the nearest to the server.
@@ -16,6 +22,9 @@ ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto)
 PROTO_OUT ?= pysrc
+# Where buf generate writes the Go code: clients/go/epsyncv1 under it.
+GO_PROTO_OUT ?= .
+GO_PROTO_TOOLS := $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 # google/rpc/*.proto, shipped inside the pinned googleapis-common-protos package.
 GOOGLEAPIS_PROTOS = $(shell $(BIN)/python -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parent.parent)')
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml Cargo.toml
@@ -47,8 +56,17 @@ $(TOOLS)/grpcurl:
 $(TOOLS)/ghz:
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
+$(TOOLS)/buf:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
 .PHONY: tools
-tools: $(TOOLS)/grpcurl $(TOOLS)/ghz ## install the Go clients the tests use (grpcurl, ghz), pinned
+tools: $(TOOLS)/grpcurl $(TOOLS)/ghz $(GO_PROTO_TOOLS) ## install the Go tools the tests use (grpcurl, ghz, buf, the Go generators), pinned
 
 # `apt-get download` needs no root, only the package lists; when they lack the package, root refreshes them.
 $(TOOLS)/etcd:
@@ -73,10 +91,24 @@ run: build ## start the server on the embedded store ($(ADDR), data in $(DATA_DI
 	$(BIN)/epsync serve --listen $(ADDR) --data-dir $(DATA_DIR)
 
 .PHONY: proto
-proto: $(VENV)/.deps-installed ## regenerate the checked-in protobuf code and stubs (PROTO_OUT=pysrc)
+proto: $(VENV)/.deps-installed $(GO_PROTO_TOOLS) ## regenerate the checked-in Python (PROTO_OUT=pysrc) and Go (clients/go/epsyncv1) code
 	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(GOOGLEAPIS_PROTOS) \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
+	$(TOOLS)/buf generate -o $(GO_PROTO_OUT)
+
+.PHONY: proto-lint
+proto-lint: $(TOOLS)/buf ## buf lint (STANDARD and COMMENTS; the exceptions are justified in buf.yaml)
+	$(TOOLS)/buf lint
+
+.PHONY: proto-breaking
+# The baseline's proto/ from git (the full history is needed), with today's buf.yaml and third_party/proto,
+# which that commit predates.
+proto-breaking: $(TOOLS)/buf ## buf breaking (WIRE_JSON): the API against the protos of PROTO_BASELINE ($(PROTO_BASELINE))
+	rm -rf .tools/proto-baseline && mkdir -p .tools/proto-baseline
+	git archive $(PROTO_BASELINE) proto | tar -x -C .tools/proto-baseline
+	cp -r buf.yaml third_party .tools/proto-baseline/
+	$(TOOLS)/buf breaking --against .tools/proto-baseline
 
 .PHONY: test
 test: build tools etcd ## all set-up, then every test (cargo test, pytest, and the load test at tiny sizes)

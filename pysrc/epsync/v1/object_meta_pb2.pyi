@@ -52,15 +52,24 @@ class ObjectMeta(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Unique within the namespace (endpoints) or the cluster (profiles)."""
+    """Unique within the namespace (endpoints) or the cluster (profiles). Characters [A-Za-z0-9._-], at
+    most 253; an endpoint's name must equal the name Calico derives from its node, orchestrator,
+    workload and endpoint when all are set, and a create with no name gets the derived one.
+    """
     namespace: _builtins.str
-    """Endpoints only; empty means "default". Profiles are cluster-scoped and leave it empty."""
+    """Endpoints only, a DNS-1123 label; empty means "default". Profiles are cluster-scoped and leave it
+    empty. Never changes: moving an endpoint to another namespace is a delete plus a create.
+    """
     resource_version: _builtins.int
     """Store revision of the object's last change. Server-owned; on update a non-zero value is a precondition."""
     uid: _builtins.str
     """Server-owned; set on create and never changed."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The object's own labels (Kubernetes label syntax). The server sets projectcalico.org/namespace and
+        projectcalico.org/orchestrator on endpoints itself; labels prefixed pcns. or pcsa. are refused.
+        """
+
     @_builtins.property
     def creation_timestamp(self) -> _timestamp_pb2.Timestamp:
         """Server-owned; set on create and never changed."""

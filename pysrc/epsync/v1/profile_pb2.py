@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from epsync.v1 import object_meta_pb2 as epsync_dot_v1_dot_object__meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65psync/v1/profile.proto\x12\tepsync.v1\x1a\x1b\x65psync/v1/object_meta.proto\"X\n\x07Profile\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.epsync.v1.ObjectMeta\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.epsync.v1.ProfileSpec\"\x96\x01\n\x0bProfileSpec\x12Q\n\x0flabels_to_apply\x18\x01 \x03(\x0b\x32).epsync.v1.ProfileSpec.LabelsToApplyEntryR\rlabelsToApply\x1a\x34\n\x12LabelsToApplyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65psync/v1/profile.proto\x12\tepsync.v1\x1a\x1b\x65psync/v1/object_meta.proto\"X\n\x07Profile\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.epsync.v1.ObjectMeta\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.epsync.v1.ProfileSpec\"\x96\x01\n\x0bProfileSpec\x12Q\n\x0flabels_to_apply\x18\x01 \x03(\x0b\x32).epsync.v1.ProfileSpec.LabelsToApplyEntryR\rlabelsToApply\x1a\x34\n\x12LabelsToApplyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x37Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'epsync.v1.profile_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1'
   _globals['_PROFILESPEC_LABELSTOAPPLYENTRY']._loaded_options = None
   _globals['_PROFILESPEC_LABELSTOAPPLYENTRY']._serialized_options = b'8\001'
   _globals['_PROFILE']._serialized_start=67

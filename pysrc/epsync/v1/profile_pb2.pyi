@@ -28,9 +28,15 @@ class Profile(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def metadata(self) -> _object_meta_pb2.ObjectMeta: ...
+    def metadata(self) -> _object_meta_pb2.ObjectMeta:
+        """The profile's name (a DNS-1123 subdomain, so that endpoints' spec.profiles can name it), labels
+        and server-owned fields; namespace stays empty.
+        """
+
     @_builtins.property
-    def spec(self) -> Global___ProfileSpec: ...
+    def spec(self) -> Global___ProfileSpec:
+        """What the profile gives the endpoints that name it."""
+
     def __init__(
         self,
         *,
@@ -47,6 +53,8 @@ Global___Profile: _TypeAlias = Profile  # noqa: Y015
 
 @_typing.final
 class ProfileSpec(_message.Message):
+    """ProfileSpec is the desired state of a profile, as in the calicoctl YAML."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final

@@ -22,12 +22,16 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class GetProfileRequest(_message.Message):
+    """GetProfileRequest names the profile to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     MIN_RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The profile's name."""
     min_resource_version: _builtins.int
+    """Wait (up to 3 s) until the server has seen at least this revision; 0 reads at once."""
     def __init__(
         self,
         *,
@@ -44,11 +48,15 @@ Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
 
 @_typing.final
 class GetProfileResponse(_message.Message):
+    """GetProfileResponse carries the profile read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """The profile as stored."""
+
     def __init__(
         self,
         *,
@@ -64,6 +72,8 @@ Global___GetProfileResponse: _TypeAlias = GetProfileResponse  # noqa: Y015
 
 @_typing.final
 class ListProfilesRequest(_message.Message):
+    """ListProfilesRequest selects the profiles to list and the page."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
@@ -73,8 +83,11 @@ class ListProfilesRequest(_message.Message):
     label_selector: _builtins.str
     """Calico selector over the profile's own metadata labels."""
     page_size: _builtins.int
+    """Default 500, at most 5000 (larger values are lowered)."""
     page_token: _builtins.str
+    """next_page_token of the previous page, with the same filter; empty for the first page."""
     min_resource_version: _builtins.int
+    """Wait (up to 3 s) until the server has seen at least this revision; 0 lists at once."""
     def __init__(
         self,
         *,
@@ -93,13 +106,17 @@ Global___ListProfilesRequest: _TypeAlias = ListProfilesRequest  # noqa: Y015
 
 @_typing.final
 class ListProfilesResponse(_message.Message):
+    """ListProfilesResponse is one page of profiles."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     resource_version: _builtins.int
+    """Revision of the first page's snapshot, repeated on every page: a Watch from it converges."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_profile_pb2.Profile]:
         """Ordered by name."""
@@ -121,11 +138,15 @@ Global___ListProfilesResponse: _TypeAlias = ListProfilesResponse  # noqa: Y015
 
 @_typing.final
 class CreateProfileRequest(_message.Message):
+    """CreateProfileRequest carries the profile to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """The new profile; server-owned metadata fields are ignored."""
+
     def __init__(
         self,
         *,
@@ -141,11 +162,15 @@ Global___CreateProfileRequest: _TypeAlias = CreateProfileRequest  # noqa: Y015
 
 @_typing.final
 class CreateProfileResponse(_message.Message):
+    """CreateProfileResponse carries the profile created."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """The profile as stored, with its uid, creation_timestamp and resource_version."""
+
     def __init__(
         self,
         *,
@@ -161,13 +186,18 @@ Global___CreateProfileResponse: _TypeAlias = CreateProfileResponse  # noqa: Y015
 
 @_typing.final
 class UpdateProfileRequest(_message.Message):
+    """UpdateProfileRequest carries the profile's new state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     ALLOW_MISSING_FIELD_NUMBER: _builtins.int
     allow_missing: _builtins.bool
+    """Create the profile if it does not exist (idempotent retries)."""
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """Full replacement. A non-zero metadata.resource_version must equal the stored one."""
+
     def __init__(
         self,
         *,
@@ -184,11 +214,15 @@ Global___UpdateProfileRequest: _TypeAlias = UpdateProfileRequest  # noqa: Y015
 
 @_typing.final
 class UpdateProfileResponse(_message.Message):
+    """UpdateProfileResponse carries the profile updated."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """The profile as stored, with its new resource_version (unchanged when nothing changed)."""
+
     def __init__(
         self,
         *,
@@ -204,6 +238,8 @@ Global___UpdateProfileResponse: _TypeAlias = UpdateProfileResponse  # noqa: Y015
 
 @_typing.final
 class DeleteProfileRequest(_message.Message):
+    """DeleteProfileRequest names the profile to delete and the preconditions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -211,9 +247,13 @@ class DeleteProfileRequest(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     ALLOW_MISSING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The profile's name."""
     resource_version: _builtins.int
+    """If non-zero, the stored resource_version must equal it."""
     uid: _builtins.str
+    """If set, the stored uid must equal it."""
     allow_missing: _builtins.bool
+    """Succeed without effect when the profile does not exist."""
     def __init__(
         self,
         *,
@@ -232,13 +272,18 @@ Global___DeleteProfileRequest: _TypeAlias = DeleteProfileRequest  # noqa: Y015
 
 @_typing.final
 class DeleteProfileResponse(_message.Message):
+    """DeleteProfileResponse carries the profile deleted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     resource_version: _builtins.int
+    """Revision of the delete (the current revision when nothing was deleted)."""
     @_builtins.property
-    def profile(self) -> _profile_pb2.Profile: ...
+    def profile(self) -> _profile_pb2.Profile:
+        """The profile as it was when deleted; unset when allow_missing found nothing."""
+
     def __init__(
         self,
         *,
@@ -255,6 +300,8 @@ Global___DeleteProfileResponse: _TypeAlias = DeleteProfileResponse  # noqa: Y015
 
 @_typing.final
 class WatchProfilesRequest(_message.Message):
+    """WatchProfilesRequest chooses the profiles to watch and where to start."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -285,9 +332,11 @@ class WatchProfilesRequest(_message.Message):
     label_selector: _builtins.str
     """Calico selector over the profile's own metadata labels."""
     resource_version: _builtins.int
-    """As in WatchWorkloadEndpointsRequest."""
+    """As in WatchWorkloadEndpointsRequest: resume after this revision (0 = from now)."""
     send_initial_events: _builtins.bool
+    """Start with the current matching state as ADDED events, then a BOOKMARK with initial_events_end."""
     allow_bookmarks: _builtins.bool
+    """Allow periodic BOOKMARK events (progress without changes)."""
     @_builtins.property
     def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Profile name -> resource_version of the profiles the client holds."""
@@ -311,6 +360,8 @@ Global___WatchProfilesRequest: _TypeAlias = WatchProfilesRequest  # noqa: Y015
 
 @_typing.final
 class ProfileWatchEvent(_message.Message):
+    """ProfileWatchEvent is one change to the watched set of profiles."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -318,10 +369,19 @@ class ProfileWatchEvent(_message.Message):
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
     type: _watch_pb2.EventType.ValueType
+    """What happened: ADDED, MODIFIED, DELETED or BOOKMARK."""
     resource_version: _builtins.int
+    """Revision of the change that caused the event; catch-up events carry the snapshot's revision.
+    BOOKMARK: every event up to it has been sent.
+    """
     initial_events_end: _builtins.bool
+    """Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync."""
     @_builtins.property
-    def object(self) -> _profile_pb2.Profile: ...
+    def object(self) -> _profile_pb2.Profile:
+        """ADDED/MODIFIED: the profile as stored. DELETED: its last state that matched, with
+        metadata.resource_version set to the deleting revision. BOOKMARK: unset.
+        """
+
     def __init__(
         self,
         *,
@@ -340,13 +400,18 @@ Global___ProfileWatchEvent: _TypeAlias = ProfileWatchEvent  # noqa: Y015
 
 @_typing.final
 class WatchProfilesResponse(_message.Message):
+    """WatchProfilesResponse is a batch of profile events."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
     FRAGMENT_FIELD_NUMBER: _builtins.int
     fragment: _builtins.bool
+    """More events of the last revision follow in the next response (the revision exceeded the message limit)."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileWatchEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileWatchEvent]:
+        """Ordered by revision; a response never splits a revision unless it is marked fragment."""
+
     def __init__(
         self,
         *,

@@ -72,31 +72,37 @@ class ProfileServiceServicer:
     """
 
     def GetProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One profile by name; NOT_FOUND when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListProfiles(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The profiles matching a selector, ordered by name, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stores a new profile; ALREADY_EXISTS when the name is taken. Re-evaluates the endpoints that name it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces a profile (full replace); a non-zero metadata.resource_version that differs from the stored
+        one is ABORTED. Endpoints whose match changes get events.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes a profile; the endpoints that named it lose its labels.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

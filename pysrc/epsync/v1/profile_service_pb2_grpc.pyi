@@ -34,10 +34,17 @@ class ProfileServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProfileServiceAsyncStub: ...
     GetProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.GetProfileRequest, _profile_service_pb2.GetProfileResponse]
+    """One profile by name; NOT_FOUND when there is none."""
     ListProfiles: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.ListProfilesRequest, _profile_service_pb2.ListProfilesResponse]
+    """The profiles matching a selector, ordered by name, a page at a time."""
     CreateProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.CreateProfileRequest, _profile_service_pb2.CreateProfileResponse]
+    """Stores a new profile; ALREADY_EXISTS when the name is taken. Re-evaluates the endpoints that name it."""
     UpdateProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.UpdateProfileRequest, _profile_service_pb2.UpdateProfileResponse]
+    """Replaces a profile (full replace); a non-zero metadata.resource_version that differs from the stored
+    one is ABORTED. Endpoints whose match changes get events.
+    """
     DeleteProfile: _grpc.UnaryUnaryMultiCallable[_profile_service_pb2.DeleteProfileRequest, _profile_service_pb2.DeleteProfileResponse]
+    """Deletes a profile; the endpoints that named it lose its labels."""
     WatchProfiles: _grpc.UnaryStreamMultiCallable[_profile_service_pb2.WatchProfilesRequest, _profile_service_pb2.WatchProfilesResponse]
     """The profiles matching a selector, then every change to that set, as events (SPEC §6)."""
 
@@ -47,10 +54,17 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.GetProfileRequest, _profile_service_pb2.GetProfileResponse]  # type: ignore[assignment]
+    """One profile by name; NOT_FOUND when there is none."""
     ListProfiles: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.ListProfilesRequest, _profile_service_pb2.ListProfilesResponse]  # type: ignore[assignment]
+    """The profiles matching a selector, ordered by name, a page at a time."""
     CreateProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.CreateProfileRequest, _profile_service_pb2.CreateProfileResponse]  # type: ignore[assignment]
+    """Stores a new profile; ALREADY_EXISTS when the name is taken. Re-evaluates the endpoints that name it."""
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.UpdateProfileRequest, _profile_service_pb2.UpdateProfileResponse]  # type: ignore[assignment]
+    """Replaces a profile (full replace); a non-zero metadata.resource_version that differs from the stored
+    one is ABORTED. Endpoints whose match changes get events.
+    """
     DeleteProfile: _aio.UnaryUnaryMultiCallable[_profile_service_pb2.DeleteProfileRequest, _profile_service_pb2.DeleteProfileResponse]  # type: ignore[assignment]
+    """Deletes a profile; the endpoints that named it lose its labels."""
     WatchProfiles: _aio.UnaryStreamMultiCallable[_profile_service_pb2.WatchProfilesRequest, _profile_service_pb2.WatchProfilesResponse]  # type: ignore[assignment]
     """The profiles matching a selector, then every change to that set, as events (SPEC §6)."""
 
@@ -62,35 +76,42 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _profile_service_pb2.GetProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_profile_service_pb2.GetProfileResponse, _abc.Awaitable[_profile_service_pb2.GetProfileResponse]]: ...
+    ) -> _typing.Union[_profile_service_pb2.GetProfileResponse, _abc.Awaitable[_profile_service_pb2.GetProfileResponse]]:
+        """One profile by name; NOT_FOUND when there is none."""
 
     @_abc_1.abstractmethod
     def ListProfiles(
         self,
         request: _profile_service_pb2.ListProfilesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_profile_service_pb2.ListProfilesResponse, _abc.Awaitable[_profile_service_pb2.ListProfilesResponse]]: ...
+    ) -> _typing.Union[_profile_service_pb2.ListProfilesResponse, _abc.Awaitable[_profile_service_pb2.ListProfilesResponse]]:
+        """The profiles matching a selector, ordered by name, a page at a time."""
 
     @_abc_1.abstractmethod
     def CreateProfile(
         self,
         request: _profile_service_pb2.CreateProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_profile_service_pb2.CreateProfileResponse, _abc.Awaitable[_profile_service_pb2.CreateProfileResponse]]: ...
+    ) -> _typing.Union[_profile_service_pb2.CreateProfileResponse, _abc.Awaitable[_profile_service_pb2.CreateProfileResponse]]:
+        """Stores a new profile; ALREADY_EXISTS when the name is taken. Re-evaluates the endpoints that name it."""
 
     @_abc_1.abstractmethod
     def UpdateProfile(
         self,
         request: _profile_service_pb2.UpdateProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_profile_service_pb2.UpdateProfileResponse, _abc.Awaitable[_profile_service_pb2.UpdateProfileResponse]]: ...
+    ) -> _typing.Union[_profile_service_pb2.UpdateProfileResponse, _abc.Awaitable[_profile_service_pb2.UpdateProfileResponse]]:
+        """Replaces a profile (full replace); a non-zero metadata.resource_version that differs from the stored
+        one is ABORTED. Endpoints whose match changes get events.
+        """
 
     @_abc_1.abstractmethod
     def DeleteProfile(
         self,
         request: _profile_service_pb2.DeleteProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_profile_service_pb2.DeleteProfileResponse, _abc.Awaitable[_profile_service_pb2.DeleteProfileResponse]]: ...
+    ) -> _typing.Union[_profile_service_pb2.DeleteProfileResponse, _abc.Awaitable[_profile_service_pb2.DeleteProfileResponse]]:
+        """Deletes a profile; the endpoints that named it lose its labels."""
 
     @_abc_1.abstractmethod
     def WatchProfiles(

@@ -23,8 +23,11 @@ class _EventType:
 class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    """Never sent; the zero value, so that an unset type is recognisable."""
     ADDED: _EventType.ValueType  # 1
-    """The object started matching the watch's filter (created, or changed into it)."""
+    """The object started matching the watch's filter (created, or changed into it), or is part of the
+    initial state or a resume's catch-up the client lacks.
+    """
     MODIFIED: _EventType.ValueType  # 2
     """The object changed and still matches."""
     DELETED: _EventType.ValueType  # 3
@@ -33,11 +36,17 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """No object: every event up to resource_version has been sent."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
-    """What a watch event says happened to its object."""
+    """What a watch event says happened to its object. The values keep the Kubernetes watch names (no
+    EVENT_TYPE_ prefix): the proto JSON, the CLI and calicoctl-style output spell them ADDED, MODIFIED,
+    DELETED and BOOKMARK, as Kubernetes and Calico clients expect.
+    """
 
 EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+"""Never sent; the zero value, so that an unset type is recognisable."""
 ADDED: EventType.ValueType  # 1
-"""The object started matching the watch's filter (created, or changed into it)."""
+"""The object started matching the watch's filter (created, or changed into it), or is part of the
+initial state or a resume's catch-up the client lacks.
+"""
 MODIFIED: EventType.ValueType  # 2
 """The object changed and still matches."""
 DELETED: EventType.ValueType  # 3

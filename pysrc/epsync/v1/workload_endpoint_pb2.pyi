@@ -28,9 +28,13 @@ class WorkloadEndpoint(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def metadata(self) -> _object_meta_pb2.ObjectMeta: ...
+    def metadata(self) -> _object_meta_pb2.ObjectMeta:
+        """Name, namespace, the endpoint's own labels and the server-owned fields."""
+
     @_builtins.property
-    def spec(self) -> Global___WorkloadEndpointSpec: ...
+    def spec(self) -> Global___WorkloadEndpointSpec:
+        """The endpoint itself: where it runs, its addresses and ports, the profiles it inherits labels from."""
+
     def __init__(
         self,
         *,
@@ -67,25 +71,47 @@ class WorkloadEndpointSpec(_message.Message):
     MAC_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     workload: _builtins.str
+    """The workload (container or VM) the endpoint belongs to; a DNS-1123 subdomain."""
     orchestrator: _builtins.str
+    """The orchestrator that created the endpoint ("k8s", "cni", ...); a DNS-1123 subdomain."""
     node: _builtins.str
+    """The node (host) the endpoint is on; a DNS-1123 subdomain. Node agents watch by it."""
     container_id: _builtins.str
+    """The container's ID, used in the name cni endpoints derive: [a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?."""
     pod: _builtins.str
+    """The Kubernetes pod, used in the name k8s endpoints derive; a DNS-1123 subdomain."""
     endpoint: _builtins.str
+    """The endpoint's name within its workload (e.g. "eth0"); a DNS-1123 subdomain."""
     ipv4_gateway: _builtins.str
+    """The IPv4 gateway of the endpoint's IPv4 addresses; an IPv4 address."""
     ipv6_gateway: _builtins.str
+    """The IPv6 gateway of the endpoint's IPv6 addresses; an IPv6 address."""
     interface_name: _builtins.str
+    """The name of the host-side interface (veth or tap); required, ^[a-zA-Z0-9_.-]{1,15}$."""
     mac: _builtins.str
+    """The interface's MAC address: MAC-48, EUI-48 or EUI-64 in colon, dash or dot notation."""
     @_builtins.property
-    def ip_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def ip_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The endpoint's addresses as single-address CIDRs (/32 or /128); a bare IP is stored as one."""
+
     @_builtins.property
-    def ip_nats(self) -> _containers.RepeatedCompositeFieldContainer[Global___IPNAT]: ...
+    def ip_nats(self) -> _containers.RepeatedCompositeFieldContainer[Global___IPNAT]:
+        """1:1 NAT mappings; each internalIP must be one of ip_networks' addresses."""
+
     @_builtins.property
-    def aws_elastic_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def aws_elastic_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """AWS Elastic IP addresses the endpoint may use."""
+
     @_builtins.property
-    def profiles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def profiles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the profiles whose labelsToApply the endpoint inherits, in priority order (for a key the
+        endpoint lacks, the first profile that has it wins). A missing profile contributes nothing.
+        """
+
     @_builtins.property
-    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkloadEndpointPort]: ...
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkloadEndpointPort]:
+        """Named ports, so that policy can refer to them by name; names unique within the endpoint."""
+
     def __init__(
         self,
         *,
@@ -122,7 +148,9 @@ class IPNAT(_message.Message):
     INTERNAL_IP_FIELD_NUMBER: _builtins.int
     EXTERNAL_IP_FIELD_NUMBER: _builtins.int
     internal_ip: _builtins.str
+    """The endpoint's address being mapped; one of its ipNetworks addresses."""
     external_ip: _builtins.str
+    """The address it is reachable at; of the same IP family as internal_ip."""
     def __init__(
         self,
         *,
@@ -149,14 +177,15 @@ class WorkloadEndpointPort(_message.Message):
     HOST_PORT_FIELD_NUMBER: _builtins.int
     HOST_IP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The port's name; a valid port name, unique within the endpoint."""
     protocol: _builtins.str
     """"TCP", "UDP" or "SCTP", spelled as in the calicoctl YAML."""
     port: _builtins.int
-    """Signed so that an out-of-range value reaches validation and is reported there."""
+    """1-65535. Signed so that an out-of-range value reaches validation and is reported there."""
     host_port: _builtins.int
-    """0 means unset. Read-only for everyone but the orchestrator."""
+    """0 means unset, else 1-65535. Read-only for everyone but the orchestrator."""
     host_ip: _builtins.str
-    """Read-only for everyone but the orchestrator."""
+    """An IP address of the host. Read-only for everyone but the orchestrator."""
     def __init__(
         self,
         *,

@@ -23,6 +23,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class GetWorkloadEndpointRequest(_message.Message):
+    """GetWorkloadEndpointRequest names the endpoint to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
@@ -31,6 +33,7 @@ class GetWorkloadEndpointRequest(_message.Message):
     namespace: _builtins.str
     """Empty means "default"."""
     name: _builtins.str
+    """The endpoint's name."""
     min_resource_version: _builtins.int
     """Wait (up to 3 s) until the server has seen at least this revision."""
     def __init__(
@@ -50,11 +53,15 @@ Global___GetWorkloadEndpointRequest: _TypeAlias = GetWorkloadEndpointRequest  # 
 
 @_typing.final
 class GetWorkloadEndpointResponse(_message.Message):
+    """GetWorkloadEndpointResponse carries the endpoint read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint: ...
+    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
+        """The endpoint as stored."""
+
     def __init__(
         self,
         *,
@@ -70,6 +77,8 @@ Global___GetWorkloadEndpointResponse: _TypeAlias = GetWorkloadEndpointResponse  
 
 @_typing.final
 class ListWorkloadEndpointsRequest(_message.Message):
+    """ListWorkloadEndpointsRequest selects the endpoints to list and the page."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
@@ -89,6 +98,7 @@ class ListWorkloadEndpointsRequest(_message.Message):
     page_token: _builtins.str
     """next_page_token of the previous page, with the same filter."""
     min_resource_version: _builtins.int
+    """Wait (up to 3 s) until the server has seen at least this revision; 0 lists at once."""
     def __init__(
         self,
         *,
@@ -109,6 +119,8 @@ Global___ListWorkloadEndpointsRequest: _TypeAlias = ListWorkloadEndpointsRequest
 
 @_typing.final
 class ListWorkloadEndpointsResponse(_message.Message):
+    """ListWorkloadEndpointsResponse is one page of endpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
@@ -139,6 +151,8 @@ Global___ListWorkloadEndpointsResponse: _TypeAlias = ListWorkloadEndpointsRespon
 
 @_typing.final
 class CreateWorkloadEndpointRequest(_message.Message):
+    """CreateWorkloadEndpointRequest carries the endpoint to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -161,11 +175,15 @@ Global___CreateWorkloadEndpointRequest: _TypeAlias = CreateWorkloadEndpointReque
 
 @_typing.final
 class CreateWorkloadEndpointResponse(_message.Message):
+    """CreateWorkloadEndpointResponse carries the endpoint created."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint: ...
+    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
+        """The endpoint as stored, with its name, uid, creation_timestamp and resource_version."""
+
     def __init__(
         self,
         *,
@@ -181,6 +199,8 @@ Global___CreateWorkloadEndpointResponse: _TypeAlias = CreateWorkloadEndpointResp
 
 @_typing.final
 class UpdateWorkloadEndpointRequest(_message.Message):
+    """UpdateWorkloadEndpointRequest carries the endpoint's new state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -207,11 +227,15 @@ Global___UpdateWorkloadEndpointRequest: _TypeAlias = UpdateWorkloadEndpointReque
 
 @_typing.final
 class UpdateWorkloadEndpointResponse(_message.Message):
+    """UpdateWorkloadEndpointResponse carries the endpoint updated."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint: ...
+    def workload_endpoint(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
+        """The endpoint as stored, with its new resource_version (unchanged when nothing changed)."""
+
     def __init__(
         self,
         *,
@@ -227,6 +251,8 @@ Global___UpdateWorkloadEndpointResponse: _TypeAlias = UpdateWorkloadEndpointResp
 
 @_typing.final
 class DeleteWorkloadEndpointRequest(_message.Message):
+    """DeleteWorkloadEndpointRequest names the endpoint to delete and the preconditions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
@@ -235,7 +261,9 @@ class DeleteWorkloadEndpointRequest(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     ALLOW_MISSING_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
+    """Empty means "default"."""
     name: _builtins.str
+    """The endpoint's name."""
     resource_version: _builtins.int
     """If non-zero, the stored resource_version must equal it."""
     uid: _builtins.str
@@ -261,6 +289,8 @@ Global___DeleteWorkloadEndpointRequest: _TypeAlias = DeleteWorkloadEndpointReque
 
 @_typing.final
 class DeleteWorkloadEndpointResponse(_message.Message):
+    """DeleteWorkloadEndpointResponse carries the endpoint deleted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -287,6 +317,8 @@ Global___DeleteWorkloadEndpointResponse: _TypeAlias = DeleteWorkloadEndpointResp
 
 @_typing.final
 class WatchWorkloadEndpointsRequest(_message.Message):
+    """WatchWorkloadEndpointsRequest chooses the endpoints to watch and where to start."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -355,6 +387,8 @@ Global___WatchWorkloadEndpointsRequest: _TypeAlias = WatchWorkloadEndpointsReque
 
 @_typing.final
 class WorkloadEndpointWatchEvent(_message.Message):
+    """WorkloadEndpointWatchEvent is one change to the watched set of endpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -362,6 +396,7 @@ class WorkloadEndpointWatchEvent(_message.Message):
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
     type: _watch_pb2.EventType.ValueType
+    """What happened: ADDED, MODIFIED, DELETED or BOOKMARK."""
     resource_version: _builtins.int
     """Revision of the change that caused the event; catch-up events (initial state, known-versions
     difference) carry the snapshot's revision. BOOKMARK: every event up to it has been sent.
@@ -392,6 +427,8 @@ Global___WorkloadEndpointWatchEvent: _TypeAlias = WorkloadEndpointWatchEvent  # 
 
 @_typing.final
 class WatchWorkloadEndpointsResponse(_message.Message):
+    """WatchWorkloadEndpointsResponse is a batch of endpoint events (the server batches under load)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
@@ -418,6 +455,8 @@ Global___WatchWorkloadEndpointsResponse: _TypeAlias = WatchWorkloadEndpointsResp
 
 @_typing.final
 class WriteWorkloadEndpointsRequest(_message.Message):
+    """WriteWorkloadEndpointsRequest is one write (or a batch of writes) on the write stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -428,11 +467,17 @@ class WriteWorkloadEndpointsRequest(_message.Message):
     request_id: _builtins.str
     """Echoed in the response; chosen by the client."""
     @_builtins.property
-    def create(self) -> Global___CreateWorkloadEndpointRequest: ...
+    def create(self) -> Global___CreateWorkloadEndpointRequest:
+        """A create, as CreateWorkloadEndpoint."""
+
     @_builtins.property
-    def update(self) -> Global___UpdateWorkloadEndpointRequest: ...
+    def update(self) -> Global___UpdateWorkloadEndpointRequest:
+        """An update, as UpdateWorkloadEndpoint."""
+
     @_builtins.property
-    def delete(self) -> Global___DeleteWorkloadEndpointRequest: ...
+    def delete(self) -> Global___DeleteWorkloadEndpointRequest:
+        """A delete, as DeleteWorkloadEndpoint."""
+
     @_builtins.property
     def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteWorkloadEndpointsRequest]:
         """Several writes in one message, instead of one operation: each is applied and answered exactly as if it
@@ -462,6 +507,8 @@ Global___WriteWorkloadEndpointsRequest: _TypeAlias = WriteWorkloadEndpointsReque
 
 @_typing.final
 class WriteWorkloadEndpointsResponse(_message.Message):
+    """WriteWorkloadEndpointsResponse answers one WriteWorkloadEndpointsRequest, in request order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -470,6 +517,7 @@ class WriteWorkloadEndpointsResponse(_message.Message):
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """The request's request_id, echoed."""
     resource_version: _builtins.int
     """The revision of this write."""
     @_builtins.property

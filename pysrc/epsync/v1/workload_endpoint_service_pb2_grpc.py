@@ -77,31 +77,38 @@ class WorkloadEndpointServiceServicer:
     """
 
     def GetWorkloadEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One endpoint by namespace and name; NOT_FOUND when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListWorkloadEndpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The endpoints matching a namespace, selector and node, ordered by (namespace, name), a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateWorkloadEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Validates and stores a new endpoint; ALREADY_EXISTS when the name is taken, INVALID_ARGUMENT with
+        google.rpc.BadRequest field violations (every problem at once) when it is invalid.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateWorkloadEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces an endpoint (full replace); a non-zero metadata.resource_version that differs from the stored
+        one is ABORTED. Storing identical content changes nothing: no new resource_version, no event.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteWorkloadEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes an endpoint, under optional resource_version and uid preconditions.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -34,10 +34,19 @@ class WorkloadEndpointServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkloadEndpointServiceAsyncStub: ...
     GetWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.GetWorkloadEndpointRequest, _workload_endpoint_service_pb2.GetWorkloadEndpointResponse]
+    """One endpoint by namespace and name; NOT_FOUND when there is none."""
     ListWorkloadEndpoints: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.ListWorkloadEndpointsRequest, _workload_endpoint_service_pb2.ListWorkloadEndpointsResponse]
+    """The endpoints matching a namespace, selector and node, ordered by (namespace, name), a page at a time."""
     CreateWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.CreateWorkloadEndpointRequest, _workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]
+    """Validates and stores a new endpoint; ALREADY_EXISTS when the name is taken, INVALID_ARGUMENT with
+    google.rpc.BadRequest field violations (every problem at once) when it is invalid.
+    """
     UpdateWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointRequest, _workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]
+    """Replaces an endpoint (full replace); a non-zero metadata.resource_version that differs from the stored
+    one is ABORTED. Storing identical content changes nothing: no new resource_version, no event.
+    """
     DeleteWorkloadEndpoint: _grpc.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest, _workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]
+    """Deletes an endpoint, under optional resource_version and uid preconditions."""
     WatchWorkloadEndpoints: _grpc.UnaryStreamMultiCallable[_workload_endpoint_service_pb2.WatchWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse]
     """The endpoints matching a filter, then every change to that set, as events (SPEC §6)."""
     WriteWorkloadEndpoints: _grpc.StreamStreamMultiCallable[_workload_endpoint_service_pb2.WriteWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse]
@@ -49,10 +58,19 @@ class WorkloadEndpointServiceAsyncStub(WorkloadEndpointServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.GetWorkloadEndpointRequest, _workload_endpoint_service_pb2.GetWorkloadEndpointResponse]  # type: ignore[assignment]
+    """One endpoint by namespace and name; NOT_FOUND when there is none."""
     ListWorkloadEndpoints: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.ListWorkloadEndpointsRequest, _workload_endpoint_service_pb2.ListWorkloadEndpointsResponse]  # type: ignore[assignment]
+    """The endpoints matching a namespace, selector and node, ordered by (namespace, name), a page at a time."""
     CreateWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.CreateWorkloadEndpointRequest, _workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]  # type: ignore[assignment]
+    """Validates and stores a new endpoint; ALREADY_EXISTS when the name is taken, INVALID_ARGUMENT with
+    google.rpc.BadRequest field violations (every problem at once) when it is invalid.
+    """
     UpdateWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointRequest, _workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]  # type: ignore[assignment]
+    """Replaces an endpoint (full replace); a non-zero metadata.resource_version that differs from the stored
+    one is ABORTED. Storing identical content changes nothing: no new resource_version, no event.
+    """
     DeleteWorkloadEndpoint: _aio.UnaryUnaryMultiCallable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest, _workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]  # type: ignore[assignment]
+    """Deletes an endpoint, under optional resource_version and uid preconditions."""
     WatchWorkloadEndpoints: _aio.UnaryStreamMultiCallable[_workload_endpoint_service_pb2.WatchWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WatchWorkloadEndpointsResponse]  # type: ignore[assignment]
     """The endpoints matching a filter, then every change to that set, as events (SPEC §6)."""
     WriteWorkloadEndpoints: _aio.StreamStreamMultiCallable[_workload_endpoint_service_pb2.WriteWorkloadEndpointsRequest, _workload_endpoint_service_pb2.WriteWorkloadEndpointsResponse]  # type: ignore[assignment]
@@ -66,35 +84,44 @@ class WorkloadEndpointServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _workload_endpoint_service_pb2.GetWorkloadEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workload_endpoint_service_pb2.GetWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.GetWorkloadEndpointResponse]]: ...
+    ) -> _typing.Union[_workload_endpoint_service_pb2.GetWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.GetWorkloadEndpointResponse]]:
+        """One endpoint by namespace and name; NOT_FOUND when there is none."""
 
     @_abc_1.abstractmethod
     def ListWorkloadEndpoints(
         self,
         request: _workload_endpoint_service_pb2.ListWorkloadEndpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workload_endpoint_service_pb2.ListWorkloadEndpointsResponse, _abc.Awaitable[_workload_endpoint_service_pb2.ListWorkloadEndpointsResponse]]: ...
+    ) -> _typing.Union[_workload_endpoint_service_pb2.ListWorkloadEndpointsResponse, _abc.Awaitable[_workload_endpoint_service_pb2.ListWorkloadEndpointsResponse]]:
+        """The endpoints matching a namespace, selector and node, ordered by (namespace, name), a page at a time."""
 
     @_abc_1.abstractmethod
     def CreateWorkloadEndpoint(
         self,
         request: _workload_endpoint_service_pb2.CreateWorkloadEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workload_endpoint_service_pb2.CreateWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]]: ...
+    ) -> _typing.Union[_workload_endpoint_service_pb2.CreateWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.CreateWorkloadEndpointResponse]]:
+        """Validates and stores a new endpoint; ALREADY_EXISTS when the name is taken, INVALID_ARGUMENT with
+        google.rpc.BadRequest field violations (every problem at once) when it is invalid.
+        """
 
     @_abc_1.abstractmethod
     def UpdateWorkloadEndpoint(
         self,
         request: _workload_endpoint_service_pb2.UpdateWorkloadEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]]: ...
+    ) -> _typing.Union[_workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.UpdateWorkloadEndpointResponse]]:
+        """Replaces an endpoint (full replace); a non-zero metadata.resource_version that differs from the stored
+        one is ABORTED. Storing identical content changes nothing: no new resource_version, no event.
+        """
 
     @_abc_1.abstractmethod
     def DeleteWorkloadEndpoint(
         self,
         request: _workload_endpoint_service_pb2.DeleteWorkloadEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]]: ...
+    ) -> _typing.Union[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse, _abc.Awaitable[_workload_endpoint_service_pb2.DeleteWorkloadEndpointResponse]]:
+        """Deletes an endpoint, under optional resource_version and uid preconditions."""
 
     @_abc_1.abstractmethod
     def WatchWorkloadEndpoints(
