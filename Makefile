@@ -134,7 +134,7 @@ bench-micro: build etcd ## the component benchmarks: datastore writes, List, the
 	$(BIN)/python -m bench.bench_validation
 
 .PHONY: lint
-lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
+lint: build $(TOOLS)/buf ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy, buf lint and breaking, go vet
 	$(BIN)/ruff check pysrc tests bench
 	$(BIN)/ruff format --check pysrc tests bench
 	$(BIN)/mypy
@@ -142,6 +142,9 @@ lint: build ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy
 	$(BIN)/python -m mypy.stubtest epsync._core
 	cargo fmt --manifest-path rust/Cargo.toml --check
 	cargo clippy --manifest-path rust/Cargo.toml --all-targets -- -D warnings
+	$(TOOLS)/buf lint
+	$(MAKE) --no-print-directory proto-breaking
+	cd clients/go && go vet ./...
 
 # Left to `make test`: tests marked slow, and by path the slow files of other layers (the store's model-based
 # test, the replicas' property test, the load test at tiny sizes).
