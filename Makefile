@@ -12,6 +12,8 @@ GHZ_VERSION := v0.120.0
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# staticcheck for the Go client (make lint), from the Go module proxy.
+STATICCHECK_VERSION := v0.8.2
 # `make proto-breaking` compares the protos with this git ref's (the last release; no tags yet).
 PROTO_BASELINE ?= 8d8b92c
 # etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
@@ -65,8 +67,11 @@ $(TOOLS)/protoc-gen-go:
 $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
 .PHONY: tools
-tools: $(TOOLS)/grpcurl $(TOOLS)/ghz $(GO_PROTO_TOOLS) ## install the Go tools the tests use (grpcurl, ghz, buf, the Go generators), pinned
+tools: $(TOOLS)/grpcurl $(TOOLS)/ghz $(GO_PROTO_TOOLS) $(TOOLS)/staticcheck ## install the Go tools the tests use (grpcurl, ghz, buf, the Go generators, staticcheck), pinned
 
 # `apt-get download` needs no root, only the package lists; when they lack the package, root refreshes them.
 $(TOOLS)/etcd:
@@ -114,6 +119,7 @@ proto-breaking: $(TOOLS)/buf ## buf breaking (WIRE_JSON): the API against the pr
 test: build tools etcd ## all set-up, then every test (cargo test, pytest, and the load test at tiny sizes)
 	cargo test --manifest-path rust/Cargo.toml --quiet
 	$(BIN)/pytest --deselect tests/loadtest/test_smoke.py
+	cd clients/go && EPSYNC_PYTHON=$(CURDIR)/$(BIN)/python go test ./...
 	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: bench
@@ -134,7 +140,7 @@ bench-micro: build etcd ## the component benchmarks: datastore writes, List, the
 	$(BIN)/python -m bench.bench_validation
 
 .PHONY: lint
-lint: build $(TOOLS)/buf ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy, buf lint and breaking, go vet
+lint: build $(TOOLS)/buf $(TOOLS)/staticcheck ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy, buf lint and breaking, go vet, staticcheck
 	$(BIN)/ruff check pysrc tests bench
 	$(BIN)/ruff format --check pysrc tests bench
 	$(BIN)/mypy
@@ -145,6 +151,7 @@ lint: build $(TOOLS)/buf ## ruff, mypy (strict), stubtest, cargo fmt --check, cl
 	$(TOOLS)/buf lint
 	$(MAKE) --no-print-directory proto-breaking
 	cd clients/go && go vet ./...
+	cd clients/go && $(TOOLS)/staticcheck ./...
 
 # Left to `make test`: tests marked slow, and by path the slow files of other layers (the store's model-based
 # test, the replicas' property test, the load test at tiny sizes).
