@@ -45,11 +45,12 @@ type Error struct {
 // Sentinels for errors.Is: an *Error matches one when the codes are equal and, for the sentinels
 // that name a reason, the reasons are equal too.
 var (
-	ErrNotFound        = &Error{Code: codes.NotFound}
-	ErrAlreadyExists   = &Error{Code: codes.AlreadyExists}
-	ErrAborted         = &Error{Code: codes.Aborted} // resource version or uid precondition failed
-	ErrInvalidArgument = &Error{Code: codes.InvalidArgument}
-	ErrUnavailable     = &Error{Code: codes.Unavailable}
+	ErrNotFound         = &Error{Code: codes.NotFound}
+	ErrAlreadyExists    = &Error{Code: codes.AlreadyExists}
+	ErrAborted          = &Error{Code: codes.Aborted} // resource version or uid precondition failed
+	ErrInvalidArgument  = &Error{Code: codes.InvalidArgument}
+	ErrUnavailable      = &Error{Code: codes.Unavailable}
+	ErrPermissionDenied = &Error{Code: codes.PermissionDenied}
 
 	ErrResourceVersionTooOld = &Error{Code: codes.OutOfRange, Reason: ReasonResourceVersionTooOld}
 	ErrResourceVersionTooNew = &Error{Code: codes.OutOfRange, Reason: ReasonResourceVersionTooNew}
