@@ -3,17 +3,27 @@
 The generated `add_*Servicer_to_server` functions give every method a protobuf serializer.
 Watch methods, and the endpoint List, answer with responses that are already wire bytes (see
 `epsync.sync.wire`), so they are registered here with an identity serializer instead: grpc.aio
-then sends the bytes as they are.
+then sends the bytes as they are. Requests of unary and server-streaming methods are parsed here too,
+so that one that does not parse is a clear INVALID_ARGUMENT (grpc itself answers UNKNOWN naming a
+Python class, and logs a traceback for every such request).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+
+from epsync.errors import FieldViolation, InvalidArgument
+from epsync.server.status import abort
+
+log = logging.getLogger(__name__)
 
 _HANDLER_FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -35,11 +45,58 @@ def add_service(
         request_type: Any = message_factory.GetMessageClass(method.input_type)
         response_type: Any = message_factory.GetMessageClass(method.output_type)
         factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming:
+            # The stream's own reader meets a request that does not parse and ends the stream with
+            # INVALID_ARGUMENT after the ones before it (server.write_stream).
+            handler, deserializer = implementation, request_type.FromString
+        else:
+            handler, deserializer = _parsing(implementation, request_type, method.full_name), None
         handlers[method.name] = factory(
-            getattr(servicer, method.name),
-            request_deserializer=request_type.FromString,
+            handler,
+            request_deserializer=deserializer,
             response_serializer=None if method.name in pre_encoded else response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     # Registered handlers spare grpc a per-call lookup; grpc-stubs does not know the method yet.
     cast(Any, server).add_registered_method_handlers(service.full_name, handlers)
+
+
+def _parsing(implementation: Callable[..., Any], request_type: Any, method: str) -> Callable[..., Any]:
+    """`implementation`, taking the request as received (bytes) and parsing it itself: a request that does
+    not parse is answered INVALID_ARGUMENT naming the request, not grpc's UNKNOWN with a Python class name and
+    a traceback in the log for each."""
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as error:
+            _unparsable.note(method, error)
+            violation = FieldViolation("request", f"the {request_type.DESCRIPTOR.name} does not parse: {error}")
+            await abort(context, InvalidArgument([violation]))
+            return None
+        return await implementation(request, context)
+
+    return handler
+
+
+class _RateLimitedLog:
+    """One warning line per `interval` seconds at most, counting the ones it held back: a client sending
+    garbage in a loop must not flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._held_back = 0
+
+    def note(self, method: str, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._held_back += 1
+            return
+        held_back, self._held_back, self._last = self._held_back, 0, now
+        more = f" (and {held_back} more since the last such line)" if held_back else ""
+        log.warning("a %s request did not parse: %s%s", method, error, more)
+
+
+_unparsable = _RateLimitedLog()

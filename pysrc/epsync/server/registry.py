@@ -285,6 +285,8 @@ class Registry(Generic[R]):
         operation, key = pending.operation, pending.key
         assert isinstance(operation, DeleteOp)
         assert key is not None
+        if operation.resource_version < 0:
+            raise InvalidArgument([FieldViolation("resource_version", "must not be negative")])
         if current is None:
             if not operation.allow_missing or operation.resource_version or operation.uid:
                 raise NotFound(f"{self.rtype.describe(key)} not found")

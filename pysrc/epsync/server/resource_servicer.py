@@ -34,6 +34,13 @@ def deleted_response(deleted: Deleted) -> bytes:
     return object_response(encoded, deleted.revision)
 
 
+def require_revision(value: int, field: str) -> int:
+    """A revision or version from a request: 0 (none) or positive; a negative one is INVALID_ARGUMENT."""
+    if value < 0:
+        raise InvalidArgument([FieldViolation(field, f"{value} is not a revision: it must be 0 or positive")])
+    return value
+
+
 def require_name(name: str) -> str:
     if not name:
         raise InvalidArgument([FieldViolation("name", "name is required")])
@@ -57,6 +64,7 @@ class ResourceServicer(Generic[R, H]):
 
     async def _wait_for(self, min_resource_version: int) -> None:
         """Hold a read until this server has seen `min_resource_version` (a client's read-your-writes on replicas)."""
+        require_revision(min_resource_version, "min_resource_version")
         await self._cache.wait_for_revision(min_resource_version, self._config.min_revision_wait_seconds)
 
     async def _wait_until_watchable(self, resource_version: int) -> None:

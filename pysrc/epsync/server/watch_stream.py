@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from epsync.server.resource_servicer import Context
+from epsync.errors import FieldViolation, InvalidArgument
+from epsync.server.resource_servicer import Context, require_revision
 from epsync.server.status import abort, status_error
 from epsync.sync.hub import WatchHub, WatchRequest
 from epsync.sync.watcher import Watcher
@@ -20,6 +22,7 @@ async def serve_watch(
     hub: WatchHub[Any, Q], request: Q, context: Context, wait_until_servable: Callable[[int], Awaitable[None]]
 ) -> None:
     try:
+        _check_versions(request)
         await wait_until_servable(request.resource_version)
         watcher = hub.start(request)
     except Exception as error:
@@ -31,6 +34,26 @@ async def serve_watch(
         hub.remove(watcher)
     if watcher.error is not None:
         await abort(context, watcher.error)
+
+
+# How many bad known versions one error names; the rest are counted.
+_NAMED_VERSIONS = 10
+
+
+def _check_versions(request: WatchRequest) -> None:
+    """Negative revisions are INVALID_ARGUMENT (a watch "from -1" is not "from now")."""
+    require_revision(request.resource_version, "resource_version")
+    bad = [key for key, version in request.known_resource_versions.items() if version < 0]
+    if bad:
+        violations = [
+            FieldViolation(f"known_resource_versions[{json.dumps(key[:100])}]", "a version must be 0 or positive")
+            for key in sorted(bad)[:_NAMED_VERSIONS]
+        ]
+        if len(bad) > _NAMED_VERSIONS:
+            violations.append(
+                FieldViolation("known_resource_versions", f"{len(bad) - _NAMED_VERSIONS} more negative versions")
+            )
+        raise InvalidArgument(violations)
 
 
 async def _write_responses(watcher: Watcher, context: Context) -> None:

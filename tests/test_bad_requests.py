@@ -1,0 +1,101 @@
+"""Requests that do not parse, and negative revisions: a clear INVALID_ARGUMENT from every method, no traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable
+
+import grpc
+import pytest
+
+from epsync.client import Client
+from epsync.errors import InvalidArgument, rpc_error
+from epsync.server.app import EpsyncServer
+from epsync.v1 import workload_endpoint_service_pb2 as pb
+from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
+from tests.factories import endpoint
+
+SERVICE = "/epsync.v1.WorkloadEndpointService/"
+# Field 1 says "length-delimited, 100 bytes follow", and none do: no message parses from this.
+GARBAGE = b"\x0a\x64"
+
+
+@pytest.fixture
+async def channel(server: EpsyncServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        yield opened
+
+
+def invalid(error: grpc.aio.AioRpcError) -> InvalidArgument:
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    converted = rpc_error(error)
+    assert isinstance(converted, InvalidArgument)
+    return converted
+
+
+@pytest.mark.parametrize(
+    "method", ["GetWorkloadEndpoint", "ListWorkloadEndpoints", "CreateWorkloadEndpoint", "DeleteWorkloadEndpoint"]
+)
+async def test_a_unary_request_that_does_not_parse_is_invalid_argument_without_a_traceback(
+    channel: grpc.aio.Channel, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = channel.unary_unary(SERVICE + method, request_serializer=None, response_deserializer=None)
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(GARBAGE, timeout=10)
+        violations = invalid(raised.value).violations
+        assert [v.field for v in violations] == ["request"]
+        assert "does not parse" in violations[0].description
+        assert "class" not in str(raised.value.details())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    assert len([r for r in caplog.records if "did not parse" in r.getMessage()]) <= 1  # rate-limited
+
+
+async def test_a_watch_request_that_does_not_parse_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    call = channel.unary_stream(SERVICE + "WatchWorkloadEndpoints", request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in call(GARBAGE, timeout=10):
+            pass
+    assert [v.field for v in invalid(raised.value).violations] == ["request"]
+
+
+async def test_negative_revisions_are_invalid_argument_in_every_method(
+    client: Client, channel: grpc.aio.Channel
+) -> None:
+    stored = await client.create_endpoint(endpoint("web-1"))
+    stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+    cases: list[tuple[Awaitable[object], str]] = [
+        (
+            stub.GetWorkloadEndpoint(pb.GetWorkloadEndpointRequest(name="web-1", min_resource_version=-1)),
+            "min_resource_version",
+        ),
+        (stub.ListWorkloadEndpoints(pb.ListWorkloadEndpointsRequest(min_resource_version=-1)), "min_resource_version"),
+        (
+            stub.DeleteWorkloadEndpoint(pb.DeleteWorkloadEndpointRequest(name="web-1", resource_version=-1)),
+            "resource_version",
+        ),
+        (
+            stub.DeleteWorkloadEndpoint(pb.DeleteWorkloadEndpointRequest(name="nothing", resource_version=-1)),
+            "resource_version",
+        ),
+    ]
+    for call, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert [v.field for v in invalid(raised.value).violations] == [field]
+    for request, field in (
+        (pb.WatchWorkloadEndpointsRequest(resource_version=-1), "resource_version"),
+        (pb.WatchWorkloadEndpointsRequest(resource_version=-(2**63)), "resource_version"),
+        (
+            pb.WatchWorkloadEndpointsRequest(
+                resource_version=stored.metadata.resource_version, known_resource_versions={"default/web-1": -1}
+            ),
+            'known_resource_versions["default/web-1"]',
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in stub.WatchWorkloadEndpoints(request, timeout=10):
+                pass
+        assert [v.field for v in invalid(raised.value).violations] == [field]
+    # Nothing was deleted by the refused requests.
+    assert (await client.get_endpoint("web-1")).metadata.resource_version == stored.metadata.resource_version
