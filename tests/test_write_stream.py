@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import random
@@ -545,3 +546,22 @@ async def test_a_cancelled_stream_leaves_no_task_behind(
     assert not pending
     assert (await client.create_endpoint(endpoint("after"))).metadata.name == "after"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_failure_inside_validation_fails_those_writes_and_the_next_batch_goes_on(
+    server: EpsyncServer, client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = server.endpoint_registry
+    working = registry.rtype
+
+    def broken(items: object) -> list[bytes | list[tuple[str, str]]]:
+        raise RuntimeError("the validator broke")
+
+    monkeypatch.setattr(registry, "rtype", dataclasses.replace(working, normalize_batch=broken))
+    with pytest.raises(EpsyncError) as raised:
+        await client.create_endpoint(endpoint("first"))
+    assert raised.value.code is grpc.StatusCode.INTERNAL
+    assert "validator" not in raised.value.message  # internals stay in the log
+    monkeypatch.setattr(registry, "rtype", working)
+    assert (await client.create_endpoint(endpoint("second"))).metadata.name == "second"
+    assert any("the validator broke" in str(r.exc_info) for r in caplog.records if r.exc_info)

@@ -237,9 +237,13 @@ class Registry(Generic[R]):
                 puts.append((pending, current))
             except Exception as error:  # a bad request, or a bug: either way this write's answer
                 pending.future.set_exception(error)
-        for (pending, current), normalized in zip(
-            puts, self.rtype.normalize_batch(items) if items else [], strict=True
-        ):
+        try:
+            results = self.rtype.normalize_batch(items) if items else []
+        except Exception as error:  # a bug in the core: these writes fail, the batcher goes on
+            for pending, _ in puts:
+                pending.future.set_exception(error)
+            return [p for p in candidates if p.write is not None and not p.future.done()]
+        for (pending, current), normalized in zip(puts, results, strict=True):
             try:
                 if isinstance(normalized, list):
                     raise InvalidArgument([FieldViolation(path, description) for path, description in normalized])
