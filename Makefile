@@ -116,10 +116,11 @@ proto-breaking: $(TOOLS)/buf ## buf breaking (WIRE_JSON): the API against the pr
 	$(TOOLS)/buf breaking --against .tools/proto-baseline
 
 .PHONY: test
-test: build tools etcd ## all set-up, then every test (cargo test, pytest, and the load test at tiny sizes)
+# The Go tests run with -count=1: they drive the Python server, whose changes Go's test cache cannot see.
+test: build tools etcd ## all set-up, then every test (cargo test, pytest, Go, and the load test at tiny sizes)
 	cargo test --manifest-path rust/Cargo.toml --quiet
 	$(BIN)/pytest --deselect tests/loadtest/test_smoke.py
-	cd clients/go && EPSYNC_PYTHON=$(CURDIR)/$(BIN)/python go test ./...
+	cd clients/go && EPSYNC_PYTHON=$(CURDIR)/$(BIN)/python go test -count=1 ./...
 	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: bench
