@@ -25,7 +25,7 @@ from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
-from epsync.store.base import Change, Datastore
+from epsync.store.base import Change, Datastore, DatastoreError
 from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.sqlite import SqliteDatastore
 from epsync.sync.cache import ResourceCache
@@ -116,9 +116,15 @@ class EpsyncServer:
         add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
-        self.port = server.add_insecure_port(self.config.listen)
+        try:
+            self.port = server.add_insecure_port(self.config.listen)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+            raise StartupError(
+                f"cannot listen on {self.config.listen}: the address is in use or not this machine's; "
+                "choose another with --listen"
+            )
         await server.start()
         self._server = server
         self.endpoint_hub.start_ticker()
@@ -177,11 +183,19 @@ class EpsyncServer:
             await self._server.wait_for_termination()
 
 
+class StartupError(Exception):
+    """The server cannot start; the message says why and what to do, in one line."""
+
+
 async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Raises StartupError if it cannot start."""
     gcpolicy.apply()
     server = EpsyncServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except (StartupError, DatastoreError) as error:
+        await server.stop(grace=0)  # whatever did open (the datastore, its lock) is released
+        raise StartupError(str(error)) from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

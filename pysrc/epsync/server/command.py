@@ -40,7 +40,7 @@ _FLAG_OF_FIELD = {"grace_seconds": "--grace", "bookmark_interval_seconds": "--bo
 
 def run_serve(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the client commands share this parser and need none of the server.
-    from epsync.server.app import serve
+    from epsync.server.app import StartupError, serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -66,5 +66,8 @@ def run_serve(args: argparse.Namespace) -> int:
         field = str(first["loc"][0])
         flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{flag}: {first['msg']}") from None
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StartupError as error:
+        raise UsageError(str(error)) from None
     return 0
