@@ -22,7 +22,7 @@ ETCD_DEB_VERSION := 3.4.23-4+b4
 ETCD_API_VERSION := v3.5.35
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
-PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto)
+PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto) $(wildcard proto/epsync/internal/v1/*.proto)
 PROTO_OUT ?= pysrc
 # Where buf generate writes the Go code: clients/go/epsyncv1 under it.
 GO_PROTO_OUT ?= .

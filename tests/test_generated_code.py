@@ -6,8 +6,9 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Every package `make proto` generates into, relative to pysrc/: our API and the vendored etcd v3 API.
-GENERATED = ["epsync/v1", "epsync/etcd/v3"]
+# Every package `make proto` generates into, relative to pysrc/: our API, the vendored etcd v3 API and
+# the internal protocol between the processes of one server.
+GENERATED = ["epsync/v1", "epsync/etcd/v3", "epsync/internal/v1"]
 # The Go package `make proto` generates (buf generate, buf.gen.yaml), relative to the repository.
 GO_GENERATED = "clients/go/epsyncv1"
 

@@ -23,6 +23,7 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "epsync._core": "api",
     "epsync.v1": "api",
     "epsync.etcd": "api",  # etcd's generated API, for the etcd datastore
+    "epsync.internal": "api",  # the generated protocol between one server's processes
     "epsync.errors": "api",
     "epsync.model": "model",
     "epsync.store": "store",

@@ -6,6 +6,10 @@ more stores at the same or new locations (restarts, a second replica). Tests abo
 store's own nature (files, locks, schema, group-commit internals) use `sqlite_store` or `db_path`;
 `faulty_store` is one whose writer connection lets a test stand in for SQLite (`WriterFaults`).
 
+The third backend, `[worker]`, is what a worker process of `epsync serve --workers N` opens: a
+RemoteDatastore on the Unix socket of an owner that serves a real SQLite store (here in the same
+process and event loop, over a real socket). It holds the SQLite store's revisions and history.
+
 Revisions differ between backends (etcd counts every key and gives one transaction's writes one
 revision), so the shared tests take revisions from results, never literals.
 """
@@ -14,21 +18,45 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from epsync.store.base import Change, Committed, Datastore, Kind, Put, WriteResult
 from epsync.store.etcd import EtcdDatastore
+from epsync.store.remote import RemoteDatastore, serve_store
 from epsync.store.sqlite import SqliteDatastore
 from tests.etcd_fixture import EtcdServer, unique_prefix
 
 EP = Kind.WORKLOAD_ENDPOINT
 PR = Kind.PROFILE
-BACKENDS = ("sqlite", "etcd")
+BACKENDS = ("sqlite", "etcd", "worker")
+
+
+class WorkerStore(RemoteDatastore):
+    """A worker's datastore with its owner beside it: SQLite at `path`, served on a socket in `socket_dir`."""
+
+    def __init__(self, path: Path, socket_dir: Path, **options: Any) -> None:
+        super().__init__(socket_dir / "owner.sock", request_timeout=5.0, open_seconds=10.0)
+        self.owner = SqliteDatastore(path, **options)
+        self._service: grpc.aio.Server | None = None
+
+    async def open(self) -> None:
+        await self.owner.open()
+        self._service, _ = await serve_store(self.owner, self.socket_path)
+        await super().open()
+
+    async def close(self) -> None:
+        await super().close()
+        if self._service is not None:
+            await self._service.stop(0)
+            self._service = None
+        await self.owner.close()
 
 
 @dataclass
@@ -42,14 +70,22 @@ class Backend:
     def __post_init__(self) -> None:
         self._counter = itertools.count()
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the stores are SQLite's, directly or through an owner (revisions 1, 2, 3, ...)."""
+        return self.name != "etcd"
+
     def location(self) -> str:
-        if self.name == "sqlite":
+        if self.embedded:
             return str(self.directory / f"store-{next(self._counter)}" / "epsync.db")
         return unique_prefix()
 
     def make(self, location: str, **options: Any) -> Datastore:
         if self.name == "sqlite":
             return SqliteDatastore(Path(location), **options)
+        if self.name == "worker":
+            # Unix socket paths are short (108 bytes): not under pytest's long temporary paths.
+            return WorkerStore(Path(location), Path(tempfile.mkdtemp(prefix="epsync-owner-")), **options)
         assert self.etcd is not None
         settings: dict[str, Any] = {"catch_up_seconds": 5.0, "reconnect_max_seconds": 0.5} | options
         return EtcdDatastore([self.etcd.endpoint], prefix=location, **settings)

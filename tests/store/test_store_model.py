@@ -61,7 +61,7 @@ class StoreModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sqlite = self.backend.name == "sqlite"
+        self.sqlite = self.backend.embedded
         self.location = self.backend.location()
         self.loop = asyncio.new_event_loop()
         self.objects: dict[Key, Record] = {}
@@ -253,5 +253,5 @@ class StoreModel(RuleBasedStateMachine):
 
 def test_store_matches_the_model(backend: Backend) -> None:
     machine = type("StoreModelOn" + backend.name.title(), (StoreModel,), {"backend": backend})
-    examples = 60 if backend.name == "sqlite" else 20  # an etcd history read waits for etcd's 100 ms sync
+    examples = 60 if backend.embedded else 20  # an etcd history read waits for etcd's 100 ms sync
     run_state_machine_as_test(machine, settings=settings(max_examples=examples, stateful_step_count=25, deadline=None))

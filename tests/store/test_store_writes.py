@@ -20,7 +20,7 @@ from tests.store.conftest import EP, PR, Backend, committed, put
 async def test_new_store_is_empty_at_its_open_revision(store: Datastore, backend: Backend) -> None:
     start = store.current_revision
     assert store.oldest_revision == start
-    if backend.name == "sqlite":
+    if backend.embedded:
         assert start == 0
     snapshot = await store.snapshot()
     assert (snapshot.revision, snapshot.records) == (start, [])
