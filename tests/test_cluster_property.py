@@ -1,5 +1,8 @@
 """SPEC §6.1 across replicas: watchers that hop between two epsync replicas on one etcd, while
-writes go through both, each end up with exactly the endpoints that match them.
+writes go through both, each end up with exactly the endpoints that match them. The same holds
+between the owner and a worker of `epsync serve --workers 2` (the worker's store is the owner's,
+over a real Unix socket; both run in this process here, tests/test_workers.py runs them as the
+command does).
 
 The histories and the reference model are those of tests/test_watch_property.py. Here every write
 is sent to one replica or the other, and a Hop cuts a watcher off on the replica it is on (as a
@@ -12,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from hypothesis import HealthCheck, given, settings
@@ -24,8 +28,11 @@ from hypothesis import strategies as st
 from epsync.client import Client
 from epsync.client.view import Backoff, MaterializedView, WatchEvent, grpc_stream
 from epsync.errors import Unavailable
+from epsync.internal.v1.store_pb2_grpc import add_StoreServiceServicer_to_server
 from epsync.server.app import EpsyncServer
+from epsync.store.base import Change, Datastore
 from epsync.store.etcd import EtcdDatastore
+from epsync.store.remote import RemoteDatastore, StoreService
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.profile_pb2 import Profile
@@ -46,6 +53,14 @@ from tests.test_watch_property import (
     check_order,
     expected_view,
 )
+
+
+class Partition(Protocol):
+    """Holds a replica's feed back (cut) and lets it catch up (heal)."""
+
+    def cut(self) -> None: ...
+    def heal(self) -> None: ...
+
 
 Edit = UpsertEndpoint | DeleteEndpoint | UpsertProfile | DeleteProfile
 EDITS: st.SearchStrategy[Edit] = st.one_of(
@@ -188,11 +203,72 @@ async def run_history(ops: list[Op], specs: list[WatcherSpec], etcd: EtcdServer,
         await watch_history(ops, specs, replicas, partitions, clients, channels)
 
 
+class FeedPause(StoreService):
+    """The owner's store service, whose feed to the worker can be held back (a Lag of the worker)."""
+
+    def __init__(self, store: Datastore) -> None:
+        super().__init__(store)
+        self._held: list[list[Change]] | None = None
+
+    def publish_changes(self, changes: Sequence[Change]) -> None:
+        if self._held is not None:
+            self._held.append(list(changes))
+        else:
+            super().publish_changes(changes)
+
+    def cut(self) -> None:
+        self._held = []
+
+    def heal(self) -> None:
+        held, self._held = self._held or [], None
+        for changes in held:
+            super().publish_changes(changes)
+
+
+class OwnerCannotLag:
+    """The owner is where the changes come from: it never lags (a Lag of it is a no-op)."""
+
+    def cut(self) -> None:
+        pass
+
+    def heal(self) -> None:
+        pass
+
+
+async def run_worker_history(ops: list[Op], specs: list[WatcherSpec], data_dir: Path) -> None:
+    settings = {"watcher_max_events": 8, "bookmark_interval_seconds": 0.05, "bookmark_tick_seconds": 0.02}
+    owner = EpsyncServer(server_config(data_dir / "owner", **settings))
+    socket_dir = Path(tempfile.mkdtemp(prefix="epsync-owner-"))  # Unix socket paths are short
+    async with AsyncExitStack() as stack:
+        await owner.start()
+        stack.push_async_callback(owner.stop, 0)
+        feed = FeedPause(owner.store)
+        service = grpc.aio.server()
+        add_StoreServiceServicer_to_server(feed, service)
+        service.add_insecure_port(f"unix:{socket_dir / 'store.sock'}")
+        await service.start()
+        stack.push_async_callback(service.stop, 0)
+        worker = EpsyncServer(
+            server_config(data_dir / "worker", **settings), store=RemoteDatastore(socket_dir / "store.sock")
+        )
+        await worker.start()
+        stack.push_async_callback(worker.stop, 0)
+        replicas = [owner, worker]
+        clients = [
+            await stack.enter_async_context(Client(f"127.0.0.1:{replica.port}", timeout=10)) for replica in replicas
+        ]
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}"))
+            for replica in replicas
+        ]
+        await watch_history(ops, specs, replicas, [OwnerCannotLag(), feed], clients, channels)
+
+
 async def watch_history(
     ops: list[Op],
     specs: list[WatcherSpec],
     replicas: list[EpsyncServer],
-    partitions: list[WatchPartition],
+    partitions: Sequence[Partition],
     clients: list[Client],
     channels: list[grpc.aio.Channel],
 ) -> None:
@@ -238,3 +314,12 @@ def test_watchers_hopping_between_replicas_hold_exactly_their_matching_endpoints
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="epsync-cluster-property-") as tmp:
         asyncio.run(run_history(ops, specs, session_etcd, Path(tmp)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(OPS, min_size=10, max_size=40), specs=st.lists(WATCHERS, min_size=1, max_size=4))
+def test_watchers_hopping_between_owner_and_worker_hold_exactly_their_matching_endpoints(
+    ops: list[Op], specs: list[WatcherSpec]
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="epsync-workers-property-") as tmp:
+        asyncio.run(run_worker_history(ops, specs, Path(tmp)))

@@ -26,6 +26,7 @@ class Settings:
     selectors: int = 200
     namespaces: int = 100
     workers: int = 4
+    server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default (one per core)
     replicas: int = 2
     writer_streams: int = 4
     writer_window: int = 1000
@@ -106,6 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--namespaces", type=int, default=d.namespaces, help="namespaces the endpoints spread over (%(default)s)")
     add("--workers", type=int, default=d.workers, help="watcher agent processes (%(default)s)")
+    add(
+        "--server-workers",
+        dest="server_workers",
+        type=int,
+        default=d.server_workers,
+        help="epsync serve --workers of every epsync server (0, the default: the server's own, one per core)",
+    )
     add("--replicas", type=int, default=d.replicas, help="scenario 7: epsync replicas on one etcd (%(default)s)")
     add("--writer-streams", type=int, default=d.writer_streams, help="write streams of the epsync writer (%(default)s)")
     add("--writer-window", type=int, default=d.writer_window, help="writes in flight at most (%(default)s)")

@@ -32,8 +32,25 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
     return _status_kib(pid, b"VmHWM:") * 1024
 
 
+def children(pid: int) -> list[int]:
+    """The process's child processes now (empty if it has ended)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as listed:
+            return [int(child) for child in listed.read().split()]
+    except OSError:
+        return []
+
+
 def sample(pid: int | str = "self") -> Sample:
     return Sample(cpu_seconds(pid), rss_bytes(pid))
+
+
+def sample_if_running(pid: int) -> Sample | None:
+    """The process's sample, or None if it has ended meanwhile."""
+    try:
+        return sample(pid)
+    except OSError:
+        return None
 
 
 def _status_kib(pid: int | str, field: bytes) -> int:

@@ -121,18 +121,22 @@ class Bench:
         finally:
             await self.ctx.stop_all()
 
+    def _server_workers(self) -> tuple[str, ...]:
+        return ("--workers", str(self.s.server_workers)) if self.s.server_workers else ()
+
     def _header(self) -> str:
         s = self.s
         return (
             f"epsync bench: {s.nodes:,} node watchers x {s.per_node} endpoints = {s.shape.endpoints:,} endpoints, "
-            f"{s.selectors} selector watchers, {s.workers} agent processes; scenarios "
+            f"{s.selectors} selector watchers, {s.workers} agent processes, epsync serve --workers "
+            f"{s.server_workers or 'default'}; scenarios "
             f"{','.join(map(str, s.scenarios))}; results in {s.out}"
         )
 
     # --- the phases: one system each ------------------------------------------------------------
 
     async def epsync_phase(self) -> None:
-        server = EpsyncProcess(self.tmp / "epsync-data", self.tmp / "epsync-server.log")
+        server = EpsyncProcess(self.tmp / "epsync-data", self.tmp / "epsync-server.log", self._server_workers())
         self.ctx.later(server.stop)
         await server.start()
         sampler = self.ctx.sample(server.pid, rss_series="epsync")
@@ -215,7 +219,9 @@ class Bench:
         datastore = ("--datastore", "etcd", "--etcd-endpoints", etcd.target, "--etcd-prefix", "/epsync/v1/")
         replicas: list[EpsyncProcess] = []
         for i in range(s.replicas):
-            replica = EpsyncProcess(self.tmp / f"replica-{i}", self.tmp / f"replica-{i}.log", datastore)
+            replica = EpsyncProcess(
+                self.tmp / f"replica-{i}", self.tmp / f"replica-{i}.log", (*datastore, *self._server_workers())
+            )
             self.ctx.later(replica.stop)
             await replica.start()
             replicas.append(replica)

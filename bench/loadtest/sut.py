@@ -225,6 +225,7 @@ class Sampler:
     interval: float = 0.25
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (unix time, cpu s, rss bytes)
     others: tuple[int, ...] = ()  # more processes of one system (replicas and their etcd): summed with `pid`
+    # Each process's children are summed too: the workers of `epsync serve --workers N`.
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -233,9 +234,13 @@ class Sampler:
     async def _loop(self) -> None:
         with contextlib.suppress(OSError):
             while True:
-                pids = (self.pid, *self.others)
-                cpu = sum(procstat.cpu_seconds(pid) for pid in pids)
-                self.samples.append((time.time(), cpu, sum(procstat.rss_bytes(pid) for pid in pids)))
+                tops = [procstat.sample(pid) for pid in (self.pid, *self.others)]  # OSError: the system ended
+                workers = [
+                    procstat.sample_if_running(c) for top in (self.pid, *self.others) for c in procstat.children(top)
+                ]
+                samples = [*tops, *(w for w in workers if w is not None)]
+                cpu, rss = sum(s.cpu_seconds for s in samples), sum(s.rss_bytes for s in samples)
+                self.samples.append((time.time(), cpu, rss))
                 await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:

@@ -44,7 +44,9 @@ class Client:
     def __init__(self, target: str | Sequence[str] = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
         self.target = channel_target(target)
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.target)
+        # Its own connection, as a Go ClientConn is: by default grpc shares one between every channel
+        # of the process to the same target, so that two clients would fail and reconnect together.
+        self._channel = grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
         self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
         self._profiles = profile_grpc.ProfileServiceStub(self._channel)
 

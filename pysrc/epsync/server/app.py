@@ -25,6 +25,7 @@ from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
+from epsync.server.workers import AddressInUse, WorkerPool, claim_address
 from epsync.store.base import Change, Datastore, DatastoreError
 from epsync.store.etcd import EtcdDatastore, EtcdTls
 from epsync.store.sqlite import SqliteDatastore
@@ -51,7 +52,9 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.so_reuseport", 0),
+        # Several processes share the port only when they are one server's workers (server/workers.py,
+        # which first makes sure no other server holds the port); otherwise binding a port in use fails.
+        ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
     ]
 
 
@@ -187,20 +190,42 @@ class StartupError(Exception):
     """The server cannot start; the message says why and what to do, in one line."""
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. Raises StartupError if it cannot start."""
+async def serve(config: ServerConfig, log_level: str = "INFO") -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Raises StartupError if it cannot start.
+
+    With `config.workers` > 1 this process is the owner of N - 1 workers on the same address
+    (server/workers.py); they are stopped first on shutdown, while the owner's store still takes
+    the writes they finish.
+    """
     gcpolicy.apply()
+    if config.workers > 1:
+        try:
+            config = config.model_copy(update={"listen": claim_address(config.listen)})
+        except AddressInUse as error:
+            raise StartupError(str(error)) from None
     server = EpsyncServer(config)
     try:
         await server.start()
     except (StartupError, DatastoreError) as error:
         await server.stop(grace=0)  # whatever did open (the datastore, its lock) is released
         raise StartupError(str(error)) from None
+    pool: WorkerPool | None = None
+    if config.workers > 1:
+        pool = WorkerPool(config, server.store, log_level)
+        await pool.start()
+        log.info(
+            "serving with %d processes on %s: this owner and %d workers",
+            config.workers,
+            server.address,
+            config.workers - 1,
+        )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("shutting down (grace %.1fs)", config.grace_seconds)
+    if pool is not None:
+        await pool.stop(config.grace_seconds)
     await server.stop()
     log.info("stopped")

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from epsync.errors import UsageError
 from epsync.server.config import ServerConfig
+from epsync.server.workers import default_workers
 
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +30,12 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--watcher-max-bytes", type=int, default=64 << 20, help="bytes a watcher may fall behind")
     serve.add_argument(
         "--bookmark-interval", type=float, default=60.0, help="seconds before an idle watch is bookmarked"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"processes serving the listen address, fed from one store (default: one per core: {default_workers()})",
     )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=run_serve)
@@ -58,6 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
             watcher_max_events=args.watcher_max_events,
             watcher_max_bytes=args.watcher_max_bytes,
             bookmark_interval_seconds=args.bookmark_interval,
+            workers=default_workers() if args.workers is None else args.workers,
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -67,7 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{flag}: {first['msg']}") from None
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, args.log_level))
     except StartupError as error:
         raise UsageError(str(error)) from None
     return 0

@@ -36,6 +36,7 @@ class ServerConfig(BaseModel):
     watcher_max_bytes: int = Field(64 * MiB, ge=1, description="bytes a watcher may have queued before it is cut off")
     bookmark_interval_seconds: float = Field(60.0, gt=0, description="bookmark a watcher idle this long")
     bookmark_tick_seconds: float = Field(1.0, gt=0, description="how often bookmarks are considered")
+    workers: int = Field(1, ge=1, le=64, description="serving processes on the listen address (--workers)")
 
     @model_validator(mode="after")
     def _datastore_settings_fit(self) -> ServerConfig:

@@ -115,6 +115,8 @@ class RemoteDatastore(Datastore):
                         records.extend(codec.record_from_pb(r) for r in step.snapshot_part.records)
                     elif which == "snapshot_revision":
                         self._snapshot = Snapshot(step.snapshot_revision, records)
+                    elif which == "healthy":  # the owner's health, sent right after the snapshot
+                        self._healthy = step.healthy
                         break
                 else:
                     raise DatastoreUnavailable(f"{self._where} ended the feed before its snapshot")
