@@ -9,6 +9,13 @@ shared 2-core machine it depends on the client as much as on the server.
 
     .venv/bin/python -m bench.bench_writes                 # 5,000 writes per point
     .venv/bin/python -m bench.bench_writes --writes 20000 --watchers 0 10
+    .venv/bin/python -m bench.bench_writes --server-workers 1 2   # one process against an owner and a worker
+
+With `--server-workers`, this checkout's server runs once per count given (`epsync serve --workers N`),
+side by side; its CPU is the owner's plus its workers', and each row also gives the owner's share.
+With more than one process, every point is measured twice: with the client connected to the owner
+and to a worker (whose writes the owner commits), found by opening connections until one lands on
+each (the kernel chooses; /proc says where).
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import socket
 import sys
@@ -28,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from bench import report
+from bench.loadtest import procstat
 from bench.population import Shape, endpoint
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
@@ -41,15 +48,16 @@ class Server:
     """`python -m epsync serve` of this checkout or of another (`checkout`, with its own .venv): its address
     read back from its log."""
 
-    def __init__(self, data_dir: Path, checkout: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, checkout: Path | None = None, workers: int = 1) -> None:
         self.data_dir = data_dir
         self.checkout = checkout
+        self.workers = workers
         self.process: asyncio.subprocess.Process | None = None
         self.address = ""
 
     def _command(self) -> list[str]:
         if self.checkout is None:
-            return [sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0"]
+            return [sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0", "--workers", str(self.workers)]
         # An older checkout may have only `python -m epsync.cli` and may log the port it was given rather than
         # the one it bound, so it gets a port chosen here (a benchmark can live with the small race).
         module = "epsync.cli" if (self.checkout / "pysrc/epsync/cli.py").exists() else "epsync"
@@ -64,12 +72,13 @@ class Server:
             cwd=self.checkout,
         )  # fmt: skip
         assert self.process.stderr is not None
+        serving = 0  # the owner and each worker log that they serve
         async with asyncio.timeout(60):
-            while line := await self.process.stderr.readline():
+            while serving < self.workers and (line := await self.process.stderr.readline()):
                 found = SERVING.search(line)
                 if found:
                     self.address = found.group(1).decode()
-                    break
+                    serving += 1
         if not self.address:
             raise RuntimeError(f"the server exited with status {await self.process.wait()}")
         # Keep reading its log so the pipe never fills and stalls the server.
@@ -87,10 +96,13 @@ class Server:
         await self.process.wait()
         self._drain.cancel()
 
-    def cpu_seconds(self) -> float:
+    def usage(self) -> tuple[float, float, int]:
+        """CPU seconds of the owner, CPU seconds of the owner and its workers, and their RSS in bytes now."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        owner = procstat.sample(self.process.pid)
+        workers = [w for w in map(procstat.sample_if_running, procstat.children(self.process.pid)) if w]
+        everyone = [owner, *workers]
+        return owner.cpu_seconds, sum(p.cpu_seconds for p in everyone), sum(p.rss_bytes for p in everyone)
 
 
 def update(obj: WorkloadEndpoint, generation: int) -> pb.UpdateWorkloadEndpointRequest:
@@ -178,17 +190,21 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
     population = [endpoint(j, shape) for j in range(shape.endpoints)]
     on_node0 = population[: shape.per_node]
     rows: list[report.Row] = []
-    servers = {"this": None} if args.baseline is None else {"this": None, "baseline": args.baseline}
+    servers: dict[str, tuple[Path | None, int]] = {
+        ("this" if len(args.server_workers) == 1 else f"this w{n}"): (None, n) for n in args.server_workers
+    }
+    if args.baseline is not None:
+        servers["baseline"] = (args.baseline, 1)
     with tempfile.TemporaryDirectory(prefix="epsync-bench-writes-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             stubs: dict[str, tuple[Server, pb_grpc.WorkloadEndpointServiceAsyncStub]] = {}
-            for name, checkout in servers.items():
-                server = await stack.enter_async_context(Server(Path(tmp) / name, checkout))
-                channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
-                stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+            for name, (checkout, workers) in servers.items():
+                server = await stack.enter_async_context(Server(Path(tmp) / name.replace(" ", "-"), checkout, workers))
+                connected = await connect_to_each_process(server, stack)
                 stored = [pb.UpdateWorkloadEndpointRequest(workload_endpoint=e, allow_missing=True) for e in population]
-                await write_stream(stub, stored)
-                stubs[name] = (server, stub)
+                await write_stream(next(iter(connected.values())), stored)
+                for where, stub in connected.items():
+                    stubs[f"{name} via {where}" if workers > 1 else name] = (server, stub)
             generation = 0
             for watcher_count in args.watchers:
                 for mode in args.modes:
@@ -210,6 +226,29 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
     return rows
 
 
+async def connect_to_each_process(
+    server: Server, stack: contextlib.AsyncExitStack
+) -> dict[str, pb_grpc.WorkloadEndpointServiceAsyncStub]:
+    """A connection to the owner and, with workers, one to a worker: {"owner": stub, "worker": stub}."""
+    assert server.process is not None
+    owner = server.process.pid
+    port = int(server.address.rpartition(":")[2])
+    found: dict[str, pb_grpc.WorkloadEndpointServiceAsyncStub] = {}
+    for _ in range(64):
+        pids = [owner, *procstat.children(owner)]
+        before = procstat.connections_by_process(pids, port)
+        options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address, options=options))
+        await channel.channel_ready()
+        after = procstat.connections_by_process(pids, port)
+        (landed,) = [pid for pid in pids if after[pid] - before[pid]]
+        where = "owner" if landed == owner else "worker"
+        found.setdefault(where, pb_grpc.WorkloadEndpointServiceStub(channel))
+        if len(found) == min(2, server.workers):
+            return found
+    raise RuntimeError(f"64 connections did not reach every kind of process: {sorted(found)}")
+
+
 async def measure_point(
     args: argparse.Namespace,
     server: Server,
@@ -221,7 +260,7 @@ async def measure_point(
     watchers = Watchers(stub, updates[0].workload_endpoint.spec.node, watcher_count)
     try:
         await watchers.wait_synced()
-        cpu_before, started = server.cpu_seconds(), time.perf_counter()
+        (owner_before, cpu_before, _), started = server.usage(), time.perf_counter()
         if mode == "stream":
             await write_stream(stub, updates)
         elif mode == "batched":
@@ -229,7 +268,9 @@ async def measure_point(
         else:
             await unary(stub, updates)
         await watchers.wait_received(len(updates))
-        seconds, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
+        seconds = time.perf_counter() - started
+        owner_after, cpu_after, rss = server.usage()
+        cpu, owner_cpu = cpu_after - cpu_before, owner_after - owner_before
     except Unsupported:
         return None
     finally:
@@ -241,6 +282,8 @@ async def measure_point(
         "writes_per_second": len(updates) / seconds,
         "server_cpu_us_per_write": cpu / len(updates) * 1e6,
         "server_cores": cpu / seconds,
+        "owner_share": owner_cpu / cpu if cpu else 1.0,
+        "server_rss_mb": rss / 2**20,
     }
 
 
@@ -258,6 +301,13 @@ def main() -> None:
         help="unary calls (64 at a time), the write stream one write per request, or --batch writes per request",
     )
     parser.add_argument("--batch", type=int, default=100, help="writes per request in the batched mode")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="epsync serve --workers of this checkout's server; several counts are measured side by side",
+    )
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument(
         "--baseline",
@@ -269,7 +319,17 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(measure(args))
     print(f"server CPU per write, {args.writes:,} writes per point, {args.nodes * args.per_node:,} endpoints stored")
-    columns = ["server", "mode", "watchers", "writes", "writes_per_second", "server_cpu_us_per_write", "server_cores"]
+    columns = [
+        "server",
+        "mode",
+        "watchers",
+        "writes",
+        "writes_per_second",
+        "server_cpu_us_per_write",
+        "server_cores",
+        "owner_share",
+        "server_rss_mb",
+    ]
     report.print_table(rows, columns)
     parameters = {
         "nodes": args.nodes,
@@ -278,6 +338,7 @@ def main() -> None:
         "writes": args.writes,
         "label": args.label,
         "baseline": str(args.baseline) if args.baseline else None,
+        "server_workers": args.server_workers,
     }
     rows = [{**row, "series": f"{row['server']} {row['mode']}"} for row in rows]
     plot = report.Plot(x="watchers", y="server_cpu_us_per_write", series="series", title="Server CPU per write (µs)")

@@ -14,6 +14,8 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bench.loadtest import procstat
+
 from epsync.client import Client
 from epsync.client.view import Backoff
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
@@ -21,12 +23,6 @@ from tests.conftest import ServerProcess, serve_process
 from tests.factories import endpoint
 
 FAST = Backoff(initial=0.02, maximum=0.2)
-
-
-def children(pid: int) -> set[int]:
-    """The process's child processes now (its workers)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
 def running(pid: int) -> bool:
@@ -38,35 +34,10 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    with contextlib.suppress(FileNotFoundError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def accepted_connections(port: int) -> set[int]:
-    """Inodes of the established TCP sockets whose local port is `port` (the server's side)."""
-    inodes = set()
-    # gRPC listens on dual-stack IPv6 sockets, even for 127.0.0.1 (an IPv4-mapped address).
-    lines = [line for table in ("tcp", "tcp6") for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
-    for line in lines:
-        fields = line.split()
-        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        if local_port == port and fields[3] == "01":  # ESTABLISHED
-            inodes.add(int(fields[9]))
-    return inodes
-
-
 def serving_pids(server: ServerProcess) -> dict[int, int]:
     """Per process of the server (owner and workers), how many client connections it holds."""
-    accepted = accepted_connections(server.port)
-    pids = [server.process.pid, *children(server.process.pid)]
-    return {pid: len(socket_inodes(pid) & accepted) for pid in pids}
+    pids = [server.process.pid, *procstat.children(server.process.pid)]
+    return {pid: len(held) for pid, held in procstat.connections_by_process(pids, server.port).items()}
 
 
 async def workers_serving(server: ServerProcess, count: int) -> set[int]:
@@ -74,7 +45,7 @@ async def workers_serving(server: ServerProcess, count: int) -> set[int]:
     async with asyncio.timeout(30):
         while sum("worker-" in line and "epsync serving on" in line for line in server.log) < count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # the log is read by another task; polled
-    return children(server.process.pid)
+    return set(procstat.children(server.process.pid))
 
 
 @contextlib.asynccontextmanager

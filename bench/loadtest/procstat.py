@@ -41,6 +41,42 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets the process has open (empty if it has ended)."""
+    inodes: set[int] = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def accepted_connections(port: int) -> set[int]:
+    """The inodes of the established TCP sockets whose local port is `port` (a server's side of its connections)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):  # gRPC listens on dual-stack IPv6 sockets, even for 127.0.0.1
+        with open(f"/proc/net/{table}") as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
+def connections_by_process(pids: list[int], port: int) -> dict[int, set[int]]:
+    """For each of a server's processes, the client connections on `port` it holds."""
+    accepted = accepted_connections(port)
+    return {pid: socket_inodes(pid) & accepted for pid in pids}
+
+
 def sample(pid: int | str = "self") -> Sample:
     return Sample(cpu_seconds(pid), rss_bytes(pid))
 

@@ -5,6 +5,10 @@ The snapshot and the change feed come down one `Follow` stream; `open()` reads t
 so a consumer that loads the snapshot and then applies the batches holds the owner's state.
 Writes go to the owner, which commits them; `write()` returns once this process's listeners have
 had the writes' revision (read-your-writes through the worker's cache), as the etcd store does.
+The calls are grouped as the embedded store groups its commits (CommitQueue): one task sends
+every call queued so far in one request, and gathers the next group while that one is answered,
+so a worker makes one call to the owner per group, not per write (a call costs the owner about
+as much as committing a few dozen writes).
 
 The feed cannot be resumed: if the stream ends (the owner is gone, or cut this follower off for
 falling behind), the store turns unhealthy for good and `lost` is set; the worker process then
@@ -39,7 +43,7 @@ from epsync.store.base import (
     WriteResult,
     check_write,
 )
-from epsync.store.feed import ChangeFeed, RevisionNotReached, results_of
+from epsync.store.feed import ChangeFeed, CommitQueue, Outcomes, RevisionNotReached, results_of
 from epsync.store.remote import codec
 from epsync.store.remote.service import MAX_MESSAGE_BYTES, OLDEST_REVISION_KEY, STORE_ERROR_KEY
 
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 class RemoteDatastore(Datastore):
     """The owner's datastore at `socket_path`. `request_timeout`: each call; `catch_up_seconds`:
     how long a committed write waits for the feed to bring it; `open_seconds`: how long `open`
-    waits for the owner to answer and send its snapshot."""
+    waits for the owner to answer and send its snapshot; `max_group`: the most writes sent in one call."""
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class RemoteDatastore(Datastore):
         request_timeout: float = 10.0,
         catch_up_seconds: float = 5.0,
         open_seconds: float = 60.0,
+        max_group: int = 5000,
     ) -> None:
         self.socket_path = socket_path
         self.request_timeout = request_timeout
@@ -75,6 +80,8 @@ class RemoteDatastore(Datastore):
         self._healthy = False
         self._health_listeners: list[HealthListener] = []
         self._closing = False
+        self._queue = CommitQueue(max_group)
+        self._sender: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()
 
     # ----------------------------------------------------------------- lifecycle
@@ -97,6 +104,8 @@ class RemoteDatastore(Datastore):
             await self._channel.close(grace=None)
             self._channel = None
             raise
+        self._queue = CommitQueue(self._queue.max_group)
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="epsync-store-writes")
 
     async def _start_following(self) -> None:
         """A new Follow stream, read up to the end of its snapshot (kept for `snapshot()`)."""
@@ -106,6 +115,7 @@ class RemoteDatastore(Datastore):
         )
         steps = aiter(follow)
         records: list[Record] = []
+        snapshot: Snapshot | None = None
         try:
             async with asyncio.timeout(self.open_seconds):
                 async for step in steps:
@@ -114,8 +124,8 @@ class RemoteDatastore(Datastore):
                     if which == "snapshot_part":
                         records.extend(codec.record_from_pb(r) for r in step.snapshot_part.records)
                     elif which == "snapshot_revision":
-                        self._snapshot = Snapshot(step.snapshot_revision, records)
-                    elif which == "healthy":  # the owner's health, sent right after the snapshot
+                        snapshot = Snapshot(step.snapshot_revision, records)
+                    elif which == "healthy" and snapshot is not None:  # the owner's health, right after it
                         self._healthy = step.healthy
                         break
                 else:
@@ -125,13 +135,17 @@ class RemoteDatastore(Datastore):
             raise DatastoreUnavailable(f"{self._where} sent no snapshot within {self.open_seconds:g}s") from None
         except grpc.aio.AioRpcError as error:
             raise DatastoreUnavailable(f"{self._where} is unavailable: {error.details()}") from None
-        self._follow, self._steps = follow, steps
-        self._feed.reset(self._snapshot.revision)
+        self._follow, self._steps, self._snapshot = follow, steps, snapshot
+        self._feed.reset(snapshot.revision)
 
     async def close(self) -> None:
         if self._channel is None:
             return
         self._closing = True
+        self._queue.close()
+        if self._sender is not None:
+            await self._sender  # sends every write accepted before close
+            self._sender = None
         await self._stop_reader()
         self._feed.fail_waiters(DatastoreUnavailable(f"{self._where} is closed"))
         await self._channel.close(grace=None)
@@ -225,17 +239,12 @@ class RemoteDatastore(Datastore):
         writes = list(writes)
         for one in writes:
             check_write(one)
-        stub = self._require_open()
+        self._require_open()
         if not writes:
             return []
         if self.lost.is_set():
             raise DatastoreUnavailable(f"{self._where} is unavailable: this worker lost its feed")
-        request = pb.WriteRequest(writes=[codec.write_to_pb(w) for w in writes])
-        try:
-            response = await stub.Write(request, timeout=self.request_timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._failure(error, "writing", outcome_unknown=True) from None
-        outcomes = codec.outcomes_from_pb(response.outcomes)
+        outcomes = await self._queue.submit(writes)
         committed = [o.revision for o in outcomes if isinstance(o, Committed)]
         if committed and max(committed) > self.current_revision:
             try:
@@ -246,6 +255,30 @@ class RemoteDatastore(Datastore):
                     f"revision {error.current} after {self.catch_up_seconds:g}s; the outcome is known: committed"
                 ) from None
         return results_of(outcomes)
+
+    async def _send_loop(self) -> None:
+        """Send the queued calls to the owner, a group per request, one request at a time."""
+        stub = self._stub
+        assert stub is not None
+        while (calls := await self._queue.next_group()) is not None:
+            writes = [write for call in calls for write in call.writes]
+            outcomes: Outcomes
+            try:
+                request = pb.WriteRequest(writes=[codec.write_to_pb(w) for w in writes])
+                response = await stub.Write(request, timeout=self.request_timeout)
+                outcomes = codec.outcomes_from_pb(response.outcomes)
+                if len(outcomes) != len(writes):
+                    raise DatastoreError(f"{self._where} answered {len(outcomes)} outcomes to {len(writes)} writes")
+            except grpc.aio.AioRpcError as error:
+                outcomes = [self._failure(error, "writing", outcome_unknown=True)] * len(writes)
+            except Exception as error:  # a bug: fail the group rather than strand its writers
+                log.exception("sending writes to %s failed", self._where)
+                outcomes = [DatastoreUnavailable(f"internal error sending writes: {error!r}; the outcome is unknown")]
+                outcomes *= len(writes)
+            start = 0
+            for call in calls:
+                call.settle(outcomes[start : start + len(call.writes)])
+                start += len(call.writes)
 
     async def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
         stub = self._require_open()
