@@ -6,6 +6,7 @@
 - `ChangeFeed` is a datastore's side of the listener contract in base.py: the listeners, the
   revision they have been given, and `publish`, which hands them one committed batch, logs a
   listener's exception rather than let it touch the commit, and wakes whoever waits for the batch.
+- `HealthSignal` is a store's `healthy` and the listeners told when it changes.
 - `CommitQueue` is the front half of group commit: each `write()` call joins the queue whole and
   awaits its outcomes; the backend's committer task takes the calls as groups, in the order they
   were made, and settles each call once its group is done. The backends differ only in what
@@ -21,7 +22,15 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from epsync.store.base import Change, ChangeListener, DatastoreUnavailable, Write, WriteFailed, WriteResult
+from epsync.store.base import (
+    Change,
+    ChangeListener,
+    DatastoreUnavailable,
+    HealthListener,
+    Write,
+    WriteFailed,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +142,28 @@ class ChangeFeed:
     def fail_waiters(self, error: Exception) -> None:
         """The store is closing: everyone waiting for a revision gets `error`."""
         self._delivered.fail(error)
+
+
+class HealthSignal:
+    """Whether a store can take writes now, and whoever is told each time that changes."""
+
+    def __init__(self, healthy: bool = False) -> None:
+        self.healthy = healthy
+        self._listeners: list[HealthListener] = []
+
+    def add_listener(self, listener: HealthListener) -> None:
+        self._listeners.append(listener)
+
+    def set(self, healthy: bool) -> None:
+        """Set it; tell the listeners if it changed (a listener's exception is logged, not raised)."""
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        for listener in list(self._listeners):
+            try:
+                listener(healthy)
+            except Exception:
+                log.exception("datastore health listener %r failed", listener)
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ import random
 from epsync.store.base import Change, HealthListener, Kind, Record
 from epsync.store.etcd.client import EtcdClient, EtcdCompacted, EtcdError, WatchBatch
 from epsync.store.etcd.keyspace import Keyspace
-from epsync.store.feed import ChangeFeed
+from epsync.store.feed import ChangeFeed, HealthSignal
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,16 @@ class WatchMirror:
         self.relists = 0  # re-reads after a compaction
         self._feed = feed
         self._watch_revision = 0  # last revision the watch saw (resume from the next)
-        self._healthy = False
-        self._health_listeners: list[HealthListener] = []
+        self._health = HealthSignal()
         self._task: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Future[None] | None = None
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._health.healthy
 
     def add_health_listener(self, listener: HealthListener) -> None:
-        self._health_listeners.append(listener)
+        self._health.add_listener(listener)
 
     def records(self) -> list[Record]:
         """Every record, in (kind, key) order."""
@@ -97,7 +96,7 @@ class WatchMirror:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._healthy = False
+        self._health.healthy = False
 
     # ----------------------------------------------------------------- the watch
 
@@ -110,7 +109,7 @@ class WatchMirror:
             try:
                 await watch.start()
                 failures = 0
-                self._set_healthy(True)
+                self._health.set(True)
                 self._first_attempt_done()
                 async for batch in watch:
                     self._deliver(batch)
@@ -137,24 +136,14 @@ class WatchMirror:
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
     def _watch_failed(self, error: Exception, doing: str) -> None:
-        if self._healthy:
+        if self._health.healthy:
             log.warning("etcd at %s: %s failed (%s); reconnecting with back-off", self.keyspace.where, doing, error)
-        self._set_healthy(False)
+        self._health.set(False)
         self._first_attempt_done()
 
     def _first_attempt_done(self) -> None:
         if self._first_attempt is not None and not self._first_attempt.done():
             self._first_attempt.set_result(None)
-
-    def _set_healthy(self, healthy: bool) -> None:
-        if healthy == self._healthy:
-            return
-        self._healthy = healthy
-        for listener in list(self._health_listeners):
-            try:
-                listener(healthy)
-            except Exception:
-                log.exception("datastore health listener %r failed", listener)
 
     def _deliver(self, batch: WatchBatch) -> None:
         """One watch response: update the records and hand its changes to the listeners as one batch."""

@@ -43,7 +43,7 @@ from epsync.store.base import (
     WriteResult,
     check_write,
 )
-from epsync.store.feed import ChangeFeed, CommitQueue, Outcomes, RevisionNotReached, results_of
+from epsync.store.feed import ChangeFeed, CommitQueue, HealthSignal, Outcomes, RevisionNotReached, results_of
 from epsync.store.remote import codec
 from epsync.store.remote.service import MAX_MESSAGE_BYTES, OLDEST_REVISION_KEY, STORE_ERROR_KEY
 
@@ -77,8 +77,7 @@ class RemoteDatastore(Datastore):
         self._reader: asyncio.Task[None] | None = None
         self._feed = ChangeFeed()
         self._oldest = 0
-        self._healthy = False
-        self._health_listeners: list[HealthListener] = []
+        self._health = HealthSignal()
         self._closing = False
         self._queue = CommitQueue(max_group)
         self._sender: asyncio.Task[None] | None = None
@@ -126,7 +125,7 @@ class RemoteDatastore(Datastore):
                     elif which == "snapshot_revision":
                         snapshot = Snapshot(step.snapshot_revision, records)
                     elif which == "healthy" and snapshot is not None:  # the owner's health, right after it
-                        self._healthy = step.healthy
+                        self._health.healthy = step.healthy  # nobody listens yet: open() is not done
                         break
                 else:
                     raise DatastoreUnavailable(f"{self._where} ended the feed before its snapshot")
@@ -183,7 +182,7 @@ class RemoteDatastore(Datastore):
                 if which == "batch":
                     self._feed.publish(codec.changes_from_pb(step.batch.changes))
                 elif which == "healthy":
-                    self._set_healthy(step.healthy)
+                    self._health.set(step.healthy and not self.lost.is_set())
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as error:
@@ -193,29 +192,19 @@ class RemoteDatastore(Datastore):
         if self._closing:
             return
         log.error("lost the feed of %s at revision %d (%s)", self._where, self.current_revision, why)
-        self._set_healthy(False)
+        self._health.set(False)
         self._feed.fail_waiters(DatastoreUnavailable(f"{self._where} is unavailable: {why}"))
         self.lost.set()
-
-    def _set_healthy(self, healthy: bool) -> None:
-        if healthy == self._healthy or (healthy and self.lost.is_set()):
-            return
-        self._healthy = healthy
-        for listener in list(self._health_listeners):
-            try:
-                listener(healthy)
-            except Exception:
-                log.exception("health listener %r failed", listener)
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._feed.add_listener(listener)
 
     def add_health_listener(self, listener: HealthListener) -> None:
-        self._health_listeners.append(listener)
+        self._health.add_listener(listener)
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._health.healthy
 
     @property
     def current_revision(self) -> int:
