@@ -1,4 +1,5 @@
-"""Requests that do not parse, and negative revisions: a clear INVALID_ARGUMENT from every method, no traceback."""
+"""Requests that do not parse, negative revisions and too many known versions: a clear INVALID_ARGUMENT from every
+method, no traceback."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import grpc
 import pytest
 
 from epsync.client import Client
+from epsync.client import view as view_module
+from epsync.client.view import MaterializedView
 from epsync.errors import InvalidArgument, rpc_error
+from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.app import EpsyncServer
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
+from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from tests.factories import endpoint
 
 SERVICE = "/epsync.v1.WorkloadEndpointService/"
@@ -99,3 +104,44 @@ async def test_negative_revisions_are_invalid_argument_in_every_method(
         assert [v.field for v in invalid(raised.value).violations] == [field]
     # Nothing was deleted by the refused requests.
     assert (await client.get_endpoint("web-1")).metadata.resource_version == stored.metadata.resource_version
+
+
+async def test_a_watch_with_more_known_versions_than_the_limit_is_invalid_argument(
+    client: Client, channel: grpc.aio.Channel
+) -> None:
+    stored = await client.create_endpoint(endpoint("web-1"))
+    stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+    request = pb.WatchWorkloadEndpointsRequest(resource_version=stored.metadata.resource_version)
+    request.known_resource_versions.update({f"default/gone-{i}": 1 for i in range(MAX_KNOWN_VERSIONS + 1)})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in stub.WatchWorkloadEndpoints(request, timeout=30):
+            pass
+    (violation,) = invalid(raised.value).violations
+    assert violation.field == "known_resource_versions"
+    assert f"{MAX_KNOWN_VERSIONS + 1:,} entries; at most {MAX_KNOWN_VERSIONS:,}" in violation.description
+    # At the limit the same watch is served: the difference deletes every key the client made up.
+    del request.known_resource_versions["default/gone-0"]
+    stream = stub.WatchWorkloadEndpoints(request, timeout=30)
+    first = await anext(aiter(stream))
+    assert first.events
+    stream.cancel()
+
+
+def test_a_view_holding_more_than_the_limit_resumes_by_revision_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view_module, "MAX_KNOWN_VERSIONS", 2)
+    template = pb.WatchWorkloadEndpointsRequest(send_initial_events=True)
+    view: MaterializedView[WorkloadEndpoint, pb.WatchWorkloadEndpointsRequest] = MaterializedView(
+        lambda request: _never(), template, lambda obj: obj.metadata.name
+    )
+    view.revision = 7
+    for name in ("a", "b"):
+        view.objects[name] = endpoint(name)
+    assert len(view._request().known_resource_versions) == 2
+    view.objects["c"] = endpoint("c")
+    resumed = view._request()
+    assert (resumed.resource_version, len(resumed.known_resource_versions)) == (7, 0)
+
+
+async def _never() -> AsyncIterator[pb.WatchWorkloadEndpointsResponse]:
+    return
+    yield

@@ -139,6 +139,10 @@ func (v *View) notifyLocked() {
 	v.changed = make(chan struct{})
 }
 
+// MaxKnownVersions is the most known versions the server takes in one watch request. A view that
+// holds more resumes by revision alone, and re-lists if the server's history no longer has it.
+const MaxKnownVersions = 100_000
+
 // request is the next stream's request: from the start, or a resume from what the view holds.
 func (v *View) request() *epsyncv1.WatchWorkloadEndpointsRequest {
 	v.mu.Lock()
@@ -150,9 +154,11 @@ func (v *View) request() *epsyncv1.WatchWorkloadEndpointsRequest {
 	if v.revision != 0 || len(v.objects) != 0 {
 		req.SendInitialEvents = false
 		req.ResourceVersion = v.revision
-		req.KnownResourceVersions = make(map[string]int64, len(v.objects))
-		for key, w := range v.objects {
-			req.KnownResourceVersions[key] = w.GetMetadata().GetResourceVersion()
+		if len(v.objects) <= MaxKnownVersions {
+			req.KnownResourceVersions = make(map[string]int64, len(v.objects))
+			for key, w := range v.objects {
+				req.KnownResourceVersions[key] = w.GetMetadata().GetResourceVersion()
+			}
 		}
 	}
 	return req

@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 import grpc
 
 from epsync.errors import EpsyncError, InvalidArgument, OutOfRange, PermissionDenied, rpc_error
+from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.watch_pb2 import ADDED, BOOKMARK, DELETED, MODIFIED, EventType
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
@@ -114,9 +115,10 @@ class MaterializedView(Generic[R, Q]):
             request.send_initial_events = False
             request.resource_version = self.revision
             request.known_resource_versions.clear()
-            request.known_resource_versions.update(
-                {key: obj.metadata.resource_version for key, obj in self.objects.items()}
-            )
+            if len(self.objects) <= MAX_KNOWN_VERSIONS:  # more: by revision alone, or a re-list if history is gone
+                request.known_resource_versions.update(
+                    {key: obj.metadata.resource_version for key, obj in self.objects.items()}
+                )
         return request
 
     async def __aiter__(self) -> AsyncIterator[WatchEvent[R]]:

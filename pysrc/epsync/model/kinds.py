@@ -35,6 +35,8 @@ __all__ = [
 
 
 DEFAULT_NAMESPACE = "default"
+# The most known resource versions one watch request may carry (the protos document it).
+MAX_KNOWN_VERSIONS = 100_000
 # Set by the server on every stored endpoint, as Calico does, so that policy can select on them.
 NAMESPACE_LABEL = "projectcalico.org/namespace"
 ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from epsync.errors import FieldViolation, InvalidArgument
+from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.resource_servicer import Context, require_revision
 from epsync.server.status import abort, status_error
 from epsync.sync.hub import WatchHub, WatchRequest
@@ -38,11 +39,26 @@ async def serve_watch(
 
 # How many bad known versions one error names; the rest are counted.
 _NAMED_VERSIONS = 10
+# MAX_KNOWN_VERSIONS: past it a client re-lists. A bigger map would cost the server more to read
+# than the initial state costs to send, and every entry is read on the event loop
+# (bench/bench_stall.py measures what one such request holds up).
 
 
 def _check_versions(request: WatchRequest) -> None:
-    """Negative revisions are INVALID_ARGUMENT (a watch "from -1" is not "from now")."""
+    """Negative revisions are INVALID_ARGUMENT (a watch "from -1" is not "from now"), and so is a
+    map of known versions past MAX_KNOWN_VERSIONS."""
     require_revision(request.resource_version, "resource_version")
+    held = len(request.known_resource_versions)
+    if held > MAX_KNOWN_VERSIONS:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "known_resource_versions",
+                    f"{held:,} entries; at most {MAX_KNOWN_VERSIONS:,}: watch with send_initial_events and no "
+                    "known versions instead (a re-list)",
+                )
+            ]
+        )
     bad = [key for key, version in request.known_resource_versions.items() if version < 0]
     if bad:
         violations = [
