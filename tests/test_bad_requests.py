@@ -4,7 +4,8 @@ method, no traceback."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import cast
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from epsync.client import Client
 from epsync.client import view as view_module
 from epsync.client.view import MaterializedView
-from epsync.errors import InvalidArgument, rpc_error
+from epsync.errors import MAX_LISTED_VIOLATIONS, MAX_MESSAGE_CHARS, InvalidArgument, rpc_error
 from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.app import EpsyncServer
 from epsync.v1 import workload_endpoint_service_pb2 as pb
@@ -145,3 +146,27 @@ def test_a_view_holding_more_than_the_limit_resumes_by_revision_alone(monkeypatc
 async def _never() -> AsyncIterator[pb.WatchWorkloadEndpointsResponse]:
     return
     yield
+
+
+async def test_an_error_about_huge_bad_input_stays_small_enough_for_any_client(
+    client: Client, channel: grpc.aio.Channel
+) -> None:
+    """A 1 MiB bad name and 10,000 bad label keys: the status names them briefly, within gRPC's 8 KiB of trailers."""
+    bad = endpoint("web-1")
+    bad.metadata.name = "N" * (1 << 20)
+    for i in range(10_000):
+        bad.metadata.labels[f"bad key {i}"] = "v"
+    stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CreateWorkloadEndpoint(pb.CreateWorkloadEndpointRequest(workload_endpoint=bad), timeout=30)
+    error = invalid(raised.value)  # not RESOURCE_EXHAUSTED "metadata size exceeds hard limit"
+    assert len(error.violations) == MAX_LISTED_VIOLATIONS + 1
+    assert error.violations[-1].description.endswith("more violations not listed")
+    assert len(raised.value.details() or "") <= MAX_MESSAGE_CHARS
+    pairs = cast("Iterable[tuple[str, str | bytes]]", raised.value.trailing_metadata() or ())  # aio: plain pairs
+    trailers = sum(len(key) + len(value) for key, value in pairs)
+    assert trailers < 8 * 1024
+    named = [v for v in error.violations if v.field == "metadata.name"]
+    assert named, error.violations
+    assert f'{"N" * 64}"... ({1 << 20} characters)' in named[0].description
+    assert await anext(aiter(client.list_endpoints()), None) is None  # nothing was stored

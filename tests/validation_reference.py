@@ -55,8 +55,14 @@ _PREFIX_LENGTH = re.compile(r"0|[1-9][0-9]{0,2}")
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# The most characters of a value an error message quotes (rust/src/model/syntax.rs, MAX_QUOTED_CHARS).
+_MAX_QUOTED_CHARS = 64
+
+
 def _q(value: str) -> str:
-    """A value quoted for an error message, with anything unprintable escaped."""
+    """A value quoted for an error message, with anything unprintable escaped, cut after 64 characters."""
+    if len(value) > _MAX_QUOTED_CHARS:
+        return json.dumps(value[:_MAX_QUOTED_CHARS], ensure_ascii=False) + f"... ({len(value)} characters)"
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -18,6 +18,23 @@ from grpc_status import rpc_status
 
 ERROR_DOMAIN = "epsync.projectcalico.org"
 
+# A status travels in trailing metadata, and gRPC clients refuse metadata past 8 KiB by default
+# (grpc-go and grpcio alike): an error that echoed a client's whole bad input would reach it as
+# RESOURCE_EXHAUSTED "metadata size exceeds hard limit" instead of itself. So every status this
+# package builds is bounded: its message, each violation's field and description, and how many
+# violations are listed (the rest are counted) keep the status, details and all, under 6 KiB.
+MAX_MESSAGE_CHARS = 1000
+MAX_FIELD_CHARS = 160
+MAX_DESCRIPTION_CHARS = 240
+MAX_LISTED_VIOLATIONS = 8
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text`, cut to about `limit` characters with what was cut said at the end."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... ({len(text):,} characters in all)"
+
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
@@ -33,6 +50,7 @@ class EpsyncError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
+        message = bounded(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -57,7 +75,7 @@ class InvalidArgument(EpsyncError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: Sequence[FieldViolation], message: str | None = None) -> None:
-        self.violations = list(violations)
+        self.violations = _listed(violations)
         if message is None:
             message = "; ".join(f"{v.field}: {v.description}" for v in self.violations) or "invalid argument"
         super().__init__(message)
@@ -72,6 +90,18 @@ class InvalidArgument(EpsyncError):
         packed = any_pb2.Any()
         packed.Pack(request)
         return [packed, *super().details()]
+
+
+def _listed(violations: Sequence[FieldViolation]) -> list[FieldViolation]:
+    """The violations a status carries: each bounded, the first MAX_LISTED_VIOLATIONS of many, then a count."""
+    listed = [
+        FieldViolation(bounded(v.field, MAX_FIELD_CHARS), bounded(v.description, MAX_DESCRIPTION_CHARS))
+        for v in violations
+    ]
+    if len(listed) > MAX_LISTED_VIOLATIONS + 1:  # + 1: a list that already ends in the count stays as it is
+        more = len(listed) - MAX_LISTED_VIOLATIONS
+        listed = [*listed[:MAX_LISTED_VIOLATIONS], FieldViolation("", f"{more:,} more violations not listed")]
+    return listed
 
 
 class NotFound(EpsyncError):

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from epsync.errors import FieldViolation, InvalidArgument
+from epsync.errors import MAX_LISTED_VIOLATIONS, FieldViolation, InvalidArgument
 from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.resource_servicer import Context, require_revision
 from epsync.server.status import abort, status_error
@@ -37,8 +37,6 @@ async def serve_watch(
         await abort(context, watcher.error)
 
 
-# How many bad known versions one error names; the rest are counted.
-_NAMED_VERSIONS = 10
 # MAX_KNOWN_VERSIONS: past it a client re-lists. A bigger map would cost the server more to read
 # than the initial state costs to send, and every entry is read on the event loop
 # (bench/bench_stall.py measures what one such request holds up).
@@ -63,11 +61,11 @@ def _check_versions(request: WatchRequest) -> None:
     if bad:
         violations = [
             FieldViolation(f"known_resource_versions[{json.dumps(key[:100])}]", "a version must be 0 or positive")
-            for key in sorted(bad)[:_NAMED_VERSIONS]
+            for key in sorted(bad)[:MAX_LISTED_VIOLATIONS]
         ]
-        if len(bad) > _NAMED_VERSIONS:
+        if len(bad) > MAX_LISTED_VIOLATIONS:
             violations.append(
-                FieldViolation("known_resource_versions", f"{len(bad) - _NAMED_VERSIONS} more negative versions")
+                FieldViolation("known_resource_versions", f"{len(bad) - MAX_LISTED_VIOLATIONS} more negative versions")
             )
         raise InvalidArgument(violations)
 

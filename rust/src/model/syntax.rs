@@ -26,13 +26,25 @@ pub fn char_len(text: &str) -> usize {
     }
 }
 
+/// The most characters of a value an error message quotes: a message echoes what was wrong,
+/// not the whole of a value that may be megabytes long.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
 /// `json.dumps(text, ensure_ascii=False)`: `"`-quoted, with `"`, `\` and the C0 controls
 /// escaped (`\n`, `\r`, `\t`, `\b`, `\f`, else `\u00XX` in lower-case hex); everything
-/// else, DEL and non-ASCII included, as it is.
+/// else, DEL and non-ASCII included, as it is. A value longer than [`MAX_QUOTED_CHARS`]
+/// characters is quoted up to there and followed by `... (N characters)`.
 #[must_use]
 pub fn quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    push_quoted(&mut out, text);
+    let (shown, cut) = match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((at, _)) => (&text[..at], true),
+        None => (text, false),
+    };
+    let mut out = String::with_capacity(shown.len() + 2);
+    push_quoted(&mut out, shown);
+    if cut {
+        let _ = write!(out, "... ({} characters)", char_len(text));
+    }
     out
 }
 
@@ -209,6 +221,17 @@ mod tests {
             "\"\u{7f}\u{85}\u{2028}é☃😀\""
         );
         assert_eq!(quote("/"), r#""/""#);
+        let long = "ab".repeat(100);
+        assert_eq!(
+            quote(&long),
+            format!("\"{}\"... (200 characters)", &long[..64])
+        );
+        assert_eq!(quote(&long[..64]), format!("\"{}\"", &long[..64]));
+        let wide = "é".repeat(65);
+        assert_eq!(
+            quote(&wide),
+            format!("\"{}\"... (65 characters)", "é".repeat(64))
+        );
     }
 
     #[test]
