@@ -141,7 +141,7 @@ func (v *View) notifyLocked() {
 
 // MaxKnownVersions is the most known versions the server takes in one watch request. A view that
 // holds more resumes by revision alone, and re-lists if the server's history no longer has it.
-const MaxKnownVersions = 100_000
+const MaxKnownVersions = 10_000
 
 // request is the next stream's request: from the start, or a resume from what the view holds.
 func (v *View) request() *epsyncv1.WatchWorkloadEndpointsRequest {

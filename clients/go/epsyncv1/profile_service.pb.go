@@ -591,7 +591,7 @@ type WatchProfilesRequest struct {
 	SendInitialEvents bool `protobuf:"varint,3,opt,name=send_initial_events,json=sendInitialEvents,proto3" json:"send_initial_events,omitempty"`
 	// Allow periodic BOOKMARK events (progress without changes).
 	AllowBookmarks bool `protobuf:"varint,4,opt,name=allow_bookmarks,json=allowBookmarks,proto3" json:"allow_bookmarks,omitempty"`
-	// Profile name -> resource_version of the profiles the client holds. At most 100,000 entries.
+	// Profile name -> resource_version of the profiles the client holds. At most 10,000 entries.
 	KnownResourceVersions map[string]int64 `protobuf:"bytes,5,rep,name=known_resource_versions,json=knownResourceVersions,proto3" json:"known_resource_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache

@@ -633,7 +633,7 @@ type WatchWorkloadEndpointsRequest struct {
 	// Allow periodic BOOKMARK events (progress without changes).
 	AllowBookmarks bool `protobuf:"varint,6,opt,name=allow_bookmarks,json=allowBookmarks,proto3" json:"allow_bookmarks,omitempty"`
 	// "namespace/name" -> resource_version of the objects the client holds; the server then sends only
-	// the difference when it cannot replay from resource_version. At most 100,000 entries (more is
+	// the difference when it cannot replay from resource_version. At most 10,000 entries (more is
 	// INVALID_ARGUMENT: re-list instead).
 	KnownResourceVersions map[string]int64 `protobuf:"bytes,7,rep,name=known_resource_versions,json=knownResourceVersions,proto3" json:"known_resource_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields         protoimpl.UnknownFields

@@ -339,7 +339,7 @@ class WatchProfilesRequest(_message.Message):
     """Allow periodic BOOKMARK events (progress without changes)."""
     @_builtins.property
     def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """Profile name -> resource_version of the profiles the client holds. At most 100,000 entries."""
+        """Profile name -> resource_version of the profiles the client holds. At most 10,000 entries."""
 
     def __init__(
         self,

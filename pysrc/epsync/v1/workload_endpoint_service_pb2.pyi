@@ -363,7 +363,7 @@ class WatchWorkloadEndpointsRequest(_message.Message):
     @_builtins.property
     def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """"namespace/name" -> resource_version of the objects the client holds; the server then sends only
-        the difference when it cannot replay from resource_version. At most 100,000 entries (more is
+        the difference when it cannot replay from resource_version. At most 10,000 entries (more is
         INVALID_ARGUMENT: re-list instead).
         """
 
