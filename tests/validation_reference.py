@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from epsync.errors import FieldViolation, ViolationCollector
+from epsync.errors import FieldViolation, InvalidArgument, ViolationCollector
 from epsync.model.kinds import DEFAULT_NAMESPACE, NAMESPACE_LABEL, ORCHESTRATOR_LABEL
 from epsync.model.naming import derived_name, name_parts
 from epsync.v1.profile_pb2 import Profile
@@ -118,9 +118,24 @@ def _label_value_problem(value: str) -> str | None:
     return None
 
 
+# The most labels one map may hold, and the largest encoded object (rust/src/model: MAX_LABELS,
+# MAX_OBJECT_BYTES).
+MAX_LABELS = 256
+MAX_OBJECT_BYTES = 512 * 1024
+
+
+def _too_large(kind: str, obj: WorkloadEndpoint | Profile) -> None:
+    size = obj.ByteSize()
+    if size > MAX_OBJECT_BYTES:
+        raise InvalidArgument([FieldViolation("", f"the {kind} is {size} bytes encoded; at most {MAX_OBJECT_BYTES}")])
+
+
 def _check_labels(
     labels: Mapping[str, str], path: str, violations: ViolationCollector, *, skip: tuple[str, ...] = ()
 ) -> None:
+    if len(labels) > MAX_LABELS:
+        violations.add(path, f"{len(labels)} labels; at most {MAX_LABELS}")
+        return
     for key in sorted(labels):
         if key in skip:
             continue
@@ -363,6 +378,7 @@ def normalize_workload_endpoint(wep: WorkloadEndpoint) -> WorkloadEndpoint:
     `projectcalico.org/namespace` and (when spec.orchestrator is set) `projectcalico.org/orchestrator` added.
     Server-owned metadata (uid, creation_timestamp, resource_version) is left as given for the caller to judge.
     """
+    _too_large("endpoint", wep)
     out = WorkloadEndpoint()
     out.CopyFrom(wep)
     meta, spec = out.metadata, out.spec
@@ -400,6 +416,7 @@ def normalize_profile(profile: Profile) -> Profile:
     `labelsToApply` may not carry the server-set endpoint labels: every endpoint has its own namespace label,
     and an inherited orchestrator label would let an endpoint without an orchestrator pose as orchestrated.
     """
+    _too_large("profile", profile)
     out = Profile()
     out.CopyFrom(profile)
     meta = out.metadata

@@ -301,7 +301,21 @@ def _drop(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
     wep.ClearField(draw(st.sampled_from(["metadata", "spec"])))
 
 
+def _many_labels(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    """Labels at the limit or just past it (256), some of them bad."""
+    count = draw(st.sampled_from([255, 256, 257, 300]))
+    for i in range(count - len(wep.metadata.labels)):
+        wep.metadata.labels[f"k{i}" if i % 50 else f"bad key {i}"] = "v"
+
+
+def _huge(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    """An object around the size limit (512 KiB encoded), by one long field that is also invalid."""
+    wep.spec.endpoint = "e" * draw(st.sampled_from([500 * 1024, 512 * 1024, 600 * 1024]))
+
+
 MUTATIONS: Sequence[Mutation] = (
+    _many_labels,
+    _huge,
     _set_label,
     _bad_label_value,
     _server_label,
@@ -348,6 +362,11 @@ def profiles(draw: st.DrawFn) -> Profile:
         profile.spec.labels_to_apply[draw(st.sampled_from([NAMESPACE_LABEL, ORCHESTRATOR_LABEL]))] = "x"
     if draw(st.integers(0, 19)) == 0:
         profile.ClearField("metadata")
+    if draw(st.integers(0, 19)) == 0:
+        target = profile.metadata.labels if draw(st.booleans()) else profile.spec.labels_to_apply
+        target.update({f"k{i}": "v" for i in range(draw(st.sampled_from([256, 257])))})
+    if draw(st.integers(0, 29)) == 0:
+        profile.metadata.labels["big"] = "v" * (600 * 1024)
     return profile
 
 

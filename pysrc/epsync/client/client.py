@@ -33,6 +33,10 @@ async def _call(awaitable: Awaitable[T]) -> T:
         raise rpc_error(error) from None
 
 
+# The largest message the server sends or takes by default (`epsync serve`'s max_message_bytes).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
 class Client:
     """Talks to epsync. Use as `async with Client("host:port") as client:`.
 
@@ -46,7 +50,13 @@ class Client:
         self.timeout = timeout
         # Its own connection, as a Go ClientConn is: by default grpc shares one between every channel
         # of the process to the same target, so that two clients would fail and reconnect together.
-        self._channel = grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        # It receives what the server may send (16 MiB, as the Go client), not grpc's default 4 MiB.
+        options = [
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        self._channel = grpc.aio.insecure_channel(self.target, options=options)
         self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
         self._profiles = profile_grpc.ProfileServiceStub(self._channel)
 

@@ -75,7 +75,7 @@ class EpsyncServer:
         self.config = config
         self.store = store or open_datastore(config)
         self.cache = ResourceCache(config.history_window)
-        limits = WatcherLimits(config.watcher_max_events, config.watcher_max_bytes, config.max_message_bytes)
+        limits = WatcherLimits(config.watcher_max_events, config.watcher_max_bytes, config.response_bytes)
         bookmarks = BookmarkPolicy(
             interval_seconds=config.bookmark_interval_seconds,
             revision_step=max(1, config.history_window // 4),

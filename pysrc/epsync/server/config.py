@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from epsync.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MiB = 1024 * 1024
+# Under the 4 MiB gRPC clients receive by default, with room for a response's own fields.
+DEFAULT_RESPONSE_BYTES = 4 * MiB - 64 * 1024
 
 
 class ServerConfig(BaseModel):
@@ -29,6 +31,12 @@ class ServerConfig(BaseModel):
     default_page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     max_page_size: int = Field(MAX_PAGE_SIZE, ge=1)
     max_message_bytes: int = Field(16 * MiB, ge=64 * 1024, description="largest gRPC message sent or received")
+    # gRPC clients receive at most 4 MiB a message unless told otherwise (grpcio, grpc-go, grpcurl): a List
+    # page or watch response the server builds stays under that, whatever the page size asked for.
+    # None: that, or max_message_bytes if it is smaller (see `response_bytes`).
+    max_response_bytes: int | None = Field(
+        None, ge=64 * 1024, description="largest List page or watch response the server builds"
+    )
     keepalive_seconds: float = Field(30.0, gt=0, description="ping idle connections this often")
     grace_seconds: float = Field(10.0, ge=0, description="how long shutdown waits for in-flight calls")
     min_revision_wait_seconds: float = Field(3.0, ge=0, description="how long a read waits for min_resource_version")
@@ -40,6 +48,8 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _datastore_settings_fit(self) -> ServerConfig:
+        if self.max_response_bytes is not None and self.max_response_bytes > self.max_message_bytes:
+            raise ValueError("max_response_bytes cannot exceed max_message_bytes")
         if self.datastore == "etcd" and not self.etcd_endpoints:
             raise ValueError("the etcd datastore needs etcd endpoints (--etcd-endpoints)")
         if (self.etcd_cert_file is None) != (self.etcd_key_file is None):
@@ -47,3 +57,10 @@ class ServerConfig(BaseModel):
         if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
             raise ValueError("the etcd prefix (--etcd-prefix) must start and end with '/'")
         return self
+
+    @property
+    def response_bytes(self) -> int:
+        """The largest List page or watch response the server builds."""
+        if self.max_response_bytes is not None:
+            return self.max_response_bytes
+        return min(DEFAULT_RESPONSE_BYTES, self.max_message_bytes)

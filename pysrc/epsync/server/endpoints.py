@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from epsync.model.kinds import endpoint_key
 from epsync.model.selectors import parse_selector_field
-from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
+from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_bytes, page_size
 from epsync.server.resource_servicer import (
     Context,
     ResourceServicer,
@@ -48,7 +48,12 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         position = list_position(request.page_token, fingerprint, 2, self._cache.revision)
         after = (position.after[0], position.after[1]) if position.after else None
         page = self._cache.list_endpoints(
-            namespace=request.namespace, node=request.node, selector=selector, after=after, limit=limit
+            namespace=request.namespace,
+            node=request.node,
+            selector=selector,
+            after=after,
+            limit=limit,
+            max_bytes=page_bytes(self._config.response_bytes),
         )
         last = [page.items[-1].namespace, page.items[-1].name] if page.items else []
         next_token = next_page_token(page.more, last, fingerprint, position.revision)

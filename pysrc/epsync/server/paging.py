@@ -28,6 +28,16 @@ def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int 
     return min(requested, maximum)
 
 
+# What a List response adds to its items: per item a tag, a length and the resource_version (under 32
+# bytes), the page token and the revision. An allowance, so that a page of items fits a response.
+PAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+def page_bytes(max_response_bytes: int) -> int:
+    """How many bytes of items one List page may hold, for responses of at most `max_response_bytes`."""
+    return max(1, max_response_bytes - PAGE_OVERHEAD_BYTES)
+
+
 def filter_fingerprint(*parts: str) -> str:
     """A short digest of a request's filter, so a token can refuse to continue a different listing."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

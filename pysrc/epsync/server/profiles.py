@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from epsync.model.selectors import parse_selector_field
-from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_size
+from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_bytes, page_size
 from epsync.server.resource_servicer import (
     Context,
     ResourceServicer,
@@ -34,7 +34,9 @@ class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):
         fingerprint = filter_fingerprint("profiles", str(selector or ""))
         position = list_position(request.page_token, fingerprint, 1, self._cache.revision)
         after = position.after[0] if position.after else None
-        page = self._cache.list_profiles(selector=selector, after=after, limit=limit)
+        page = self._cache.list_profiles(
+            selector=selector, after=after, limit=limit, max_bytes=page_bytes(self._config.response_bytes)
+        )
         last = [page.items[-1].metadata.name] if page.items else []
         next_token = next_page_token(page.more, last, fingerprint, position.revision)
         return pb.ListProfilesResponse(items=page.items, next_page_token=next_token, resource_version=position.revision)

@@ -185,11 +185,18 @@ class ResourceCache:
         selector: Selector | None,
         after: tuple[str, str] | None,
         limit: int,
+        max_bytes: int | None = None,
     ) -> Page[StoredEndpoint]:
+        """Up to `limit` matching endpoints after `after`, in key order; with `max_bytes`, also no more stored
+        bytes than that (the first item always comes, whatever its size), so that a page fits a response."""
         keys = self._index.query(namespace, node, selector, after, limit + 1)
-        items = []
+        items: list[StoredEndpoint] = []
+        size = 0
         for ns, name in keys[:limit]:
             resource_version, stored = self._endpoints[endpoint_key(ns, name)]
+            size += len(stored)
+            if max_bytes is not None and items and size > max_bytes:
+                return Page(items, more=True)
             items.append(StoredEndpoint(ns, name, resource_version, stored))
         return Page(items, more=len(keys) > limit)
 
@@ -228,17 +235,26 @@ class ResourceCache:
         """Every profile, by name."""
         return list(self._profiles.values())
 
-    def list_profiles(self, *, selector: Selector | None, after: str | None, limit: int) -> Page[Profile]:
+    def list_profiles(
+        self, *, selector: Selector | None, after: str | None, limit: int, max_bytes: int | None = None
+    ) -> Page[Profile]:
+        """Up to `limit` matching profiles after `after`, by name, and with `max_bytes` no more encoded bytes than
+        that (the first always comes)."""
         names = self._profiles.irange(minimum=after, inclusive=(False, True)) if after else iter(self._profiles)
         items: list[Profile] = []
+        size = 0
         for chunk in _chunks(names, _PROFILE_CHUNK):
             profiles = [self._profiles[n] for n in chunk]
             if selector is not None and not selector.is_all:
                 matching = selector.select([dict(p.metadata.labels) for p in profiles])
                 profiles = [profiles[i] for i in matching]
-            items.extend(profiles)
-            if len(items) > limit:
-                return Page(items[:limit], more=True)
+            for profile in profiles:
+                if len(items) == limit:
+                    return Page(items, more=True)
+                size += profile.ByteSize()
+                if max_bytes is not None and items and size > max_bytes:
+                    return Page(items, more=True)
+                items.append(profile)
         return Page(items, more=False)
 
 

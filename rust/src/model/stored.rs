@@ -40,12 +40,33 @@ fn stamp(meta: &mut ObjectMeta, item: &Item<'_>) {
     meta.resource_version = 0;
 }
 
+/// The largest encoded object the server takes (an endpoint or a profile): a fraction of the
+/// 4 MiB that gRPC clients receive by default, so that a List page or a watch response always
+/// holds several, and a third of etcd's 1.5 MiB request limit.
+pub const MAX_OBJECT_BYTES: usize = 512 * 1024;
+
+/// The single violation of an object too large to be judged further.
+fn too_large(kind: &str, item: &Item<'_>) -> Result<(), Vec<Violation>> {
+    if item.bytes.len() <= MAX_OBJECT_BYTES {
+        return Ok(());
+    }
+    Err(vec![Violation {
+        field: String::new(),
+        description: format!(
+            "the {kind} is {} bytes encoded; at most {MAX_OBJECT_BYTES}",
+            item.bytes.len()
+        ),
+    }])
+}
+
 /// The stored form of one WorkloadEndpoint.
 ///
 /// # Errors
 ///
-/// Every violation of the endpoint, or a single one (path "") when the bytes do not decode.
+/// Every violation of the endpoint, or a single one (path "") when the bytes do not decode
+/// or are more than [`MAX_OBJECT_BYTES`].
 pub fn normalize_endpoint(item: &Item<'_>) -> Outcome {
+    too_large("endpoint", item)?;
     let mut wep = WorkloadEndpoint::decode(item.bytes)
         .map_err(|error| undecodable("WorkloadEndpoint", &error))?;
     normalize_workload_endpoint(&mut wep)?;
@@ -57,8 +78,10 @@ pub fn normalize_endpoint(item: &Item<'_>) -> Outcome {
 ///
 /// # Errors
 ///
-/// Every violation of the profile, or a single one (path "") when the bytes do not decode.
+/// Every violation of the profile, or a single one (path "") when the bytes do not decode
+/// or are more than [`MAX_OBJECT_BYTES`].
 pub fn normalize_profile_item(item: &Item<'_>) -> Outcome {
+    too_large("profile", item)?;
     let mut profile =
         Profile::decode(item.bytes).map_err(|error| undecodable("Profile", &error))?;
     normalize_profile(&profile)?;

@@ -129,7 +129,20 @@ fn label_path(path: &str, key: &str) -> String {
     format!("{path}[{}]", quote(key))
 }
 
+/// The most labels one map of an object may hold (`metadata.labels`, `spec.labelsToApply`).
+/// Kubernetes bounds each key and value but not their number; every label is indexed and
+/// evaluated by every selector, so the number is bounded here.
+pub const MAX_LABELS: usize = 256;
+
 fn check_labels(labels: &Labels, path: &str, violations: &mut Violations, skip: &[&str]) {
+    if labels.len() > MAX_LABELS {
+        // Each label is not judged: the work would grow with a map that is refused anyway.
+        violations.add(
+            path,
+            format!("{} labels; at most {MAX_LABELS}", labels.len()),
+        );
+        return;
+    }
     // BTreeMap order is byte order, which for UTF-8 is Python's code-point order.
     for (key, value) in labels {
         if skip.contains(&key.as_str()) {
