@@ -22,6 +22,7 @@ ETCD_DEB_VERSION := 3.4.23-4+b4
 ETCD_API_VERSION := v3.5.35
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
+CRASH_ROUNDS ?= 100
 PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto) $(wildcard proto/epsync/internal/v1/*.proto)
 PROTO_OUT ?= pysrc
 # Where buf generate writes the Go code: clients/go/epsyncv1 under it.
@@ -126,6 +127,11 @@ test: build tools etcd ## all set-up, then every test (cargo test, pytest, Go, a
 .PHONY: bench
 bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (under 15 min); results in bench/results/ (bench/README.md)
 	$(BIN)/python -m bench.loadtest $(BENCH_ARGS)
+
+.PHONY: test-crash
+# make test runs the same test at 3 rounds.
+test-crash: build ## kill -9 the server at random moments under write load, CRASH_ROUNDS rounds (default 100, a few minutes): no acknowledged write lost
+	EPSYNC_CRASH_ROUNDS=$(CRASH_ROUNDS) $(BIN)/pytest -q -s tests/test_crash.py
 
 .PHONY: bench-smoke
 bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked, its summary printed (about a minute; part of make test)
