@@ -150,6 +150,7 @@ async def check_round(client: Client, ledger: Ledger) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(60 + 3 * ROUNDS)
 async def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("EPSYNC_CRASH_SEED", "20261202")))
     port = free_port()
@@ -165,7 +166,11 @@ async def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path: Path) -> None:
                 async with serve_process(*args) as server, Client(f"127.0.0.1:{server.port}", timeout=10) as client:
                     lost += await check_round(client, ledger)
                     before = ledger.highest_revision
-                    probe = await client.update_endpoint(versioned("probe", 0), allow_missing=True)
+                    try:
+                        probe = await client.update_endpoint(versioned("probe", 0), allow_missing=True)
+                    except EpsyncError:
+                        print("".join(server.log))
+                        raise
                     assert probe.metadata.resource_version > before, "a revision went back after the restart"
                     writers = [asyncio.create_task(unary_writer(client, ledger, w, rng)) for w in range(UNARY_WRITERS)]
                     writers.append(asyncio.create_task(stream_writer(client, ledger, rng)))

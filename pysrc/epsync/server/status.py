@@ -15,8 +15,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from epsync.errors import EpsyncError, Internal, OutOfRange, Unavailable
-from epsync.store.base import DatastoreUnavailable, RevisionCompacted, WriteFailed
+from epsync.errors import EpsyncError, Internal, OutOfRange, ResourceExhausted, Unavailable
+from epsync.store.base import DatastoreFull, DatastoreUnavailable, RevisionCompacted, WriteFailed
 from epsync.store.feed import RevisionNotReached
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ def status_error(error: Exception, doing: str) -> EpsyncError:
 
 def _translated(error: Exception) -> EpsyncError | None:
     """The status a failure of the layers below leaves as; None for anything that is not one."""
+    if isinstance(error, DatastoreFull):
+        return ResourceExhausted(
+            f"the datastore's disk is full: {error}; nothing was written. Writes work again once there is space",
+            reason="DATASTORE_FULL",
+        )
     if isinstance(error, DatastoreUnavailable):
         return Unavailable(f"the datastore cannot take this request now: {error}; retry")
     if isinstance(error, WriteFailed):

@@ -16,8 +16,9 @@ A consumer that registers a listener, then applies `await snapshot()` straight a
 between), then applies every listener batch's changes with revision > `snapshot.revision`, holds
 exactly the store's state.
 
-Health: a backend that depends on something outside the process (etcd) reports whether it can
-take writes now through `healthy` and `add_health_listener`; the embedded store is always healthy.
+Health: a backend reports whether it can take writes now through `healthy` and
+`add_health_listener`: etcd while its watch is established, the embedded store while its commits
+succeed (a full disk makes it unhealthy until a commit succeeds again).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "Conflict",
     "Datastore",
     "DatastoreError",
+    "DatastoreFull",
     "DatastoreUnavailable",
     "Delete",
     "HealthListener",
@@ -137,6 +139,11 @@ class DatastoreUnavailable(DatastoreError):
 
     Unless the message says the outcome is unknown, nothing of the failed call was written.
     """
+
+
+class DatastoreFull(DatastoreUnavailable):
+    """The disk that holds the store is full: nothing of the failed call was written. The server
+    says RESOURCE_EXHAUSTED; writes work again once there is space."""
 
 
 class WriteFailed(DatastoreError):

@@ -381,19 +381,23 @@ class Failure(_message.Message):
 
     MESSAGE_FIELD_NUMBER: _builtins.int
     UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """What went wrong, for the log and the caller."""
     unavailable: _builtins.bool
     """The store could not take the write now (the server answers UNAVAILABLE), rather than failing on it."""
+    full: _builtins.bool
+    """... because its disk is full (the server answers RESOURCE_EXHAUSTED)."""
     def __init__(
         self,
         *,
         message: _builtins.str = ...,
         unavailable: _builtins.bool = ...,
+        full: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "unavailable", b"unavailable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full", b"full", "message", b"message", "unavailable", b"unavailable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

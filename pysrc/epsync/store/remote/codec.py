@@ -11,6 +11,7 @@ from epsync.store.base import (
     Committed,
     Conflict,
     DatastoreError,
+    DatastoreFull,
     DatastoreUnavailable,
     Delete,
     Kind,
@@ -98,8 +99,8 @@ def outcome_to_pb(outcome: WriteResult | Exception) -> pb.WriteOutcome:
     if isinstance(outcome, Conflict):
         current = None if outcome.current is None else record_to_pb(outcome.current)
         return pb.WriteOutcome(conflict=pb.Conflict(current=current))
-    unavailable = isinstance(outcome, DatastoreUnavailable)
-    return pb.WriteOutcome(failure=pb.Failure(message=str(outcome), unavailable=unavailable))
+    unavailable, full = isinstance(outcome, DatastoreUnavailable), isinstance(outcome, DatastoreFull)
+    return pb.WriteOutcome(failure=pb.Failure(message=str(outcome), unavailable=unavailable, full=full))
 
 
 def outcome_from_pb(message: pb.WriteOutcome) -> WriteResult | Exception:
@@ -115,6 +116,8 @@ def outcome_from_pb(message: pb.WriteOutcome) -> WriteResult | Exception:
         conflict = message.conflict
         return Conflict(record_from_pb(conflict.current) if conflict.HasField("current") else None)
     failure = message.failure
+    if failure.full:
+        return DatastoreFull(failure.message)
     return DatastoreUnavailable(failure.message) if failure.unavailable else DatastoreError(failure.message)
 
 

@@ -28,8 +28,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from epsync.store.base import Change, DatastoreUnavailable, Write
-from epsync.store.feed import ChangeFeed, CommitQueue, Outcomes, QueuedCall, RevisionWaiters
+from epsync.store.base import Change, DatastoreFull, DatastoreUnavailable, Write
+from epsync.store.feed import ChangeFeed, CommitQueue, HealthSignal, Outcomes, QueuedCall, RevisionWaiters
 from epsync.store.sqlite.apply import apply_group
 from epsync.store.sqlite.schema import (
     ConnectionThread,
@@ -58,14 +58,21 @@ class _Group:
     recovered: list[Change] = field(default_factory=list)  # earlier revisions that landed despite a failed COMMIT
     error: str | None = None  # the whole group failed with this message
     uncertain: bool = False  # ... and it may have landed: check before the next group
+    full: bool = False  # ... because the disk is full
     revision: int = 0  # the stored revision after the group
     compacted: int = 0
 
-    def fail(self, error: str, *, uncertain: bool = False) -> None:
+    def fail(self, error: str, *, uncertain: bool = False, cause: BaseException | None = None) -> None:
         self.error = error
         self.uncertain = uncertain
+        self.full = cause is not None and disk_full(cause)
         self.outcomes = []
         self.changes = []
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether SQLite failed for want of space (SQLITE_FULL, "database or disk is full")."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)
 
 
 class GroupCommitter:
@@ -92,6 +99,7 @@ class GroupCommitter:
         self.writes_committed = 0  # writes in committed groups, conflicts included
         # Event-loop state.
         self._feed = feed
+        self.health = HealthSignal(True)  # false while commits fail (a full disk), true again after one succeeds
         self._queue = CommitQueue(max_group)
         self._task: asyncio.Task[None] | None = None
         self._arrived = RevisionWaiters()  # the last revision back from the writer (published or held)
@@ -227,9 +235,11 @@ class GroupCommitter:
         size = sum(len(call.writes) for call in group.calls)
         if group.error is not None:
             log.error("datastore %s: a group of %d writes failed: %s", self.path, size, group.error)
+            self.health.set(False)
         elif size:
             self.groups_committed += 1
             self.writes_committed += size
+            self.health.set(True)
         units = [group]
         if group.recovered:
             # Revisions that landed although their commit reported failure go out as a batch of their own.
@@ -250,7 +260,9 @@ class GroupCommitter:
             self.oldest = max(self.oldest, group.compacted)
         for index, call in enumerate(group.calls):
             if group.error is not None:
-                call.settle([DatastoreUnavailable(f"datastore {self.path}: {group.error}")] * len(call.writes))
+                failure = DatastoreFull if group.full else DatastoreUnavailable
+                message = f"the disk is full: {group.error}" if group.full else group.error
+                call.settle([failure(f"datastore {self.path}: {message}")] * len(call.writes))
             else:
                 call.settle(group.outcomes[index])
 
@@ -282,7 +294,7 @@ class GroupCommitter:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
-            group.fail(f"cannot start a transaction: {error}; nothing was written")
+            group.fail(f"cannot start a transaction: {error}; nothing was written", cause=error)
             return group
         try:
             group.outcomes, revision = apply_group(
@@ -297,7 +309,7 @@ class GroupCommitter:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            group.fail(f"the group's transaction failed: {error}; nothing was written")
+            group.fail(f"the group's transaction failed: {error}; nothing was written", cause=error)
             return group
         try:
             conn.execute("COMMIT")  # and the fsync of the WAL
@@ -327,7 +339,7 @@ class GroupCommitter:
             group.revision, group.compacted = revision, compacted
             return group
         if stored == self._w_revision:
-            group.fail(f"commit failed: {error}; nothing was written")
+            group.fail(f"commit failed: {error}; nothing was written", cause=error)
         else:
             self._w_suspect = True
             group.fail(

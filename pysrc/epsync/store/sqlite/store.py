@@ -27,6 +27,7 @@ from epsync.store.base import (
     Datastore,
     DatastoreError,
     DatastoreUnavailable,
+    HealthListener,
     Kind,
     Record,
     RevisionCompacted,
@@ -199,6 +200,14 @@ class SqliteDatastore(Datastore):
         return await self._on_reader(read)
 
     # ----------------------------------------------------------------- writes
+
+    @property
+    def healthy(self) -> bool:
+        """False while commits fail (a full disk, a failing device), true again after one succeeds."""
+        return self._committer.health.healthy
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        self._committer.health.add_listener(listener)
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._feed.add_listener(listener)
