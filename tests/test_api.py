@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -12,6 +17,7 @@ from epsync.errors import Aborted, AlreadyExists, EpsyncError, InvalidArgument, 
 from epsync.server.app import EpsyncServer
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1.workload_endpoint_pb2 import IPNAT, WorkloadEndpointPort
+from tests.conftest import server_config
 from tests.factories import endpoint, k8s_endpoint, profile
 
 
@@ -293,3 +299,45 @@ async def test_a_closed_datastore_is_unavailable_not_internal(server: EpsyncServ
     await server.store.close()
     with pytest.raises(Unavailable, match="datastore cannot take this request"):
         await client.create_endpoint(endpoint("web-1"))
+
+
+def _token_with(token: str, change: Callable[[dict[str, Any]], object]) -> str:
+    """`token` with its payload edited and its signature kept (a forgery)."""
+    encoded, signature = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    change(payload)
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + signature
+
+
+async def test_page_tokens_are_signed_bounded_and_checked(client: Client, tmp_path: Path) -> None:
+    for i in range(3):
+        await client.create_endpoint(endpoint(f"ep-{i}"))
+    first = await client.list_endpoints_page(wep_pb.ListWorkloadEndpointsRequest(page_size=1))
+    token = first.next_page_token
+    forged = [
+        _token_with(token, lambda p: p.update(r=-1)),  # a revision the store never had
+        _token_with(token, lambda p: p.update(r=first.resource_version + 1000)),
+        _token_with(token, lambda p: p.update(k=["default", "ep-9"])),  # another position
+        token.replace(".", "x"),  # no signature
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),  # a bad signature
+        "a" * 5000,  # too long to be one of ours
+        "e30." + token.split(".")[1],  # {} with another payload's signature
+    ]
+    for bad in forged:
+        with pytest.raises(InvalidArgument, match="not a token this server issued"):
+            await client.list_endpoints_page(wep_pb.ListWorkloadEndpointsRequest(page_size=1, page_token=bad))
+    # Another store (another data directory) has another secret: its tokens are not ours.
+    other = EpsyncServer(server_config(tmp_path / "other"))
+    await other.start()
+    try:
+        async with Client(f"127.0.0.1:{other.port}") as elsewhere:
+            for i in range(3):
+                await elsewhere.create_endpoint(endpoint(f"ep-{i}"))
+            with pytest.raises(InvalidArgument, match="not a token this server issued"):
+                await elsewhere.list_endpoints_page(wep_pb.ListWorkloadEndpointsRequest(page_size=1, page_token=token))
+    finally:
+        await other.stop(0)
+    # The genuine token still works.
+    second = await client.list_endpoints_page(wep_pb.ListWorkloadEndpointsRequest(page_size=1, page_token=token))
+    assert [e.metadata.name for e in second.items] == ["ep-1"]

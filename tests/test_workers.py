@@ -100,6 +100,16 @@ async def test_every_process_serves_and_every_watcher_sees_every_write(tmp_path:
                         await asyncio.sleep(0.02)
             for i, view in enumerate(views):
                 assert view.objects == expected[f"node-{i % 2}"]
+            # A listing goes on through any process: they share the store's secret that signs page tokens.
+            listed, token = [], ""
+            for turn in range(100):
+                request = wep_pb.ListWorkloadEndpointsRequest(page_size=1, page_token=token, min_resource_version=final)
+                page = await clients[turn % len(clients)].list_endpoints_page(request)
+                listed += [e.metadata.name for e in page.items]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert listed == sorted(name for names in expected.values() for name in (k.split("/")[1] for k in names))
             for run in runs:
                 run.cancel()
             await asyncio.gather(*runs, return_exceptions=True)

@@ -21,6 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from epsync.server import gcpolicy
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
+from epsync.server.paging import PageTokens
 from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
@@ -97,12 +98,14 @@ class EpsyncServer:
         self.cache.load(await self.store.snapshot())
 
         server = grpc.aio.server(options=grpc_options(self.config))
+        page_tokens = PageTokens(self.store.identity.secret)  # the same on every server of this store
         endpoints = WorkloadEndpointServicer(
             self.endpoint_registry,
             self.cache,
             self.config,
             self.endpoint_hub,
             lambda: self.store.current_revision,
+            page_tokens,
         )
         profiles = ProfileServicer(
             self.profile_registry,
@@ -110,6 +113,7 @@ class EpsyncServer:
             self.config,
             self.profile_hub,
             lambda: self.store.current_revision,
+            page_tokens,
         )
         writes = {"Create", "Update", "Delete"}
         endpoint_bytes = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints", "WriteWorkloadEndpoints"}

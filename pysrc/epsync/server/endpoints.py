@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from epsync.model.kinds import endpoint_key
 from epsync.model.selectors import parse_selector_field
-from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_bytes, page_size
+from epsync.server.paging import filter_fingerprint, page_bytes, page_size
 from epsync.server.resource_servicer import (
     Context,
     ResourceServicer,
@@ -45,7 +45,7 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
         selector = parse_selector_field(request.label_selector, "label_selector")
         limit = page_size(request.page_size, default=self._config.default_page_size, maximum=self._config.max_page_size)
         fingerprint = filter_fingerprint("workloadendpoints", request.namespace, request.node, str(selector or ""))
-        position = list_position(request.page_token, fingerprint, 2, self._cache.revision)
+        position = self._page_tokens.position(request.page_token, fingerprint, 2, self._cache.revision)
         after = (position.after[0], position.after[1]) if position.after else None
         page = self._cache.list_endpoints(
             namespace=request.namespace,
@@ -56,7 +56,7 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
             max_bytes=page_bytes(self._config.response_bytes),
         )
         last = [page.items[-1].namespace, page.items[-1].name] if page.items else []
-        next_token = next_page_token(page.more, last, fingerprint, position.revision)
+        next_token = self._page_tokens.issue(page.more, last, fingerprint, position.revision)
         items = [object_with_version(item.stored, item.resource_version) for item in page.items]
         return list_response(items, next_token, position.revision)
 

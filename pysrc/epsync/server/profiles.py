@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from epsync.model.selectors import parse_selector_field
-from epsync.server.paging import filter_fingerprint, list_position, next_page_token, page_bytes, page_size
+from epsync.server.paging import filter_fingerprint, page_bytes, page_size
 from epsync.server.resource_servicer import (
     Context,
     ResourceServicer,
@@ -32,13 +32,13 @@ class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):
         selector = parse_selector_field(request.label_selector, "label_selector")
         limit = page_size(request.page_size, default=self._config.default_page_size, maximum=self._config.max_page_size)
         fingerprint = filter_fingerprint("profiles", str(selector or ""))
-        position = list_position(request.page_token, fingerprint, 1, self._cache.revision)
+        position = self._page_tokens.position(request.page_token, fingerprint, 1, self._cache.revision)
         after = position.after[0] if position.after else None
         page = self._cache.list_profiles(
             selector=selector, after=after, limit=limit, max_bytes=page_bytes(self._config.response_bytes)
         )
         last = [page.items[-1].metadata.name] if page.items else []
-        next_token = next_page_token(page.more, last, fingerprint, position.revision)
+        next_token = self._page_tokens.issue(page.more, last, fingerprint, position.revision)
         return pb.ListProfilesResponse(items=page.items, next_page_token=next_token, resource_version=position.revision)
 
     # Writes answer in wire bytes (registered pre-encoded), as the endpoint writes do.

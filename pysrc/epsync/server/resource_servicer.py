@@ -9,6 +9,7 @@ import grpc
 
 from epsync.errors import FieldViolation, InvalidArgument, OutOfRange
 from epsync.server.config import ServerConfig
+from epsync.server.paging import PageTokens
 from epsync.server.registry import Deleted, Registry
 from epsync.store.base import Record
 from epsync.store.feed import RevisionNotReached
@@ -55,8 +56,10 @@ class ResourceServicer(Generic[R, H]):
         config: ServerConfig,
         hub: H,
         datastore_revision: Callable[[], int],
+        page_tokens: PageTokens,
     ) -> None:
         self._registry: Registry[R] = registry
+        self._page_tokens = page_tokens
         self._cache = cache
         self._config = config
         self._hub: H = hub

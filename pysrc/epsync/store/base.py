@@ -24,8 +24,9 @@ succeed (a full disk makes it unhealthy until a commit succeeds again).
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from epsync.model.kinds import Kind
 
@@ -46,6 +47,7 @@ __all__ = [
     "Record",
     "RevisionCompacted",
     "Snapshot",
+    "StoreIdentity",
     "Write",
     "WriteFailed",
     "WriteResult",
@@ -122,6 +124,20 @@ class Change:
     value: bytes | None  # None: deleted
     previous: bytes | None  # value before this change; None for a create
     create_revision: int  # of the object as it now is (for deletes: of the deleted object)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """Who a store is: made once when the store is initialised, kept in it, the same for every server
+    on it. `store_id` tells one store (or one life of a data directory) from another; `secret` keys
+    what the servers sign for clients (page tokens)."""
+
+    store_id: str
+    secret: bytes = field(repr=False)
+
+    @staticmethod
+    def new() -> StoreIdentity:
+        return StoreIdentity(secrets.token_hex(16), secrets.token_bytes(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +271,11 @@ class Datastore(abc.ABC):
 
         Raises RevisionCompacted if `revision < oldest_revision`.
         """
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> StoreIdentity:
+        """The store's identity (after `open`): made when the store was initialised, the same on every open."""
 
     @property
     @abc.abstractmethod

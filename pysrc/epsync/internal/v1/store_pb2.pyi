@@ -137,6 +137,7 @@ class FollowResponse(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     HEALTHY_FIELD_NUMBER: _builtins.int
     OLDEST_REVISION_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
     snapshot_revision: _builtins.int
     """The snapshot is complete: it is every record at this revision."""
     healthy: _builtins.bool
@@ -151,6 +152,10 @@ class FollowResponse(_message.Message):
     def batch(self) -> Global___ChangeBatch:
         """One committed batch, ascending revisions, all after the snapshot."""
 
+    @_builtins.property
+    def identity(self) -> Global___StoreIdentity:
+        """The store's identity: set on the step that completes the snapshot."""
+
     def __init__(
         self,
         *,
@@ -159,16 +164,43 @@ class FollowResponse(_message.Message):
         batch: Global___ChangeBatch | None = ...,
         healthy: _builtins.bool = ...,
         oldest_revision: _builtins.int = ...,
+        identity: Global___StoreIdentity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "healthy", b"healthy", "snapshot_part", b"snapshot_part", "snapshot_revision", b"snapshot_revision", "step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "healthy", b"healthy", "identity", b"identity", "snapshot_part", b"snapshot_part", "snapshot_revision", b"snapshot_revision", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "healthy", b"healthy", "oldest_revision", b"oldest_revision", "snapshot_part", b"snapshot_part", "snapshot_revision", b"snapshot_revision", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "healthy", b"healthy", "identity", b"identity", "oldest_revision", b"oldest_revision", "snapshot_part", b"snapshot_part", "snapshot_revision", b"snapshot_revision", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_step: _TypeAlias = _typing.Literal["snapshot_part", "snapshot_revision", "batch", "healthy"]  # noqa: Y015
     _WhichOneofArgType_step: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_step) -> _WhichOneofReturnType_step | None: ...
 
 Global___FollowResponse: _TypeAlias = FollowResponse  # noqa: Y015
+
+@_typing.final
+class StoreIdentity(_message.Message):
+    """Who the store is (StoreIdentity in pysrc/epsync/store/base.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    store_id: _builtins.str
+    """Tells one store, or one life of a data directory, from another."""
+    secret: _builtins.bytes
+    """Keys what the servers sign for clients."""
+    def __init__(
+        self,
+        *,
+        store_id: _builtins.str = ...,
+        secret: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreIdentity: _TypeAlias = StoreIdentity  # noqa: Y015
 
 @_typing.final
 class SnapshotPart(_message.Message):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,16 +47,21 @@ from epsync.store.base import (
     Record,
     RevisionCompacted,
     Snapshot,
+    StoreIdentity,
     Write,
     WriteResult,
     check_write,
 )
 from epsync.store.etcd.client import (
+    Compare,
     EtcdClient,
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
     KeyValue,
+    PutOp,
+    RangeOp,
+    RangeResult,
     endpoints_target,
     tls_credentials,
 )
@@ -65,6 +71,9 @@ from epsync.store.etcd.txn import DEFAULT_MAX_TXN_BYTES, DEFAULT_MAX_TXN_OPS, Tx
 from epsync.store.feed import ChangeFeed, CommitQueue, RevisionNotReached, results_of
 
 log = logging.getLogger(__name__)
+
+# Under the prefix, beside the kinds' keys (which the mirror alone reads): the store's identity, as JSON.
+IDENTITY_KEY = b"identity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,7 @@ class EtcdDatastore(Datastore):
             self.keyspace, self._feed, page_size=page_size, reconnect_max_seconds=reconnect_max_seconds
         )
         self._compacted = 0  # etcd compacted up to here, as far as this store knows
+        self._identity: StoreIdentity | None = None
         # Writes.
         self._packer = TxnPacker(self.keyspace, max_ops=max_txn_ops, max_bytes=max_txn_bytes)
         self._queue = CommitQueue(max_group)
@@ -166,6 +176,7 @@ class EtcdDatastore(Datastore):
                 options.append(("grpc.ssl_target_name_override", self.tls.server_name))
         client = self._connect(self.target, timeout=self.request_timeout, credentials=credentials, options=options)
         try:
+            self._identity = await self._claim_identity(client)
             await self._mirror.load(client)
         except EtcdUnavailable as error:
             await client.close()
@@ -189,6 +200,33 @@ class EtcdDatastore(Datastore):
             self.current_revision,
             len(self._mirror.objects),
         )
+
+    async def _claim_identity(self, client: EtcdClient) -> StoreIdentity:
+        """The prefix's identity: made by the first server to open it (one transaction: only one can), read by
+        every later one."""
+        key = self.keyspace.raw_prefix + IDENTITY_KEY
+        mine = StoreIdentity.new()
+        value = json.dumps({"store_id": mine.store_id, "secret": mine.secret.hex()}).encode()
+        result = await client.txn([Compare(key, "create_revision", "==", 0)], [PutOp(key, value)], [RangeOp(key)])
+        if result.succeeded:
+            return mine
+        found = result.responses[0]
+        try:
+            if not isinstance(found, RangeResult) or not found.kvs:
+                raise ValueError("deleted meanwhile")
+            stored = json.loads(found.kvs[0].value)
+            return StoreIdentity(str(stored["store_id"]), bytes.fromhex(stored["secret"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise DatastoreError(
+                f"etcd at {self._where}: the store identity at {key.decode(errors='replace')} is unreadable ({error}); "
+                "it was not written by epsync: delete it to make a new one (clients then re-list)"
+            ) from None
+
+    @property
+    def identity(self) -> StoreIdentity:
+        if self._identity is None:
+            raise DatastoreUnavailable(f"datastore etcd at {self._where} is not open")
+        return self._identity
 
     async def close(self) -> None:
         if not self._open:

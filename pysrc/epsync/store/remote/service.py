@@ -99,7 +99,12 @@ class StoreService(pb_grpc.StoreServiceServicer):
             for start in range(0, len(records), PART_RECORDS):
                 part = [codec.record_to_pb(r) for r in records[start : start + PART_RECORDS]]
                 yield pb.FollowResponse(snapshot_part=pb.SnapshotPart(records=part), oldest_revision=oldest)
-            yield pb.FollowResponse(snapshot_revision=snapshot.revision, oldest_revision=oldest)
+            identity = self.store.identity
+            yield pb.FollowResponse(
+                snapshot_revision=snapshot.revision,
+                oldest_revision=oldest,
+                identity=pb.StoreIdentity(store_id=identity.store_id, secret=identity.secret),
+            )
             yield pb.FollowResponse(healthy=self.store.healthy, oldest_revision=oldest)
             while True:
                 step = await follower.pending.get()

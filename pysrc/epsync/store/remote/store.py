@@ -39,6 +39,7 @@ from epsync.store.base import (
     Record,
     RevisionCompacted,
     Snapshot,
+    StoreIdentity,
     Write,
     WriteResult,
     check_write,
@@ -78,6 +79,7 @@ class RemoteDatastore(Datastore):
         self._feed = ChangeFeed()
         self._oldest = 0
         self._health = HealthSignal()
+        self._identity: StoreIdentity | None = None
         self._closing = False
         self._queue = CommitQueue(max_group)
         self._sender: asyncio.Task[None] | None = None
@@ -124,6 +126,7 @@ class RemoteDatastore(Datastore):
                         records.extend(codec.record_from_pb(r) for r in step.snapshot_part.records)
                     elif which == "snapshot_revision":
                         snapshot = Snapshot(step.snapshot_revision, records)
+                        self._identity = StoreIdentity(step.identity.store_id, step.identity.secret)
                     elif which == "healthy" and snapshot is not None:  # the owner's health, right after it
                         self._health.healthy = step.healthy  # nobody listens yet: open() is not done
                         break
@@ -201,6 +204,12 @@ class RemoteDatastore(Datastore):
 
     def add_health_listener(self, listener: HealthListener) -> None:
         self._health.add_listener(listener)
+
+    @property
+    def identity(self) -> StoreIdentity:
+        if self._identity is None:
+            raise DatastoreUnavailable(f"{self._where} is not open")
+        return self._identity
 
     @property
     def healthy(self) -> bool:

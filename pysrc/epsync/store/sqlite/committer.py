@@ -28,7 +28,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from epsync.store.base import Change, DatastoreFull, DatastoreUnavailable, Write
+from epsync.store.base import Change, DatastoreFull, DatastoreUnavailable, StoreIdentity, Write
 from epsync.store.feed import ChangeFeed, CommitQueue, HealthSignal, Outcomes, QueuedCall, RevisionWaiters
 from epsync.store.sqlite.apply import apply_group
 from epsync.store.sqlite.schema import (
@@ -111,6 +111,7 @@ class GroupCommitter:
         self._w_revision = 0  # the revision the writer knows is stored and handed to the loop
         self._w_compacted = 0
         self._w_suspect = False  # a commit failed with an unknown outcome; re-read before the next group
+        self.identity: StoreIdentity | None = None  # read from the file by open()
 
     # ----------------------------------------------------------------- lifecycle (event loop)
 
@@ -121,6 +122,7 @@ class GroupCommitter:
         self._w_revision, self._w_compacted, self._w_suspect = writer.revision, writer.compacted, False
         self._arrived = RevisionWaiters(writer.revision)
         self.oldest = writer.compacted
+        self.identity = writer.identity
         self._uncertain = False
         self._holding, self._held = False, []
         return writer.revision

@@ -1,10 +1,11 @@
 """The embedded store's file: its tables and their migrations, opening it, the thread each
 connection to it lives on, and the statements its reader and its writer share.
 
-Three tables: `objects` (every stored record), `history` (one row per revision, trimmed from the
-start by compaction) and `meta`. The revision counter and the compacted revision live in `meta`,
-so deleting every object or restarting never reuses a revision. The schema version is
-`PRAGMA user_version`; `_MIGRATIONS` takes a file from any older version to `SCHEMA_VERSION`.
+Four tables: `objects` (every stored record), `history` (one row per revision, trimmed from the
+start by compaction), `meta` and `identity` (the store's id and secret, made once). The revision
+counter and the compacted revision live in `meta`, so deleting every object or restarting never
+reuses a revision. The schema version is `PRAGMA user_version`; `_MIGRATIONS` takes a file from
+any older version to `SCHEMA_VERSION`.
 
 A lock file beside the database keeps a second epsync process off it. The writer's connection runs
 with `journal_mode=WAL` and `synchronous=FULL`: WAL readers only see committed transactions, and a
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Generic, Protocol, TypeVar
 
-from epsync.store.base import KIND_OF_VALUE, Change, DatastoreError, Kind, Record
+from epsync.store.base import KIND_OF_VALUE, Change, DatastoreError, Kind, Record, StoreIdentity
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1; `_migrate` runs the ones a file lacks.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -55,6 +56,13 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             create_revision INTEGER NOT NULL
         )""",
     ),
+    # 2: the store's identity (store/base.py StoreIdentity), made once, when the file is initialised
+    # or first opened by a version that knows it. SQLite's randomblob draws from the OS's randomness.
+    (
+        "CREATE TABLE identity (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+        "INSERT INTO identity (name, value) VALUES ('store_id', lower(hex(randomblob(16)))), "
+        "('secret', randomblob(32))",
+    ),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -67,6 +75,7 @@ class OpenedWriter:
     lock_file: IO[bytes]
     revision: int
     compacted: int
+    identity: StoreIdentity
 
     def close(self) -> None:
         self.conn.close()
@@ -107,6 +116,8 @@ def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3
         conn.execute("PRAGMA cache_size = -65536")
         _migrate(conn, path)
         rows = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        named = dict(conn.execute("SELECT name, value FROM identity").fetchall())
+        identity = StoreIdentity(str(named["store_id"]), bytes(named["secret"]))
     except sqlite3.Error as error:
         conn.close()
         lock_file.close()
@@ -115,7 +126,7 @@ def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3
         conn.close()
         lock_file.close()
         raise
-    return OpenedWriter(conn, lock_file, int(rows["revision"]), int(rows["compacted"]))
+    return OpenedWriter(conn, lock_file, int(rows["revision"]), int(rows["compacted"]), identity)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

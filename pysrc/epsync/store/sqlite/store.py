@@ -32,6 +32,7 @@ from epsync.store.base import (
     Record,
     RevisionCompacted,
     Snapshot,
+    StoreIdentity,
     Write,
     WriteResult,
     check_write,
@@ -200,6 +201,12 @@ class SqliteDatastore(Datastore):
         return await self._on_reader(read)
 
     # ----------------------------------------------------------------- writes
+
+    @property
+    def identity(self) -> StoreIdentity:
+        if self._committer.identity is None:
+            raise DatastoreUnavailable(f"datastore {self.path} is not open")
+        return self._committer.identity
 
     @property
     def healthy(self) -> bool:
