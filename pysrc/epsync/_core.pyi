@@ -21,6 +21,7 @@ __all__ = [
     "SelectorError",
     "normalize_endpoints",
     "normalize_profiles",
+    "undecodable",
 ]
 
 VERSION: str
@@ -307,3 +308,7 @@ def normalize_endpoints(items: Sequence[_WriteItem]) -> list[bytes | _Violations
 def normalize_profiles(items: Sequence[_WriteItem]) -> list[bytes | _Violations]:
     """Validates a batch of Profiles for storing, as `epsync.model.validation.normalize_profile`
     and `PROFILES.encode` do; items and results as in `normalize_endpoints`."""
+
+def undecodable(kind: str, values: Sequence[bytes | None]) -> list[int]:
+    """The indexes of the `values` (stored bytes, or None for a deletion) that do not decode as
+    `kind`'s message, "WorkloadEndpoint" or "Profile"."""

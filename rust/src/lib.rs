@@ -38,5 +38,7 @@ mod _core {
     use crate::error::SelectorError;
 
     #[pymodule_export]
-    use crate::py::{PyEndpointIndex, PySelector, normalize_endpoints, normalize_profiles};
+    use crate::py::{
+        PyEndpointIndex, PySelector, normalize_endpoints, normalize_profiles, undecodable,
+    };
 }

@@ -870,6 +870,21 @@ pub fn normalize_endpoints<'py>(
     normalize_batch(py, items, stored::normalize_endpoints)
 }
 
+/// The indexes of the `values` (stored bytes, or None for a deletion) that do not decode as
+/// `kind`'s message, "WorkloadEndpoint" or "Profile".
+#[pyfunction]
+pub fn undecodable(kind: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    let mut owned: Vec<Option<Bound<'_, PyBytes>>> = Vec::new();
+    for value in values.try_iter()? {
+        owned.push(value?.extract()?);
+    }
+    let borrowed: Vec<Option<&[u8]>> = owned
+        .iter()
+        .map(|value| value.as_ref().map(PyBytesMethods::as_bytes))
+        .collect();
+    Ok(stored::undecodable_values(kind, &borrowed))
+}
+
 /// Validates a batch of Profiles for storing, as `epsync.model.validation.normalize_profile`
 /// and `PROFILES.encode` do; items and results as in `normalize_endpoints`.
 #[pyfunction]

@@ -32,7 +32,17 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
-from epsync.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
+from google.protobuf.message import DecodeError
+
+from epsync.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, NormalizeItem, ResourceType
 from epsync.store.base import Committed, Conflict, Datastore, Delete, Put, Record, WriteFailed, WriteResult
 from epsync.sync.cache import ResourceCache
@@ -381,7 +391,16 @@ def _stored(outcome: Outcome) -> Record:
 
 
 def _decoded(rtype: ResourceType[R], record: Record) -> R:
-    return rtype.decode(record.value, record.mod_revision)
+    try:
+        return rtype.decode(record.value, record.mod_revision)
+    except DecodeError:
+        # Written by something other than epsync, or damaged: the cache leaves such a value out (sync/cache.py),
+        # and a write cannot judge its preconditions against it.
+        raise FailedPrecondition(
+            f"the stored {rtype.describe(record.key)} does not decode (written by something other than epsync, or "
+            "damaged); remove it from the datastore, then write again",
+            reason="UNDECODABLE_STORED_OBJECT",
+        ) from None
 
 
 def _revision_of(record: Record | None) -> int:

@@ -100,3 +100,39 @@ pub fn normalize_endpoints(items: &[Item<'_>]) -> Vec<Outcome> {
 pub fn normalize_profiles(items: &[Item<'_>]) -> Vec<Outcome> {
     items.iter().map(normalize_profile_item).collect()
 }
+
+/// Which of `values` (stored bytes; `None` for a deletion, never undecodable) do not decode
+/// as `kind`'s message ("WorkloadEndpoint" or "Profile"): a value written by something else
+/// than epsync, or damaged. Their indexes, ascending.
+#[must_use]
+pub fn undecodable_values(kind: &str, values: &[Option<&[u8]>]) -> Vec<usize> {
+    let decodes = |bytes: &[u8]| match kind {
+        "Profile" => Profile::decode(bytes).is_ok(),
+        _ => WorkloadEndpoint::decode(bytes).is_ok(),
+    };
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, value)| value.is_some_and(|bytes| !decodes(bytes)))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_values_finds_what_does_not_decode() {
+        let good = WorkloadEndpoint::default().encode_to_vec();
+        let garbage: &[u8] = b"\x0a\x64";
+        let values = [
+            Some(good.as_slice()),
+            None,
+            Some(garbage),
+            Some(b"".as_slice()),
+        ];
+        assert_eq!(undecodable_values("WorkloadEndpoint", &values), vec![2]);
+        assert_eq!(undecodable_values("Profile", &values), vec![2]);
+    }
+}
