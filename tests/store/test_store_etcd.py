@@ -408,3 +408,19 @@ async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
             await EtcdDatastore([server.url], tls=EtcdTls(ca_file=tmp_path / "missing.pem")).open()
     finally:
         server.stop()
+
+
+async def test_an_empty_prefix_is_refused_when_a_store_is_expected(session_etcd: EtcdServer, prefix: str) -> None:
+    expecting = EtcdDatastore([session_etcd.endpoint], prefix=prefix, expect_existing=True)
+    with pytest.raises(DatastoreError, match="holds no epsync store under"):
+        await expecting.open()
+    made = EtcdDatastore([session_etcd.endpoint], prefix=prefix)
+    await made.open()
+    identity = made.identity
+    await made.close()
+    again = EtcdDatastore([session_etcd.endpoint], prefix=prefix, expect_existing=True)
+    await again.open()
+    try:
+        assert again.identity == identity
+    finally:
+        await again.close()

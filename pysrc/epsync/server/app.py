@@ -65,8 +65,14 @@ def open_datastore(config: ServerConfig) -> Datastore:
         tls = None
         if config.etcd_ca_file or config.etcd_cert_file:
             tls = EtcdTls(ca_file=config.etcd_ca_file, cert_file=config.etcd_cert_file, key_file=config.etcd_key_file)
-        return EtcdDatastore(config.etcd_endpoints, prefix=config.etcd_prefix, tls=tls)
-    return SqliteDatastore(config.data_dir / "epsync.db", history_window=config.history_window)
+        return EtcdDatastore(
+            config.etcd_endpoints, prefix=config.etcd_prefix, tls=tls, expect_existing=config.expect_existing_store
+        )
+    return SqliteDatastore(
+        config.data_dir / "epsync.db",
+        history_window=config.history_window,
+        expect_existing=config.expect_existing_store,
+    )
 
 
 class EpsyncServer:

@@ -24,6 +24,11 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--etcd-ca-file", type=Path, help="CA bundle for etcd's TLS certificate")
     serve.add_argument("--etcd-cert-file", type=Path, help="client certificate for etcd (mutual TLS)")
     serve.add_argument("--etcd-key-file", type=Path, help="client key for etcd (mutual TLS)")
+    serve.add_argument(
+        "--expect-existing-store",
+        action="store_true",
+        help="refuse to start on an empty data directory or etcd prefix (a wipe), rather than make a new store",
+    )
     serve.add_argument("--history-window", type=int, default=100_000, help="revisions of history kept for resume")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds shutdown waits for in-flight calls")
     serve.add_argument("--watcher-max-events", type=int, default=10_000, help="events a watcher may fall behind")
@@ -66,6 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
             watcher_max_bytes=args.watcher_max_bytes,
             bookmark_interval_seconds=args.bookmark_interval,
             workers=default_workers() if args.workers is None else args.workers,
+            expect_existing_store=args.expect_existing_store,
         )
     except ValidationError as error:
         first = error.errors()[0]

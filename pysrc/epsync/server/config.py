@@ -44,6 +44,9 @@ class ServerConfig(BaseModel):
     watcher_max_bytes: int = Field(64 * MiB, ge=1, description="bytes a watcher may have queued before it is cut off")
     bookmark_interval_seconds: float = Field(60.0, gt=0, description="bookmark a watcher idle this long")
     bookmark_tick_seconds: float = Field(1.0, gt=0, description="how often bookmarks are considered")
+    expect_existing_store: bool = Field(
+        False, description="refuse to start unless the datastore already holds a store (not a new, empty one)"
+    )
     workers: int = Field(1, ge=1, le=64, description="serving processes on the listen address (--workers)")
 
     @model_validator(mode="after")

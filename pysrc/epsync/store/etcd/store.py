@@ -109,7 +109,8 @@ class EtcdDatastore(Datastore):
     `reconnect_max_seconds`: the cap of the watch's reconnection back-off. `max_txn_ops` and
     `max_txn_bytes`: the size of one etcd transaction. `max_group`: the most writes the committer
     takes at once (a larger call goes alone). `page_size`: keys per read when listing the prefix.
-    `connect`: makes the etcd client (by default `EtcdClient`).
+    `connect`: makes the etcd client (by default `EtcdClient`). `expect_existing`: refuse to open a prefix
+    that holds no store yet (rather than start a new, empty one).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class EtcdDatastore(Datastore):
         max_group: int = 1000,
         page_size: int = 1000,
         connect: ConnectEtcd = EtcdClient,
+        expect_existing: bool = False,
     ) -> None:
         if max_txn_ops < 1 or max_txn_bytes < 1 or max_group < 1 or page_size < 1:
             raise ValueError("max_txn_ops, max_txn_bytes, max_group and page_size must be at least 1")
@@ -139,6 +141,7 @@ class EtcdDatastore(Datastore):
         self.reconnect_max_seconds = reconnect_max_seconds
         self.max_group = max_group
         self._connect = connect
+        self.expect_existing = expect_existing
         self._where = self.keyspace.where
         self._client: EtcdClient | None = None
         self._open = False
@@ -184,6 +187,9 @@ class EtcdDatastore(Datastore):
         except EtcdError as error:
             await client.close()
             raise DatastoreError(f"cannot read epsync's data from etcd at {self._where}: {error}") from None
+        except DatastoreError:
+            await client.close()
+            raise
         self._client = client
         self._compacted = 0
         self._open = True
@@ -205,6 +211,12 @@ class EtcdDatastore(Datastore):
         """The prefix's identity: made by the first server to open it (one transaction: only one can), read by
         every later one."""
         key = self.keyspace.raw_prefix + IDENTITY_KEY
+        if self.expect_existing and await client.get(key) is None:
+            raise DatastoreError(
+                f"etcd at {self._where} holds no epsync store under {self.prefix}, and it is expected to "
+                "(--expect-existing-store): is the prefix the right one, or was etcd wiped? Start without the flag "
+                "to make a new, empty store"
+            )
         mine = StoreIdentity.new()
         value = json.dumps({"store_id": mine.store_id, "secret": mine.secret.hex()}).encode()
         result = await client.txn([Compare(key, "create_revision", "==", 0)], [PutOp(key, value)], [RangeOp(key)])

@@ -89,11 +89,13 @@ class GroupCommitter:
         history_window: int,
         max_group: int,
         connection_class: type[sqlite3.Connection] = sqlite3.Connection,
+        expect_existing: bool = False,
     ) -> None:
         self.path = path
         self.history_window = history_window
         self.max_group = max_group
         self.connection_class = connection_class
+        self.expect_existing = expect_existing
         self.oldest = 0  # oldest_revision as last published
         self.groups_committed = 0
         self.writes_committed = 0  # writes in committed groups, conflicts included
@@ -118,7 +120,7 @@ class GroupCommitter:
     async def open(self) -> int:
         """Start the writer thread and open the database on it; returns the stored revision."""
         self._writer = ConnectionThread("epsync-store-writer")
-        writer = await self._writer.open(lambda: open_writer(self.path, self.connection_class))
+        writer = await self._writer.open(lambda: open_writer(self.path, self.connection_class, self.expect_existing))
         self._w_revision, self._w_compacted, self._w_suspect = writer.revision, writer.compacted, False
         self._arrived = RevisionWaiters(writer.revision)
         self.oldest = writer.compacted

@@ -82,8 +82,16 @@ class OpenedWriter:
         self.lock_file.close()  # releases the flock
 
 
-def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3.Connection) -> OpenedWriter:
-    """Take the lock file, open or create the database, migrate it; DatastoreError says why it cannot."""
+def open_writer(
+    path: Path, connection_class: type[sqlite3.Connection] = sqlite3.Connection, expect_existing: bool = False
+) -> OpenedWriter:
+    """Take the lock file, open or create the database (only open it, with `expect_existing`), migrate it, and
+    check that its revision counter is not behind what it stores; DatastoreError says why it cannot."""
+    if expect_existing and not path.exists():
+        raise DatastoreError(
+            f"datastore {path} does not exist, and it is expected to (--expect-existing-store): is the data "
+            "directory the right one, or was it wiped? Start without the flag to make a new, empty store"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -117,6 +125,7 @@ def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3
         _migrate(conn, path)
         rows = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         named = dict(conn.execute("SELECT name, value FROM identity").fetchall())
+        _check_counter(conn, path, int(rows["revision"]))
         identity = StoreIdentity(str(named["store_id"]), bytes(named["secret"]))
     except sqlite3.Error as error:
         conn.close()
@@ -127,6 +136,20 @@ def open_writer(path: Path, connection_class: type[sqlite3.Connection] = sqlite3
         lock_file.close()
         raise
     return OpenedWriter(conn, lock_file, int(rows["revision"]), int(rows["compacted"]), identity)
+
+
+def _check_counter(conn: sqlite3.Connection, path: Path, revision: int) -> None:
+    """The revision counter must be at least every revision the file holds: behind them, the next writes
+    would reuse revisions that clients already hold (and fail on the history's unique revisions)."""
+    stored = conn.execute(
+        "SELECT max(coalesce((SELECT max(mod_revision) FROM objects), 0), "
+        "coalesce((SELECT max(revision) FROM history), 0))"
+    ).fetchone()[0]
+    if stored > revision:
+        raise DatastoreError(
+            f"datastore {path}: its revision counter ({revision}) is behind the revisions it stores (up to {stored}): "
+            "the file was edited or restored in part; restore it whole from a backup"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

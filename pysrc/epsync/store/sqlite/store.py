@@ -61,6 +61,7 @@ class SqliteDatastore(Datastore):
         history_window: int = 100_000,
         max_group: int = 1000,
         connection_class: type[sqlite3.Connection] = sqlite3.Connection,
+        expect_existing: bool = False,
     ) -> None:
         if history_window < 1:
             raise ValueError("history_window must be at least 1")
@@ -76,6 +77,7 @@ class SqliteDatastore(Datastore):
             history_window=history_window,
             max_group=max_group,
             connection_class=connection_class,
+            expect_existing=expect_existing,
         )
         self._open = False
         self._closing = False
