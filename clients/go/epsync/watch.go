@@ -43,8 +43,9 @@ type View struct {
 
 	mu         sync.Mutex
 	objects    map[string]*epsyncv1.WorkloadEndpoint
-	revision   int64 // every event up to here is applied (0: not in sync yet)
-	synced     bool  // the current stream has sent its initial_events_end bookmark
+	revision   int64  // every event up to here is applied (0: not in sync yet)
+	synced     bool   // the current stream has sent its initial_events_end bookmark
+	storeID    string // the store objects and revision come from, as the server named it
 	reconnects int
 	changed    chan struct{} // closed and replaced at every change of state
 	err        error
@@ -154,6 +155,7 @@ func (v *View) request() *epsyncv1.WatchWorkloadEndpointsRequest {
 	if v.revision != 0 || len(v.objects) != 0 {
 		req.SendInitialEvents = false
 		req.ResourceVersion = v.revision
+		req.StoreId = v.storeID
 		if len(v.objects) <= MaxKnownVersions {
 			req.KnownResourceVersions = make(map[string]int64, len(v.objects))
 			for key, w := range v.objects {
@@ -178,6 +180,14 @@ func (v *View) run(ctx context.Context) {
 			v.stop(err)
 			return
 		}
+		if v.fromAnotherStore(err) {
+			// A wiped store or another cluster: what the view holds means nothing there. Tell the consumer,
+			// drop it, and start over from the new store's initial state.
+			if !v.dropAll(ctx) {
+				v.stop(ctx.Err())
+				return
+			}
+		}
 		v.mu.Lock()
 		if errors.Is(err, ErrResourceVersionTooOld) && len(v.objects) == 0 {
 			v.revision = 0 // nothing held: start over with the initial state
@@ -195,6 +205,36 @@ func (v *View) run(ctx context.Context) {
 		}
 		delay = min(delay*2, v.client.backoff.Max)
 	}
+}
+
+// fromAnotherStore reports whether err refuses the resume because the server's store is not the one
+// the view's state comes from.
+func (v *View) fromAnotherStore(err error) bool {
+	var e *Error
+	if !errors.Is(err, ErrResourceVersionTooOld) || !errors.As(err, &e) {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	other, ok := e.Metadata["storeId"]
+	return ok && other != v.storeID
+}
+
+// dropAll empties the view, sending a DELETED event for each object it held; false if ctx ended first.
+func (v *View) dropAll(ctx context.Context) bool {
+	v.mu.Lock()
+	held := v.objects
+	v.objects = map[string]*epsyncv1.WorkloadEndpoint{}
+	v.revision, v.storeID = 0, ""
+	v.mu.Unlock()
+	for _, obj := range held {
+		select {
+		case v.events <- Event{Type: epsyncv1.EventType_DELETED, Object: obj}:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (v *View) stop(err error) {
@@ -252,6 +292,9 @@ func (v *View) apply(ev *epsyncv1.WorkloadEndpointWatchEvent) (Event, bool) {
 	case epsyncv1.EventType_BOOKMARK:
 		if ev.GetInitialEventsEnd() {
 			v.synced = true
+			if id := ev.GetStoreId(); id != "" {
+				v.storeID = id
+			}
 		}
 		if v.synced {
 			v.revision = max(v.revision, ev.GetResourceVersion())

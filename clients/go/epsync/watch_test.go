@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,5 +257,60 @@ func TestWatchStopsWithContext(t *testing.T) {
 	}
 	if !errors.Is(v.Err(), context.Canceled) {
 		t.Errorf("view error %v, want context.Canceled", v.Err())
+	}
+}
+
+// A view whose store is wiped (the server comes back on an empty data directory, revisions from 1
+// again) drops what it held, telling the consumer, and starts over from the new store.
+func TestWatchStartsOverOnAWipedStore(t *testing.T) {
+	srv := startServer(t, "--workers", "1")
+	ctx := testContext(t, 40*time.Second)
+	c := dial(t, srv.addr())
+	for _, pod := range []string{"old-a", "old-b", "old-c"} {
+		if _, err := c.CreateEndpoint(ctx, endpoint("default", "node1", pod, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	view := c.Watch(ctx, epsync.Filter{})
+	deleted := make(chan string, 16)
+	go func() {
+		for ev := range view.Events() {
+			if ev.Type == epsyncv1.EventType_DELETED {
+				deleted <- ev.Object.GetMetadata().GetName()
+			}
+		}
+	}()
+	if err := view.WaitSynced(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(view.Objects()); n != 3 {
+		t.Fatalf("the view holds %d objects, not 3", n)
+	}
+	srv.kill()
+	if err := os.RemoveAll(srv.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	srv.start("--workers", "1")
+	fresh, err := dial(t, srv.addr()).CreateEndpoint(ctx, endpoint("default", "node1", "new", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		objects := view.Objects()
+		if _, ok := objects["default/"+fresh.GetMetadata().GetName()]; ok && len(objects) == 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the view never started over: it holds %v\nserver log:\n%s", view.Objects(), srv.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for told := 0; told < 3; told++ {
+		select {
+		case <-deleted:
+		case <-ctx.Done():
+			t.Fatalf("the consumer was told of %d deletions, not 3", told)
+		}
 	}
 }

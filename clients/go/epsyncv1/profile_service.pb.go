@@ -593,8 +593,10 @@ type WatchProfilesRequest struct {
 	AllowBookmarks bool `protobuf:"varint,4,opt,name=allow_bookmarks,json=allowBookmarks,proto3" json:"allow_bookmarks,omitempty"`
 	// Profile name -> resource_version of the profiles the client holds. At most 10,000 entries.
 	KnownResourceVersions map[string]int64 `protobuf:"bytes,5,rep,name=known_resource_versions,json=knownResourceVersions,proto3" json:"known_resource_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// As in WatchWorkloadEndpointsRequest: the store the client's state comes from; another is refused.
+	StoreId       string `protobuf:"bytes,6,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchProfilesRequest) Reset() {
@@ -662,6 +664,13 @@ func (x *WatchProfilesRequest) GetKnownResourceVersions() map[string]int64 {
 	return nil
 }
 
+func (x *WatchProfilesRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
 // ProfileWatchEvent is one change to the watched set of profiles.
 type ProfileWatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -675,8 +684,10 @@ type ProfileWatchEvent struct {
 	ResourceVersion int64 `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
 	// Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync.
 	InitialEventsEnd bool `protobuf:"varint,4,opt,name=initial_events_end,json=initialEventsEnd,proto3" json:"initial_events_end,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// On the BOOKMARK that ends the initial events: the id of the store the events come from.
+	StoreId       string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProfileWatchEvent) Reset() {
@@ -735,6 +746,13 @@ func (x *ProfileWatchEvent) GetInitialEventsEnd() bool {
 		return x.InitialEventsEnd
 	}
 	return false
+}
+
+func (x *ProfileWatchEvent) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
 }
 
 // WatchProfilesResponse is a batch of profile events.
@@ -828,21 +846,23 @@ const file_epsync_v1_profile_service_proto_rawDesc = "" +
 	"\rallow_missing\x18\x04 \x01(\bR\fallowMissing\"p\n" +
 	"\x15DeleteProfileResponse\x12,\n" +
 	"\aprofile\x18\x01 \x01(\v2\x12.epsync.v1.ProfileR\aprofile\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\xff\x02\n" +
+	"\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\x9a\x03\n" +
 	"\x14WatchProfilesRequest\x12%\n" +
 	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\x12.\n" +
 	"\x13send_initial_events\x18\x03 \x01(\bR\x11sendInitialEvents\x12'\n" +
 	"\x0fallow_bookmarks\x18\x04 \x01(\bR\x0eallowBookmarks\x12r\n" +
-	"\x17known_resource_versions\x18\x05 \x03(\v2:.epsync.v1.WatchProfilesRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x1aH\n" +
+	"\x17known_resource_versions\x18\x05 \x03(\v2:.epsync.v1.WatchProfilesRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x12\x19\n" +
+	"\bstore_id\x18\x06 \x01(\tR\astoreId\x1aH\n" +
 	"\x1aKnownResourceVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc2\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xdd\x01\n" +
 	"\x11ProfileWatchEvent\x12(\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x14.epsync.v1.EventTypeR\x04type\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.epsync.v1.ProfileR\x06object\x12)\n" +
 	"\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12,\n" +
-	"\x12initial_events_end\x18\x04 \x01(\bR\x10initialEventsEnd\"i\n" +
+	"\x12initial_events_end\x18\x04 \x01(\bR\x10initialEventsEnd\x12\x19\n" +
+	"\bstore_id\x18\x05 \x01(\tR\astoreId\"i\n" +
 	"\x15WatchProfilesResponse\x124\n" +
 	"\x06events\x18\x01 \x03(\v2\x1c.epsync.v1.ProfileWatchEventR\x06events\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\bR\bfragment2\xfe\x03\n" +

@@ -636,8 +636,12 @@ type WatchWorkloadEndpointsRequest struct {
 	// the difference when it cannot replay from resource_version. At most 10,000 entries (more is
 	// INVALID_ARGUMENT: re-list instead).
 	KnownResourceVersions map[string]int64 `protobuf:"bytes,7,rep,name=known_resource_versions,json=knownResourceVersions,proto3" json:"known_resource_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The store the client's revision and known versions come from (the store_id of the bookmark that
+	// ended its initial events). If this server's store is another one (a wiped data directory, another
+	// cluster), the resume is refused with OUT_OF_RANGE RESOURCE_VERSION_TOO_OLD: re-list. Empty: not checked.
+	StoreId       string `protobuf:"bytes,8,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchWorkloadEndpointsRequest) Reset() {
@@ -719,6 +723,13 @@ func (x *WatchWorkloadEndpointsRequest) GetKnownResourceVersions() map[string]in
 	return nil
 }
 
+func (x *WatchWorkloadEndpointsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
 // WorkloadEndpointWatchEvent is one change to the watched set of endpoints.
 type WorkloadEndpointWatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -732,8 +743,11 @@ type WorkloadEndpointWatchEvent struct {
 	ResourceVersion int64 `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
 	// Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync.
 	InitialEventsEnd bool `protobuf:"varint,4,opt,name=initial_events_end,json=initialEventsEnd,proto3" json:"initial_events_end,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// On the BOOKMARK that ends the initial events: the id of the store the events come from. A client
+	// sends it back in WatchWorkloadEndpointsRequest.store_id when it resumes.
+	StoreId       string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkloadEndpointWatchEvent) Reset() {
@@ -792,6 +806,13 @@ func (x *WorkloadEndpointWatchEvent) GetInitialEventsEnd() bool {
 		return x.InitialEventsEnd
 	}
 	return false
+}
+
+func (x *WorkloadEndpointWatchEvent) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
 }
 
 // WatchWorkloadEndpointsResponse is a batch of endpoint events (the server batches under load).
@@ -1097,7 +1118,7 @@ const file_epsync_v1_workload_endpoint_service_proto_rawDesc = "" +
 	"\rallow_missing\x18\x05 \x01(\bR\fallowMissing\"\x95\x01\n" +
 	"\x1eDeleteWorkloadEndpointResponse\x12H\n" +
 	"\x11workload_endpoint\x18\x01 \x01(\v2\x1b.epsync.v1.WorkloadEndpointR\x10workloadEndpoint\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\xc3\x03\n" +
+	"\x10resource_version\x18\x02 \x01(\x03R\x0fresourceVersion\"\xde\x03\n" +
 	"\x1dWatchWorkloadEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12\x12\n" +
@@ -1105,15 +1126,17 @@ const file_epsync_v1_workload_endpoint_service_proto_rawDesc = "" +
 	"\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion\x12.\n" +
 	"\x13send_initial_events\x18\x05 \x01(\bR\x11sendInitialEvents\x12'\n" +
 	"\x0fallow_bookmarks\x18\x06 \x01(\bR\x0eallowBookmarks\x12{\n" +
-	"\x17known_resource_versions\x18\a \x03(\v2C.epsync.v1.WatchWorkloadEndpointsRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x1aH\n" +
+	"\x17known_resource_versions\x18\a \x03(\v2C.epsync.v1.WatchWorkloadEndpointsRequest.KnownResourceVersionsEntryR\x15knownResourceVersions\x12\x19\n" +
+	"\bstore_id\x18\b \x01(\tR\astoreId\x1aH\n" +
 	"\x1aKnownResourceVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd4\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xef\x01\n" +
 	"\x1aWorkloadEndpointWatchEvent\x12(\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x14.epsync.v1.EventTypeR\x04type\x123\n" +
 	"\x06object\x18\x02 \x01(\v2\x1b.epsync.v1.WorkloadEndpointR\x06object\x12)\n" +
 	"\x10resource_version\x18\x03 \x01(\x03R\x0fresourceVersion\x12,\n" +
-	"\x12initial_events_end\x18\x04 \x01(\bR\x10initialEventsEnd\"{\n" +
+	"\x12initial_events_end\x18\x04 \x01(\bR\x10initialEventsEnd\x12\x19\n" +
+	"\bstore_id\x18\x05 \x01(\tR\astoreId\"{\n" +
 	"\x1eWatchWorkloadEndpointsResponse\x12=\n" +
 	"\x06events\x18\x01 \x03(\v2%.epsync.v1.WorkloadEndpointWatchEventR\x06events\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\bR\bfragment\"\xd7\x02\n" +

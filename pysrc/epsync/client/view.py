@@ -41,6 +41,8 @@ class _Event(Protocol[R_co]):
     def resource_version(self) -> int: ...
     @property
     def initial_events_end(self) -> bool: ...
+    @property
+    def store_id(self) -> str: ...
 
 
 class _Response(Protocol[R_co]):
@@ -54,6 +56,7 @@ class _Request(Protocol):
     resource_version: int
     send_initial_events: bool
     allow_bookmarks: bool
+    store_id: str
 
     @property
     def known_resource_versions(self) -> MutableMapping[str, int]: ...
@@ -100,6 +103,7 @@ class MaterializedView(Generic[R, Q]):
         self.objects: dict[str, R] = {}
         self.revision = 0  # every event up to here is applied (0: not in sync yet)
         self.synced = False  # the current stream has sent its initial_events_end bookmark
+        self.store_id = ""  # the store `objects` and `revision` come from, as the server named it
         self.reconnects = 0
         self._synced_event = asyncio.Event()
 
@@ -114,6 +118,7 @@ class MaterializedView(Generic[R, Q]):
             # Resume: replay after what we hold completely, or else the difference to what we hold.
             request.send_initial_events = False
             request.resource_version = self.revision
+            request.store_id = self.store_id
             request.known_resource_versions.clear()
             if len(self.objects) <= MAX_KNOWN_VERSIONS:  # more: by revision alone, or a re-list if history is gone
                 request.known_resource_versions.update(
@@ -140,8 +145,17 @@ class MaterializedView(Generic[R, Q]):
                 error = raised
             if isinstance(error, _FATAL):
                 raise error
-            if isinstance(error, OutOfRange) and error.reason == "RESOURCE_VERSION_TOO_OLD" and not self.objects:
-                self.revision = 0  # nothing held: start over with the initial state
+            if isinstance(error, OutOfRange) and error.reason == "RESOURCE_VERSION_TOO_OLD":
+                if error.metadata.get("storeId", self.store_id) != self.store_id:
+                    # Another store (wiped, or another cluster): what is held means nothing there. Drop it,
+                    # telling the consumer, and start over from the new store's initial state.
+                    log.warning("the server's store is another one (%s): re-listing", error.metadata["storeId"])
+                    for obj in self.objects.values():
+                        yield WatchEvent("DELETED", obj, 0)
+                    self.objects.clear()
+                    self.revision, self.store_id = 0, ""
+                elif not self.objects:
+                    self.revision = 0  # nothing held: start over with the initial state
             self.synced = False
             self.reconnects += 1
             log.info("watch stream ended (%s); resuming from revision %d", error or "closed", self.revision)
@@ -152,6 +166,7 @@ class MaterializedView(Generic[R, Q]):
         if event.type == BOOKMARK:
             if event.initial_events_end:
                 self.synced = True
+                self.store_id = event.store_id or self.store_id
                 self._synced_event.set()
             if self.synced:
                 self.revision = max(self.revision, event.resource_version)

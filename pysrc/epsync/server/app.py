@@ -105,6 +105,7 @@ class EpsyncServer:
 
         server = grpc.aio.server(options=grpc_options(self.config))
         page_tokens = PageTokens(self.store.identity.secret)  # the same on every server of this store
+        self.endpoint_hub.store_id = self.profile_hub.store_id = self.store.identity.store_id
         endpoints = WorkloadEndpointServicer(
             self.endpoint_registry,
             self.cache,

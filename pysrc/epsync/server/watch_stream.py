@@ -24,6 +24,7 @@ async def serve_watch(
 ) -> None:
     try:
         _check_versions(request)
+        hub.check_store(request)
         await wait_until_servable(request.resource_version)
         watcher = hub.start(request)
     except Exception as error:

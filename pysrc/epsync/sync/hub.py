@@ -40,6 +40,8 @@ class WatchRequest(Protocol):
     def allow_bookmarks(self) -> bool: ...
     @property
     def known_resource_versions(self) -> Mapping[str, int]: ...
+    @property
+    def store_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         self._group_of: dict[Watcher, G] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._bookmark: tuple[int, bytes] = (-1, b"")
+        # The store the events come from (its identity, set once the store is open): named in the bookmark
+        # that ends each watch's initial events, and checked against the store a resuming client names.
+        self.store_id = ""
 
     # --- membership -------------------------------------------------------------------------------
 
@@ -108,8 +113,20 @@ class WatchHub(abc.ABC, Generic[G, Q]):
 
     # --- starting a watch -------------------------------------------------------------------------
 
+    def check_store(self, request: Q) -> None:
+        """A resume names the store its state comes from: another store's (a wiped data directory, another
+        cluster) is RESOURCE_VERSION_TOO_OLD at once, before any wait for its revision, so the client re-lists."""
+        if request.store_id and self.store_id and request.store_id != self.store_id:
+            raise OutOfRange(
+                f"the state this watch resumes from comes from another store ({request.store_id[:64]}; this server's "
+                f"is {self.store_id}): the data was wiped or this is another cluster; re-list",
+                reason="RESOURCE_VERSION_TOO_OLD",
+                metadata={"oldestResourceVersion": str(self._cache.oldest_replayable), "storeId": self.store_id},
+            )
+
     def start(self, request: Q) -> Watcher:
         """A new watcher, caught up to the cache's revision S and joined to its group (synchronous)."""
+        self.check_store(request)
         revision = self._cache.revision
         group = self._group(request)
         try:
@@ -118,7 +135,7 @@ class WatchHub(abc.ABC, Generic[G, Q]):
             self._release(group)
             raise
         watcher = Watcher(self.limits, allow_bookmarks=request.allow_bookmarks)
-        watcher.push(revision, [*catch_up, bookmark_entry(revision, initial_events_end=True)])
+        watcher.push(revision, [*catch_up, bookmark_entry(revision, initial_events_end=True, store_id=self.store_id)])
         self._join(group, watcher)
         return watcher
 

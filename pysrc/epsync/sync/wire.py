@@ -34,7 +34,7 @@ __all__ = [
 # Field numbers of <Kind>WatchEvent and of the response, the same for every kind.
 _EVENTS_FIELD = 1
 _FRAGMENT_FIELD = 2
-_EVENT_TYPE, _EVENT_OBJECT, _EVENT_REVISION, _EVENT_INITIAL_END = 1, 2, 3, 4
+_EVENT_TYPE, _EVENT_OBJECT, _EVENT_REVISION, _EVENT_INITIAL_END, _EVENT_STORE_ID = 1, 2, 3, 4, 5
 # Fields of every kind's List response: `repeated <Kind> items = 1; string next_page_token = 2;
 # int64 resource_version = 3;`.
 _LIST_ITEMS, _LIST_NEXT_PAGE_TOKEN, _LIST_RESOURCE_VERSION = 1, 2, 3
@@ -90,12 +90,15 @@ def event_entry(event_type: EventType.ValueType, encoded_object: bytes, revision
     return _length_delimited(_EVENTS_FIELD, event)
 
 
-def bookmark_entry(revision: int, *, initial_events_end: bool = False) -> bytes:
+def bookmark_entry(revision: int, *, initial_events_end: bool = False, store_id: str = "") -> bytes:
+    """A BOOKMARK event entry; the one that ends the initial events names the store (`store_id`)."""
     event = (
         _varint_field(_EVENT_TYPE, BOOKMARK)
         + _varint_field(_EVENT_REVISION, revision)
         + _varint_field(_EVENT_INITIAL_END, int(initial_events_end))
     )
+    if store_id:
+        event += _length_delimited(_EVENT_STORE_ID, store_id.encode())
     return _length_delimited(_EVENTS_FIELD, event)
 
 

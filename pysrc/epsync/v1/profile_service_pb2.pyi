@@ -329,6 +329,7 @@ class WatchProfilesRequest(_message.Message):
     SEND_INITIAL_EVENTS_FIELD_NUMBER: _builtins.int
     ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
     KNOWN_RESOURCE_VERSIONS_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
     label_selector: _builtins.str
     """Calico selector over the profile's own metadata labels."""
     resource_version: _builtins.int
@@ -337,6 +338,8 @@ class WatchProfilesRequest(_message.Message):
     """Start with the current matching state as ADDED events, then a BOOKMARK with initial_events_end."""
     allow_bookmarks: _builtins.bool
     """Allow periodic BOOKMARK events (progress without changes)."""
+    store_id: _builtins.str
+    """As in WatchWorkloadEndpointsRequest: the store the client's state comes from; another is refused."""
     @_builtins.property
     def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Profile name -> resource_version of the profiles the client holds. At most 10,000 entries."""
@@ -349,10 +352,11 @@ class WatchProfilesRequest(_message.Message):
         send_initial_events: _builtins.bool = ...,
         allow_bookmarks: _builtins.bool = ...,
         known_resource_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        store_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events", "store_id", b"store_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -368,6 +372,7 @@ class ProfileWatchEvent(_message.Message):
     OBJECT_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
     type: _watch_pb2.EventType.ValueType
     """What happened: ADDED, MODIFIED, DELETED or BOOKMARK."""
     resource_version: _builtins.int
@@ -376,6 +381,8 @@ class ProfileWatchEvent(_message.Message):
     """
     initial_events_end: _builtins.bool
     """Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync."""
+    store_id: _builtins.str
+    """On the BOOKMARK that ends the initial events: the id of the store the events come from."""
     @_builtins.property
     def object(self) -> _profile_pb2.Profile:
         """ADDED/MODIFIED: the profile as stored. DELETED: its last state that matched, with
@@ -389,10 +396,11 @@ class ProfileWatchEvent(_message.Message):
         object: _profile_pb2.Profile | None = ...,
         resource_version: _builtins.int = ...,
         initial_events_end: _builtins.bool = ...,
+        store_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "store_id", b"store_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -348,6 +348,7 @@ class WatchWorkloadEndpointsRequest(_message.Message):
     SEND_INITIAL_EVENTS_FIELD_NUMBER: _builtins.int
     ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
     KNOWN_RESOURCE_VERSIONS_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """"" = every namespace."""
     label_selector: _builtins.str
@@ -360,6 +361,11 @@ class WatchWorkloadEndpointsRequest(_message.Message):
     """Start with the current matching state as ADDED events, then a BOOKMARK with initial_events_end."""
     allow_bookmarks: _builtins.bool
     """Allow periodic BOOKMARK events (progress without changes)."""
+    store_id: _builtins.str
+    """The store the client's revision and known versions come from (the store_id of the bookmark that
+    ended its initial events). If this server's store is another one (a wiped data directory, another
+    cluster), the resume is refused with OUT_OF_RANGE RESOURCE_VERSION_TOO_OLD: re-list. Empty: not checked.
+    """
     @_builtins.property
     def known_resource_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """"namespace/name" -> resource_version of the objects the client holds; the server then sends only
@@ -377,10 +383,11 @@ class WatchWorkloadEndpointsRequest(_message.Message):
         send_initial_events: _builtins.bool = ...,
         allow_bookmarks: _builtins.bool = ...,
         known_resource_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        store_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "namespace", b"namespace", "node", b"node", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "known_resource_versions", b"known_resource_versions", "label_selector", b"label_selector", "namespace", b"namespace", "node", b"node", "resource_version", b"resource_version", "send_initial_events", b"send_initial_events", "store_id", b"store_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,6 +403,7 @@ class WorkloadEndpointWatchEvent(_message.Message):
     OBJECT_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     INITIAL_EVENTS_END_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
     type: _watch_pb2.EventType.ValueType
     """What happened: ADDED, MODIFIED, DELETED or BOOKMARK."""
     resource_version: _builtins.int
@@ -404,6 +412,10 @@ class WorkloadEndpointWatchEvent(_message.Message):
     """
     initial_events_end: _builtins.bool
     """Set on the one BOOKMARK that ends the initial events (or the resume catch-up): the client is in sync."""
+    store_id: _builtins.str
+    """On the BOOKMARK that ends the initial events: the id of the store the events come from. A client
+    sends it back in WatchWorkloadEndpointsRequest.store_id when it resumes.
+    """
     @_builtins.property
     def object(self) -> _workload_endpoint_pb2.WorkloadEndpoint:
         """ADDED/MODIFIED: the object as stored. DELETED: its last state that matched, with
@@ -417,10 +429,11 @@ class WorkloadEndpointWatchEvent(_message.Message):
         object: _workload_endpoint_pb2.WorkloadEndpoint | None = ...,
         resource_version: _builtins.int = ...,
         initial_events_end: _builtins.bool = ...,
+        store_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_events_end", b"initial_events_end", "object", b"object", "resource_version", b"resource_version", "store_id", b"store_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
