@@ -137,6 +137,12 @@ class EtcdServer:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
+    @property
+    def pid(self) -> int:
+        """The etcd process (to freeze it with SIGSTOP, say)."""
+        assert self._process is not None, "etcd is not running"
+        return self._process.pid
+
     def command(self) -> list[str]:
         peer = "http://127.0.0.1:0"  # a member of one: nobody dials its peer port, so any port will do
         return [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -424,3 +426,28 @@ async def test_an_empty_prefix_is_refused_when_a_store_is_expected(session_etcd:
         assert again.identity == identity
     finally:
         await again.close()
+
+
+async def test_a_frozen_etcd_turns_the_store_unhealthy_and_back(etcd: EtcdServer, prefix: str) -> None:
+    """SIGSTOP keeps etcd's connections open and silent: the watch alone would not notice; the probe does."""
+    store = EtcdDatastore([etcd.endpoint], prefix=prefix, probe_seconds=0.3, request_timeout=1.0)
+    await store.open()
+    health: list[bool] = []
+    store.add_health_listener(health.append)
+    try:
+        assert store.healthy
+        os.kill(etcd.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(10):
+                while store.healthy:  # noqa: ASYNC110 - the probe runs in its own task
+                    await asyncio.sleep(0.05)
+        finally:
+            os.kill(etcd.pid, signal.SIGCONT)
+        async with asyncio.timeout(10):
+            while not store.healthy:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert health[:1] == [False]
+        assert health[-1] is True
+        await put(store, "ns/after")  # and it writes again
+    finally:
+        await store.close()

@@ -68,7 +68,7 @@ from epsync.store.etcd.client import (
 from epsync.store.etcd.keyspace import Keyspace
 from epsync.store.etcd.mirror import WatchMirror
 from epsync.store.etcd.txn import DEFAULT_MAX_TXN_BYTES, DEFAULT_MAX_TXN_OPS, TxnPacker
-from epsync.store.feed import ChangeFeed, CommitQueue, RevisionNotReached, results_of
+from epsync.store.feed import ChangeFeed, CommitQueue, HealthSignal, RevisionNotReached, results_of
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class EtcdDatastore(Datastore):
     `max_txn_bytes`: the size of one etcd transaction. `max_group`: the most writes the committer
     takes at once (a larger call goes alone). `page_size`: keys per read when listing the prefix.
     `connect`: makes the etcd client (by default `EtcdClient`). `expect_existing`: refuse to open a prefix
-    that holds no store yet (rather than start a new, empty one).
+    that holds no store yet (rather than start a new, empty one). `probe_seconds`: how often etcd is asked
+    for its status, and how long it has to answer before the store reports itself unhealthy.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class EtcdDatastore(Datastore):
         page_size: int = 1000,
         connect: ConnectEtcd = EtcdClient,
         expect_existing: bool = False,
+        probe_seconds: float = 2.0,
     ) -> None:
         if max_txn_ops < 1 or max_txn_bytes < 1 or max_group < 1 or page_size < 1:
             raise ValueError("max_txn_ops, max_txn_bytes, max_group and page_size must be at least 1")
@@ -142,6 +144,12 @@ class EtcdDatastore(Datastore):
         self.max_group = max_group
         self._connect = connect
         self.expect_existing = expect_existing
+        self.probe_seconds = probe_seconds
+        # Healthy while the watch is established and etcd answers a status request within probe_seconds:
+        # a frozen etcd keeps its connections open and silent, which the watch alone does not notice.
+        self._health = HealthSignal()
+        self._answering = True
+        self._prober: asyncio.Task[None] | None = None
         self._where = self.keyspace.where
         self._client: EtcdClient | None = None
         self._open = False
@@ -150,6 +158,7 @@ class EtcdDatastore(Datastore):
         self._mirror = WatchMirror(
             self.keyspace, self._feed, page_size=page_size, reconnect_max_seconds=reconnect_max_seconds
         )
+        self._mirror.add_health_listener(lambda _: self._update_health())
         self._compacted = 0  # etcd compacted up to here, as far as this store knows
         self._identity: StoreIdentity | None = None
         # Writes.
@@ -199,6 +208,9 @@ class EtcdDatastore(Datastore):
         # Healthy from the start when etcd answers; if the watch cannot start, open() still succeeds
         # (the data was read) and the watch keeps trying.
         await self._mirror.start(client, self.request_timeout)
+        self._answering = True
+        self._update_health()
+        self._prober = asyncio.get_running_loop().create_task(self._probe(client), name="epsync-etcd-probe")
         log.info(
             "datastore etcd at %s (%s) open at revision %d with %d objects",
             self._where,
@@ -253,6 +265,10 @@ class EtcdDatastore(Datastore):
             with contextlib.suppress(DatastoreUnavailable):
                 await self._caught_up(self._highest_committed, self.catch_up_seconds)
         self._open = False
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         await self._mirror.stop()
         self._feed.fail_waiters(DatastoreUnavailable(f"datastore etcd at {self._where} closed"))
         if self._client is not None:
@@ -287,13 +303,37 @@ class EtcdDatastore(Datastore):
 
     @property
     def healthy(self) -> bool:
-        return self._mirror.healthy
+        return self._health.healthy
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._feed.add_listener(listener)
 
     def add_health_listener(self, listener: HealthListener) -> None:
-        self._mirror.add_health_listener(listener)
+        self._health.add_listener(listener)
+
+    def _update_health(self) -> None:
+        self._health.set(self._mirror.healthy and self._answering)
+
+    async def _probe(self, client: EtcdClient) -> None:
+        """Ask etcd for its status every probe_seconds; unhealthy while it does not answer in that time."""
+        while True:
+            await asyncio.sleep(self.probe_seconds)
+            try:
+                async with asyncio.timeout(self.probe_seconds):
+                    await client.status()
+                answering = True
+            except (TimeoutError, EtcdError) as error:
+                if self._answering:
+                    log.warning(
+                        "etcd at %s did not answer a status request in %gs (%s)",
+                        self._where,
+                        self.probe_seconds,
+                        error or "timeout",
+                    )
+                answering = False
+            if answering != self._answering:
+                self._answering = answering
+                self._update_health()
 
     async def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
         client = self._require_open()
