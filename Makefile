@@ -23,6 +23,7 @@ ETCD_API_VERSION := v3.5.35
 ADDR ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 CRASH_ROUNDS ?= 100
+FUZZ_EXAMPLES ?= 20000
 PROTOS := $(wildcard proto/epsync/v1/*.proto) $(wildcard proto/epsync/etcd/v3/*.proto) $(wildcard proto/epsync/internal/v1/*.proto)
 PROTO_OUT ?= pysrc
 # Where buf generate writes the Go code: clients/go/epsyncv1 under it.
@@ -132,6 +133,12 @@ bench: build etcd ## the load test: epsync against etcd and a raw gRPC server (u
 # make test runs the same test at 3 rounds.
 test-crash: build ## kill -9 the server at random moments under write load, CRASH_ROUNDS rounds (default 100, a few minutes): no acknowledged write lost
 	EPSYNC_CRASH_ROUNDS=$(CRASH_ROUNDS) $(BIN)/pytest -q -s tests/test_crash.py
+
+.PHONY: fuzz
+# make test runs the same fuzzers briefly (300 inputs a test, and the Rust property tests).
+fuzz: build ## fuzz request decoding and validation against a real server, FUZZ_EXAMPLES inputs a test (default 20000)
+	EPSYNC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_requests.py
+	PROPTEST_CASES=$(FUZZ_EXAMPLES) cargo test --manifest-path rust/Cargo.toml --quiet never_panics
 
 .PHONY: bench-smoke
 bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked, its summary printed (about a minute; part of make test)

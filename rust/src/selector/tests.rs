@@ -547,6 +547,14 @@ proptest! {
     }
 
     #[test]
+    fn any_text_never_panics(text in "\\PC{0,200}") {
+        // Any printable text at all, not only the grammar's alphabet: refused or parsed, never a panic.
+        if let Ok(selector) = Selector::parse(&text) {
+            prop_assert_eq!(Selector::parse(selector.canonical()).ok(), Some(selector));
+        }
+    }
+
+    #[test]
     fn arbitrary_text_never_panics(text in "[a-c()!&|=' {},.in ]{0,40}") {
         if let Ok(selector) = Selector::parse(&text) {
             let reparsed = Selector::parse(selector.canonical());
