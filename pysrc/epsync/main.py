@@ -7,6 +7,8 @@ at an operator.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -21,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser().parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that went away is handled, not at exit
     except (UsageError, ManifestError) as error:
         _fail(str(error))
     except InvalidArgument as error:
@@ -29,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _fail(f"{error.code.name}: {error.message}")
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`epsync list | head -1`): stop quietly, as a tool killed by SIGPIPE does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
+        code = 128 + signal.SIGPIPE
     sys.exit(code)
 
 

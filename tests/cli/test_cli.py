@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 from pathlib import Path
 
 import yaml
 
 from epsync.cli.manifest import load_manifests
+from epsync.client import Client
 from epsync.server.app import EpsyncServer
-from tests.conftest import epsync_command, run_command
+from tests.conftest import epsync_command, free_port, run_command
+from tests.factories import endpoint
 
 SEED = Path(__file__).parent.parent / "data" / "seed-sample.yaml"
 
@@ -133,3 +139,60 @@ async def test_delete_by_name_and_by_file(server: EpsyncServer) -> None:
     assert "NOT_FOUND" in err
     code, _, _ = await cli(server, "delete", "wep", "node1-k8s-my--nginx--b1337a-eth0", "--ignore-missing")
     assert code == 0
+
+
+async def test_list_as_json_is_always_a_list(server: EpsyncServer) -> None:
+    for count in (0, 1, 2):
+        code, out, err = await cli(server, "list", "wep", "-o", "json")
+        assert code == 0, err
+        listed = json.loads(out)
+        assert listed["kind"] == "WorkloadEndpointList"
+        assert len(listed["items"]) == count
+        await Client(f"127.0.0.1:{server.port}").create_endpoint(endpoint(f"ep-{count}"))
+    code, out, _ = await cli(server, "list", "profile", "-o", "json")
+    assert json.loads(out) == {"apiVersion": "projectcalico.org/v3", "kind": "ProfileList", "items": []}
+
+
+async def test_deleting_nothing_with_ignore_missing_says_so(server: EpsyncServer) -> None:
+    code, out, err = await cli(server, "delete", "wep", "never-existed", "--ignore-missing")
+    assert code == 0, err
+    assert out.strip() == "workloadendpoint default/never-existed not found: nothing deleted (--ignore-missing)"
+    code, out, _ = await cli(server, "delete", "profile", "never-existed", "--ignore-missing")
+    assert out.strip() == "profile never-existed not found: nothing deleted (--ignore-missing)"
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(server: EpsyncServer) -> None:
+    async with Client(f"127.0.0.1:{server.port}") as client:
+        for i in range(3):
+            await client.create_endpoint(endpoint(f"ep-{i}"))
+    # `epsync list ... | head -1` once head has gone: stdout is a pipe nobody reads any more.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *epsync_command("list", "--server", f"127.0.0.1:{server.port}", "wep", "-o", "yaml"),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert b"Traceback" not in err, err.decode()
+    assert b"Exception ignored" not in err, err.decode()
+
+
+async def test_a_watch_that_cannot_reach_its_server_says_so() -> None:
+    process = await asyncio.create_subprocess_exec(
+        *epsync_command("watch", "--server", f"127.0.0.1:{free_port()}", "wep"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stderr.readline(), 20)
+    finally:
+        process.kill()
+        await process.wait()
+    assert b"watch stream ended" in line
+    assert b"retrying" in line

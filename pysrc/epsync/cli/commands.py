@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -180,6 +181,10 @@ def _watch(args: argparse.Namespace) -> int:
     if kind != "workloadendpoint" and (args.node or args.all_namespaces):
         raise UsageError("--node and -A apply to workload endpoints only")
 
+    # The view says on stderr when its stream ends or cannot start, and that it is retrying: a watch
+    # against a wrong address or a server that died must not look like a quiet, healthy one.
+    logging.basicConfig(level=logging.WARNING, format="epsync: %(message)s", stream=sys.stderr)
+
     async def run() -> None:
         async with Client(args.server) as client:
             view: MaterializedView[Any, Any] = (
@@ -223,20 +228,33 @@ def _delete(args: argparse.Namespace) -> int:
                 options = {"resource_version": args.resource_version, "allow_missing": args.ignore_missing}
                 if kind == "workloadendpoint":
                     ns = namespace or DEFAULT_NAMESPACE
-                    response = await client.delete_endpoint(name, ns, **options)
-                    print(f"workloadendpoint {ns}/{name} deleted (revision {response.resource_version})")
+                    endpoint_deleted = await client.delete_endpoint(name, ns, **options)
+                    existed, revision = (
+                        endpoint_deleted.HasField("workload_endpoint"),
+                        endpoint_deleted.resource_version,
+                    )
+                    what = f"workloadendpoint {ns}/{name}"
                 else:
-                    deleted = await client.delete_profile(name, **options)
-                    print(f"profile {name} deleted (revision {deleted.resource_version})")
+                    profile_deleted = await client.delete_profile(name, **options)
+                    existed, revision = profile_deleted.HasField("profile"), profile_deleted.resource_version
+                    what = f"profile {name}"
+                if existed:
+                    print(f"{what} deleted (revision {revision})")
+                else:  # --ignore-missing, and there was nothing: say so, never "deleted"
+                    print(f"{what} not found: nothing deleted (--ignore-missing)")
 
     asyncio.run(run())
     return 0
 
 
 def _print(objects: Sequence[Resource], output: str, kind: str, *, many: bool = False) -> None:
-    if output in ("yaml", "json"):
+    if output == "json":
+        list_kind = ("WorkloadEndpoint" if kind == "workloadendpoint" else "Profile") if many else None
+        sys.stdout.write(dump_manifests(objects, "json", list_kind=list_kind))
+        return
+    if output == "yaml":
         if objects or not many:
-            sys.stdout.write(dump_manifests(objects, "yaml" if output == "yaml" else "json"))
+            sys.stdout.write(dump_manifests(objects, "yaml"))
         return
     rows = [_row(obj) for obj in objects]
     header = (

@@ -381,11 +381,13 @@ def to_manifest_dict(obj: Resource) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": obj.DESCRIPTOR.name, "metadata": metadata, "spec": spec}
 
 
-def dump_manifests(objects: Sequence[Resource], fmt: Literal["yaml", "json"]) -> str:
+def dump_manifests(objects: Sequence[Resource], fmt: Literal["yaml", "json"], *, list_kind: str | None = None) -> str:
     """`objects` as calicoctl prints them.
 
     YAML: one document per object (`---` between them); nothing at all for no objects.
     JSON: one object as itself; otherwise a `<Kind>List` (or `List` when kinds are mixed) with `items`.
+    With `list_kind` (a listing: "WorkloadEndpoint", "Profile"), JSON is always a `<list_kind>List`,
+    whatever the number of items (0 and 1 included), so that `jq '.items[]'` always works.
     """
     documents = [to_manifest_dict(obj) for obj in objects]
     if fmt == "yaml":
@@ -395,7 +397,9 @@ def dump_manifests(objects: Sequence[Resource], fmt: Literal["yaml", "json"]) ->
             documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16
         )
     if fmt == "json":
-        if len(documents) == 1:
+        if list_kind is not None:
+            payload = {"apiVersion": API_VERSION, "kind": f"{list_kind}List", "items": documents}
+        elif len(documents) == 1:
             payload = documents[0]
         else:
             kinds = {document["kind"] for document in documents}

@@ -158,7 +158,10 @@ class MaterializedView(Generic[R, Q]):
                     self.revision = 0  # nothing held: start over with the initial state
             self.synced = False
             self.reconnects += 1
-            log.info("watch stream ended (%s); resuming from revision %d", error or "closed", self.revision)
+            # A warning: an agent (or `epsync watch`) that cannot reach its server must say so, not wait quietly.
+            log.warning(
+                "watch stream ended (%s); resuming from revision %d, retrying", error or "closed", self.revision
+            )
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self._backoff.maximum)
 
