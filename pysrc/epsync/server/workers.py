@@ -94,12 +94,6 @@ class WorkerPool:
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._supervisors: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.restarts = 0
-
-    @property
-    def pids(self) -> list[int]:
-        """The workers' process ids now (not the owner's)."""
-        return [p.pid for p in self._processes.values() if p.returncode is None]
 
     async def start(self) -> None:
         self._service, _ = await serve_store(self.store, self.socket_path)
@@ -123,7 +117,6 @@ class WorkerPool:
             code = await process.wait()
             if self._stopping:
                 return
-            self.restarts += 1
             log.warning("worker %d (pid %d) exited with %d; starting it again", index, process.pid, code)
             await asyncio.sleep(RESTART_PAUSE_SECONDS)
 

@@ -125,8 +125,8 @@ class WatchHub(abc.ABC, Generic[G, Q]):
             )
 
     def start(self, request: Q) -> Watcher:
-        """A new watcher, caught up to the cache's revision S and joined to its group (synchronous)."""
-        self.check_store(request)
+        """A new watcher, caught up to the cache's revision S and joined to its group (synchronous). The
+        caller has had the request's store checked (`check_store`) before waiting for its revision."""
         revision = self._cache.revision
         group = self._group(request)
         try:

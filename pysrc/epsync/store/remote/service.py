@@ -21,7 +21,15 @@ import grpc
 
 from epsync.internal.v1 import store_pb2 as pb
 from epsync.internal.v1 import store_pb2_grpc as pb_grpc
-from epsync.store.base import Change, Datastore, DatastoreError, DatastoreUnavailable, RevisionCompacted, WriteFailed
+from epsync.store.base import (
+    Change,
+    Datastore,
+    DatastoreError,
+    DatastoreUnavailable,
+    RevisionCompacted,
+    WriteFailed,
+    WriteResult,
+)
 from epsync.store.remote import codec
 
 log = logging.getLogger(__name__)
@@ -133,14 +141,14 @@ class StoreService(pb_grpc.StoreServiceServicer):
     ) -> pb.WriteResponse:
         try:
             writes = [codec.write_from_pb(w) for w in request.writes]
-            outcomes: Sequence[object] = await self.store.write(writes)
+            outcomes: Sequence[WriteResult | Exception] = await self.store.write(writes)
         except WriteFailed as failed:
             outcomes = failed.outcomes
         except (ValueError, TypeError) as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except DatastoreError as error:
             await _abort(context, error)
-        return pb.WriteResponse(outcomes=[codec.outcome_to_pb(o) for o in outcomes])  # type: ignore[arg-type]
+        return pb.WriteResponse(outcomes=[codec.outcome_to_pb(o) for o in outcomes])
 
     async def ChangesSince(
         self,
