@@ -25,6 +25,32 @@ type Event struct {
 	Object           *epsyncv1.WorkloadEndpoint
 	ResourceVersion  int64 // the revision of the change that caused the event
 	InitialEventsEnd bool  // the bookmark that marks the view in sync
+	// Synced: the view was in sync when it applied this event. False for the events that bring a
+	// new or resumed stream up to date (up to its InitialEventsEnd bookmark), which may be old.
+	Synced bool
+}
+
+// WatchOption configures one Watch.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	onStreamEnd func(error)
+	from        *View
+}
+
+// OnStreamEnd has fn called, on the view's goroutine, each time one of its streams ends, with why
+// (an *Error such as ErrWatcherTooSlow or ErrUnavailable; nil when the server ended it cleanly),
+// before the view reconnects or stops. fn must not block.
+func OnStreamEnd(fn func(err error)) WatchOption {
+	return func(o *watchOptions) { o.onStreamEnd = fn }
+}
+
+// ResumeFrom starts the view from what a stopped view holds (its objects, revision and store), as
+// if its stream had broken: the server replays what it missed or sends the difference, with no
+// re-list. It moves a view to another Client (new addresses or credentials). The stopped view must
+// have the same filter; it is left as it was.
+func ResumeFrom(stopped *View) WatchOption {
+	return func(o *watchOptions) { o.from = stopped }
 }
 
 // View is a live local copy of the endpoints matching a Filter ("namespace/name" -> endpoint). It
@@ -36,10 +62,11 @@ type Event struct {
 //
 // The view advances as its events are received: receive from Events until it is closed.
 type View struct {
-	client *Client
-	filter Filter
-	events chan Event
-	done   chan struct{}
+	client      *Client
+	filter      Filter
+	events      chan Event
+	done        chan struct{}
+	onStreamEnd func(error)
 
 	mu         sync.Mutex
 	objects    map[string]*epsyncv1.WorkloadEndpoint
@@ -53,14 +80,25 @@ type View struct {
 
 // Watch starts a view of the endpoints matching f. It runs until ctx is done or the request is
 // rejected; then Events is closed and Err says why.
-func (c *Client) Watch(ctx context.Context, f Filter) *View {
+func (c *Client) Watch(ctx context.Context, f Filter, opts ...WatchOption) *View {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	v := &View{
-		client:  c,
-		filter:  f,
-		events:  make(chan Event, 64),
-		done:    make(chan struct{}),
-		objects: map[string]*epsyncv1.WorkloadEndpoint{},
-		changed: make(chan struct{}),
+		client:      c,
+		filter:      f,
+		events:      make(chan Event, 64),
+		done:        make(chan struct{}),
+		onStreamEnd: o.onStreamEnd,
+		objects:     map[string]*epsyncv1.WorkloadEndpoint{},
+		changed:     make(chan struct{}),
+	}
+	if from := o.from; from != nil {
+		from.mu.Lock()
+		v.objects = maps.Clone(from.objects)
+		v.revision, v.storeID = from.revision, from.storeID
+		from.mu.Unlock()
 	}
 	go v.run(ctx)
 	return v
@@ -172,6 +210,9 @@ func (v *View) run(ctx context.Context) {
 	delay := v.client.backoff.Initial
 	for {
 		err := v.stream(ctx, &delay)
+		if v.onStreamEnd != nil {
+			v.onStreamEnd(err)
+		}
 		if ctx.Err() != nil {
 			v.stop(ctx.Err())
 			return
@@ -263,9 +304,9 @@ func (v *View) stream(ctx context.Context, delay *time.Duration) error {
 		}
 		var last int64
 		for _, ev := range resp.GetEvents() {
-			event, synced := v.apply(ev)
+			event := v.apply(ev)
 			last = max(last, ev.GetResourceVersion())
-			if synced {
+			if event.Synced {
 				*delay = v.client.backoff.Initial
 			}
 			select {
@@ -283,8 +324,8 @@ func (v *View) stream(ctx context.Context, delay *time.Duration) error {
 	}
 }
 
-// apply applies one event to the map; it reports whether the view is in sync after it.
-func (v *View) apply(ev *epsyncv1.WorkloadEndpointWatchEvent) (Event, bool) {
+// apply applies one event to the map; the Event it returns says whether the view is in sync after it.
+func (v *View) apply(ev *epsyncv1.WorkloadEndpointWatchEvent) Event {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	event := Event{Type: ev.GetType(), ResourceVersion: ev.GetResourceVersion(), InitialEventsEnd: ev.GetInitialEventsEnd()}
@@ -300,12 +341,13 @@ func (v *View) apply(ev *epsyncv1.WorkloadEndpointWatchEvent) (Event, bool) {
 			v.revision = max(v.revision, ev.GetResourceVersion())
 		}
 		v.notifyLocked()
-		return event, v.synced
+		event.Synced = v.synced
+		return event
 	case epsyncv1.EventType_DELETED:
 		delete(v.objects, Key(ev.GetObject()))
 	default:
 		v.objects[Key(ev.GetObject())] = ev.GetObject()
 	}
-	event.Object = ev.GetObject()
-	return event, v.synced
+	event.Object, event.Synced = ev.GetObject(), v.synced
+	return event
 }

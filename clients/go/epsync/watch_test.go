@@ -314,3 +314,98 @@ func TestWatchStartsOverOnAWipedStore(t *testing.T) {
 		}
 	}
 }
+
+// A stopped view's state moves to a view on another client (ResumeFrom): the new view catches up
+// with only what changed meanwhile (no re-list), marks those catch-up events as not Synced and the
+// live ones after as Synced, and OnStreamEnd hears of every stream that ends.
+func TestWatchResumesFromAStoppedView(t *testing.T) {
+	srv := startServer(t, "--workers", "1")
+	ctx := testContext(t, 30*time.Second)
+	writer := dial(t, srv.addr())
+	for i := range 10 {
+		if _, err := writer.CreateEndpoint(ctx, endpoint("default", "node1", fmt.Sprintf("p%d", i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ended []error
+	var endedMu sync.Mutex
+	onEnd := epsync.OnStreamEnd(func(err error) {
+		endedMu.Lock()
+		defer endedMu.Unlock()
+		ended = append(ended, err)
+	})
+	firstCtx, stopFirst := context.WithCancel(ctx)
+	first := dial(t, srv.addr()).Watch(firstCtx, epsync.Filter{Node: "node1"}, onEnd)
+	go func() {
+		for range first.Events() {
+		}
+	}()
+	if err := first.WaitSynced(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	stopFirst()
+	<-first.Done()
+
+	// Changes while no view runs: two updates, a delete and a create.
+	for _, pod := range []string{"p1", "p2"} {
+		w := endpoint("default", "node1", pod, map[string]string{"changed": "yes"})
+		w.Metadata.Name = "node1-k8s-" + pod + "-eth0"
+		if _, err := writer.UpdateEndpoint(ctx, w, epsync.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := writer.DeleteEndpoint(ctx, "default", "node1-k8s-p3-eth0", epsync.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.CreateEndpoint(ctx, endpoint("default", "node1", "p10", nil)); err != nil {
+		t.Fatal(err)
+	}
+
+	second := dial(t, srv.addr()).Watch(ctx, epsync.Filter{Node: "node1"}, epsync.ResumeFrom(first), onEnd)
+	var catchUp, live int
+	var sawEnd, wroteLive bool
+	for ev := range second.Events() {
+		switch {
+		case ev.InitialEventsEnd:
+			sawEnd = true
+			if !ev.Synced {
+				t.Error("the initial_events_end bookmark is not Synced")
+			}
+		case ev.Type == epsyncv1.EventType_BOOKMARK:
+		case !sawEnd:
+			catchUp++
+			if ev.Synced {
+				t.Errorf("catch-up event %v %s marked Synced", ev.Type, epsync.Key(ev.Object))
+			}
+		default:
+			live++
+			if !ev.Synced {
+				t.Errorf("live event %v %s not marked Synced", ev.Type, epsync.Key(ev.Object))
+			}
+		}
+		if sawEnd && !wroteLive {
+			if _, err := writer.CreateEndpoint(ctx, endpoint("default", "node1", "live", nil)); err != nil {
+				t.Fatal(err)
+			}
+			wroteLive = true
+		}
+		if live == 1 {
+			break
+		}
+	}
+	if catchUp != 4 {
+		t.Errorf("%d catch-up events, want the 4 changes (a re-list would send 10)", catchUp)
+	}
+	list, _, err := writer.ListEndpoints(ctx, epsync.ListOptions{Node: "node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := second.Objects(); len(got) != len(list) {
+		t.Errorf("the resumed view holds %d objects, List %d", len(got), len(list))
+	}
+	endedMu.Lock()
+	defer endedMu.Unlock()
+	if len(ended) != 1 || !errors.Is(ended[0], context.Canceled) {
+		t.Errorf("OnStreamEnd heard %v, want the first view's context.Canceled", ended)
+	}
+}
