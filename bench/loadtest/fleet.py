@@ -18,7 +18,9 @@ from typing import Any
 
 from bench.loadtest.control import Child, Message
 from bench.loadtest.histogram import Histogram
-from bench.loadtest.sut import python_env
+from bench.loadtest.sut import REPO_ROOT, python_env
+
+GO_AGENTS = REPO_ROOT / "bench" / "agents"
 
 
 @dataclass
@@ -46,13 +48,37 @@ class Window:
         return self.live_events / self.seconds if self.seconds > 0 else 0.0
 
 
-class Fleet:
-    """Agent processes in one mode (epsync, etcd or raw), all pointed at one target."""
+async def build_go_agents(out: Path) -> Path:
+    """Build the Go agents (bench/agents) into `out`; Go's build cache makes a rebuild take a second."""
+    binary = out / "epsync-bench-agents"
+    process = await asyncio.create_subprocess_exec(
+        "go",
+        "build",
+        "-o",
+        str(binary),
+        ".",
+        cwd=GO_AGENTS,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"building the Go agents failed:\n{output.decode(errors='replace')}")
+    return binary
 
-    def __init__(self, mode: str, target: str, workers: int, log_dir: Path) -> None:
+
+class Fleet:
+    """Agent processes in one mode (epsync, etcd or raw), all pointed at one target.
+
+    `go_agents` is the built Go agent (`build_go_agents`): one process holds every watcher. Without
+    it, `workers` Python processes (`bench.loadtest.agents`) share them.
+    """
+
+    def __init__(self, mode: str, target: str, workers: int, log_dir: Path, go_agents: Path | None = None) -> None:
         self.mode = mode
         self.target = target
-        self.workers = workers
+        self.workers = 1 if go_agents else workers
+        self.command = [str(go_agents)] if go_agents else [sys.executable, "-m", "bench.loadtest.agents"]
         self.log_dir = log_dir
         self.children: list[Child] = []
         self.specs: list[Message] = []
@@ -64,7 +90,7 @@ class Fleet:
         for k in range(self.workers):
             child = await Child.start(
                 f"{self.mode}-agents-{k}",
-                [sys.executable, "-m", "bench.loadtest.agents", "--mode", self.mode, "--target", self.target],
+                [*self.command, "--mode", self.mode, "--target", self.target],
                 self.log_dir,
                 python_env(),
             )

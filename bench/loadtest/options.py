@@ -25,6 +25,7 @@ class Settings:
     per_node: int = 50
     selectors: int = 200
     namespaces: int = 100
+    agents: str = "go"  # "go": one Go agent process (bench/agents); "python": `workers` Python processes
     workers: int = 4
     server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default (one per core)
     replicas: int = 2
@@ -44,9 +45,10 @@ class Settings:
     slow_max_bytes: int = 1 * MiB
     stall_window_bytes: int = 16 * 1024
     # Scenario 3: times every endpoint of the stalled nodes is rewritten during the stall. Enough
-    # for the backlog to pass --slow-max-events even after what the stalled client's own gRPC
-    # buffers absorb (about a hundred events at full size).
-    stall_rollout_rounds: int = 6
+    # for the backlog to pass --slow-max-events even after what the stalled client absorbs: about
+    # a hundred events at full size for a Python agent, about 170 for a Go one (gRPC-Go's 64 KiB
+    # floor on HTTP/2 windows, and the View's buffer of 64 events).
+    stall_rollout_rounds: int = 8
     scenarios: tuple[int, ...] = ALL_SCENARIOS
     out: Path = Path("bench/results")
     timeout: float = 900.0
@@ -87,7 +89,7 @@ SMOKE: dict[str, Any] = {
     "slow_max_events": 5,
     "slow_max_bytes": 8192,
     "stall_window_bytes": 2048,
-    "stall_rollout_rounds": 3,
+    "stall_rollout_rounds": 40,
     "timeout": SMOKE_TIMEOUT,
     "sync_timeout": 60.0,
     "p99_budget_ms": 1000.0,
@@ -106,7 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--selector-watchers", dest="selectors", type=int, default=d.selectors, help="selector watchers S (%(default)s)"
     )
     add("--namespaces", type=int, default=d.namespaces, help="namespaces the endpoints spread over (%(default)s)")
-    add("--workers", type=int, default=d.workers, help="watcher agent processes (%(default)s)")
+    add(
+        "--agents",
+        choices=["go", "python"],
+        default=d.agents,
+        help="the watcher agents: one Go process (bench/agents, the default) or --workers Python processes",
+    )
+    add("--workers", type=int, default=d.workers, help="Python agent processes, with --agents python (%(default)s)")
     add(
         "--server-workers",
         dest="server_workers",

@@ -36,7 +36,7 @@ from typing import Any
 from bench.loadtest import results
 from bench.loadtest.context import Context, System
 from bench.loadtest.control import Child, Message
-from bench.loadtest.fleet import Fleet
+from bench.loadtest.fleet import Fleet, build_go_agents
 from bench.loadtest.options import Settings, add_arguments, settings_from
 from bench.loadtest.progress import Progress
 from bench.loadtest.results import Outcome
@@ -80,6 +80,7 @@ class Bench:
         members = membership(settings.shape, settings.selectors)
         specs = watcher_specs(settings, members)
         self.ctx = Context(settings, specs, members, self.tmp, self.out, self.progress)
+        self.go_agents: Path | None = None  # the built Go agent, with --agents go
 
     @property
     def specs(self) -> list[Message]:
@@ -94,6 +95,8 @@ class Bench:
         print(self._header(), file=sys.stderr, flush=True)
         try:
             async with asyncio.timeout(self.s.timeout):
+                if self.s.agents == "go":
+                    self.go_agents = await build_go_agents(self.tmp)
                 if any(self.wants(n) for n in (1, 2, 3, 4)):
                     await self._guarded("epsync", self.epsync_phase)
                 if self.wants(4):
@@ -124,11 +127,14 @@ class Bench:
     def _server_workers(self) -> tuple[str, ...]:
         return ("--workers", str(self.s.server_workers)) if self.s.server_workers else ()
 
+    def _agents(self) -> str:
+        return "one Go agent process" if self.s.agents == "go" else f"{self.s.workers} Python agent processes"
+
     def _header(self) -> str:
         s = self.s
         return (
             f"epsync bench: {s.nodes:,} node watchers x {s.per_node} endpoints = {s.shape.endpoints:,} endpoints, "
-            f"{s.selectors} selector watchers, {s.workers} agent processes, epsync serve --workers "
+            f"{s.selectors} selector watchers, {self._agents()}, epsync serve --workers "
             f"{s.server_workers or 'default'}; scenarios "
             f"{','.join(map(str, s.scenarios))}; results in {s.out}"
         )
@@ -270,7 +276,7 @@ class Bench:
         return writer
 
     async def start_fleet(self, mode: str, target: str, specs: Sequence[Message]) -> tuple[Fleet, float]:
-        fleet = Fleet(mode, target, self.s.workers, self.tmp)
+        fleet = Fleet(mode, target, self.s.workers, self.tmp, self.go_agents)
         self.ctx.later(fleet.stop)
         started = time.monotonic()
         async with self.progress.ticking(f"{mode}: {len(specs):,} watchers syncing", 0, lambda: ""):
