@@ -141,6 +141,10 @@ fuzz: build ## fuzz request decoding and validation against a real server, FUZZ_
 	EPSYNC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_requests.py
 	PROPTEST_CASES=$(FUZZ_EXAMPLES) cargo test --manifest-path rust/Cargo.toml --quiet never_panics
 
+.PHONY: bench-scale
+bench-scale: build etcd ## 10,000 node watchers over 500,000 endpoints, epsync against etcd (under 20 min); results in bench/results/scale/
+	$(BIN)/python -m bench.loadtest --scale $(BENCH_ARGS)
+
 .PHONY: bench-smoke
 bench-smoke: build etcd ## the load test at tiny sizes, every scenario, checked, its summary printed (about a minute; part of make test)
 	$(BIN)/pytest -q tests/loadtest/test_smoke.py

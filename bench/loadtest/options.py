@@ -57,6 +57,7 @@ class Settings:
     seed: int = 1
     keep: bool = False
     smoke: bool = False
+    scale: bool = False
 
     @property
     def shape(self) -> Shape:
@@ -93,6 +94,24 @@ SMOKE: dict[str, Any] = {
     "timeout": SMOKE_TIMEOUT,
     "sync_timeout": 60.0,
     "p99_budget_ms": 1000.0,
+}
+
+
+# `--scale` (`make bench-scale`): what the Python agents could not hold. Ten thousand node agents on
+# their own connections over 500,000 endpoints, no selector watchers (etcd has none): their initial
+# sync and the server memory per watcher, scenario 2's storms, and scenario 4's churn on both systems.
+SCALE_TIMEOUT = 1200.0
+SCALE: dict[str, Any] = {
+    "nodes": 10_000,
+    "per_node": 50,
+    "selectors": 0,
+    "namespaces": 500,
+    "scenarios": (2, 4),
+    "rates": (500.0, 1000.0, 2000.0),
+    "compare_rate": 1000.0,
+    "step_seconds": 8.0,
+    "timeout": SCALE_TIMEOUT,
+    "sync_timeout": 600.0,
 }
 
 
@@ -151,27 +170,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--scenarios", type=_ints, default=d.scenarios, help="scenarios to run, e.g. 1,2,6 (default: all)")
     add("--out", type=Path, default=None, help="results directory (default bench/results)")
-    timeouts = f"{d.timeout:.0f}; smoke {SMOKE_TIMEOUT:.0f}"
+    timeouts = f"{d.timeout:.0f}; smoke {SMOKE_TIMEOUT:.0f}; scale {SCALE_TIMEOUT:.0f}"
     add("--timeout", type=float, default=None, help=f"seconds the whole run may take ({timeouts})")
     add("--sync-timeout", type=float, default=d.sync_timeout, help="seconds watchers may take to get in sync")
     add("--etcd-binary", default=None, help="etcd to run (default .tools/bin/etcd, else PATH)")
     add("--seed", type=int, default=d.seed, help="population seed (%(default)s)")
     add("--keep", action="store_true", help="keep the temporary directory (data, logs)")
     add("--smoke", action="store_true", help="tiny sizes and short steps: every scenario in seconds")
+    add(
+        "--scale",
+        action="store_true",
+        help="10,000 node watchers over 500,000 endpoints: sync, memory per watcher, storms, churn (make bench-scale)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     values = {name: getattr(args, name) for name in Settings.__dataclass_fields__ if hasattr(args, name)}
     explicit_timeout, explicit_out = values.pop("timeout"), values.pop("out")
     settings = Settings(**values)
-    if settings.smoke:
-        defaults = Settings()
-        # Smoke sizes replace the defaults, never a size given on the command line.
-        settings = replace(settings, **{k: v for k, v in SMOKE.items() if getattr(settings, k) == getattr(defaults, k)})
+    for preset, wanted in ((SMOKE, settings.smoke), (SCALE, settings.scale)):
+        if wanted:
+            defaults = Settings()
+            # A preset's sizes replace the defaults, never a size given on the command line.
+            chosen = {k: v for k, v in preset.items() if getattr(settings, k) == getattr(defaults, k)}
+            settings = replace(settings, **chosen)
     if explicit_timeout is not None:
         settings = replace(settings, timeout=explicit_timeout)
     # Relative to the working directory, so that a run from the repository records `bench/results`.
-    return replace(settings, out=explicit_out or Path(os.path.relpath(RESULTS)))
+    default_out = RESULTS / "scale" if settings.scale else RESULTS
+    return replace(settings, out=explicit_out or Path(os.path.relpath(default_out)))
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -20,6 +21,15 @@ def cpu_seconds(pid: int | str = "self") -> float:
         fields = stat.read().rsplit(b")", 1)[1].split()
     # After the command name: state is field 3, utime 14 and stime 15 (1-based), so 11 and 12 here.
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and of its child processes now (`epsync serve --workers`)."""
+    total = cpu_seconds(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            total += cpu_seconds(child)
+    return total
 
 
 def rss_bytes(pid: int | str = "self") -> int:

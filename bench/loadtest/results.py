@@ -131,6 +131,10 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
             "<= 0.33",
             lambda r: r <= 1 / 3,
         )
+    e_sync = next((r for r in out.get("load", []) if r["system"] == "epsync" and "rss_per_watcher_kib" in r), None)
+    k_sync = next((r for r in out.get("load", []) if r["system"] == "etcd" and "rss_per_watcher_kib" in r), None)
+    if e_sync and k_sync:
+        add("server RSS per connected watcher (KiB)", e_sync["rss_per_watcher_kib"], k_sync["rss_per_watcher_kib"])
     for storm in ("a", "b", "c"):
         e = next((r for r in out.get("scenario2", []) if r["system"] == "epsync" and r["storm"] == storm), None)
         k = next((r for r in out.get("scenario2", []) if r["system"] == "etcd" and r["storm"] == storm), None)
@@ -305,7 +309,11 @@ def summary(s: Settings, o: Outcome) -> int:
     """Print a table per scenario, the ratios and the checks; the exit status (0: all ran and were correct)."""
     print()
     tables = (
-        ("load", "Loading and initial sync", ["system", "what", "seconds", "writes_per_s", "peak_rss_mb"]),
+        (
+            "load",
+            "Loading and initial sync",
+            ["system", "what", "seconds", "writes_per_s", "peak_rss_mb", "server_peak_rss_mb", "rss_per_watcher_kib"],
+        ),
         ("scenario1", "Scenario 1: steady churn (node + selector watchers)", SWEEP_COLUMNS),
         (
             "scenario2",

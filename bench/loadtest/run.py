@@ -148,16 +148,8 @@ class Bench:
         sampler = self.ctx.sample(server.pid, rss_series="epsync")
         writer = await self.start_writer("epsync", server.target)
         self.out.add("load", await self._load("epsync", writer, sampler))
-        fleet, seconds = await self.start_fleet("epsync", server.target, self.specs)
-        self.out.add(
-            "load",
-            {
-                "system": "epsync",
-                "what": f"initial sync of {len(self.specs):,} watchers",
-                "seconds": seconds,
-                "server_peak_rss_mb": sampler.window(time.time() - seconds - 1, time.time())["peak_rss_mb"],
-            },
-        )
+        fleet, row = await self.synced_fleet("epsync", server.target, self.specs, sampler)
+        seconds = row["seconds"]
         self.progress.done(f"epsync: {len(self.specs):,} watchers in sync in {seconds:.1f} s")
         store = lambda: s6_correctness.epsync_store(server.target)  # noqa: E731
         system = System("epsync", fleet, sampler, _paced(writer), store, writer, server)
@@ -178,8 +170,8 @@ class Bench:
         writer = await self.start_writer("etcd", server.target)
         self.out.add("load", await self._load("etcd", writer, sampler))
         specs = self.ctx.node_specs
-        fleet, seconds = await self.start_fleet("etcd", server.target, specs)
-        self.out.add("load", {"system": "etcd", "what": f"initial sync of {len(specs):,} watchers", "seconds": seconds})
+        fleet, row = await self.synced_fleet("etcd", server.target, specs, sampler)
+        seconds = row["seconds"]
         self.progress.done(f"etcd: {len(specs):,} node watchers in sync in {seconds:.1f} s")
         store = lambda: s6_correctness.etcd_store(server.target)  # noqa: E731
         await s4_etcd.on_etcd(self.ctx, System("etcd", fleet, sampler, _paced(writer), store, writer, server))
@@ -282,6 +274,28 @@ class Bench:
         async with self.progress.ticking(f"{mode}: {len(specs):,} watchers syncing", 0, lambda: ""):
             await fleet.start(specs, within=self.s.sync_timeout)
         return fleet, time.monotonic() - started
+
+    async def synced_fleet(
+        self, system: str, target: str, specs: Sequence[Message], sampler: Sampler
+    ) -> tuple[Fleet, dict[str, Any]]:
+        """The watchers started and in sync; a "load" row with the time it took and the server memory
+        they cost (RSS a second after all are in sync, less RSS before they connect, per watcher)."""
+        await asyncio.sleep(1.0)
+        rss_before = sampler.rss_mb_now()
+        fleet, seconds = await self.start_fleet(system, target, specs)
+        await asyncio.sleep(1.0)
+        rss_after = sampler.rss_mb_now()
+        row = {
+            "system": system,
+            "what": f"initial sync of {len(specs):,} watchers",
+            "seconds": seconds,
+            "server_peak_rss_mb": sampler.window(time.time() - seconds - 2, time.time())["peak_rss_mb"],
+            "rss_before_mb": rss_before,
+            "rss_after_mb": rss_after,
+            "rss_per_watcher_kib": (rss_after - rss_before) * 1024 / max(1, len(specs)),
+        }
+        self.out.add("load", row)
+        return fleet, row
 
     async def _load(self, system: str, writer: Child, sampler: Sampler) -> dict[str, Any]:
         total = self.s.shape.endpoints

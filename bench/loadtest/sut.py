@@ -249,6 +249,10 @@ class Sampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def rss_mb_now(self) -> float:
+        """The latest sample's RSS (MiB), 0 before the first."""
+        return self.samples[-1][2] / 2**20 if self.samples else 0.0
+
     def window(self, start: float, end: float) -> dict[str, float]:
         """CPU used (cores, on average) and peak RSS between two unix times."""
         inside = [s for s in self.samples if start <= s[0] <= end]
