@@ -15,7 +15,7 @@ import re
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,9 +97,12 @@ def epsync_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "epsync", *args]
 
 
-async def run_command(*argv: str, stdin: bytes | None = None, limit_seconds: float = 60) -> tuple[int, str, str]:
+async def run_command(
+    *argv: str, stdin: bytes | None = None, limit_seconds: float = 60, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *argv,
+        env=None if env is None else {**os.environ, **env},
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

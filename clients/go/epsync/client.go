@@ -9,13 +9,18 @@ package epsync
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"iter"
+	"net"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -43,13 +48,53 @@ var DefaultBackoff = Backoff{Initial: 50 * time.Millisecond, Max: 5 * time.Secon
 type options struct {
 	dial    []grpc.DialOption
 	backoff Backoff
+	tls     *TLSFiles
+}
+
+// TLSFiles are the PEM files of a TLS connection, as the CLI's --ca-file, --cert-file and
+// --key-file: the CA bundle the server's certificate chains to ("" for the system's roots), and
+// for mutual TLS this client's certificate and key (its identity; both or neither).
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
+}
+
+// WithTLS connects with TLS, reading the files at Dial.
+func WithTLS(files TLSFiles) Option {
+	return func(o *options) { o.tls = &files }
+}
+
+// transportCredentials loads the files of WithTLS.
+func (f *TLSFiles) transportCredentials() (credentials.TransportCredentials, error) {
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CAFile != "" {
+		pem, err := os.ReadFile(f.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("epsync: reading the CA file: %w", err)
+		}
+		config.RootCAs = x509.NewCertPool()
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("epsync: %s holds no PEM certificate", f.CAFile)
+		}
+	}
+	if (f.CertFile == "") != (f.KeyFile == "") {
+		return nil, errors.New("epsync: a client certificate and its key go together")
+	}
+	if f.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("epsync: loading the client certificate: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return credentials.NewTLS(config), nil
 }
 
 // Option configures Dial.
 type Option func(*options)
 
 // WithDialOptions adds gRPC dial options, after the defaults (plaintext, a connect backoff of at
-// most 5 s), so they can replace them (e.g. grpc.WithTransportCredentials for TLS).
+// most 5 s), so they can replace them (e.g. grpc.WithTransportCredentials for TLS of your own
+// making; WithTLS covers the usual files).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dial = append(o.dial, opts...) }
 }
@@ -80,7 +125,13 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		if a == "" {
 			return nil, errors.New("epsync: empty server address")
 		}
-		addresses = append(addresses, resolver.Address{Addr: a})
+		// TLS checks the server's certificate against the host of the address dialled (the
+		// channel's own authority is this client's made-up target).
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("epsync: server address %q: %w", a, err)
+		}
+		addresses = append(addresses, resolver.Address{Addr: a, ServerName: host})
 	}
 	r := manual.NewBuilderWithScheme("epsync")
 	r.InitialState(resolver.State{Addresses: addresses})
@@ -93,6 +144,13 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 	}, o.dial...)
+	if o.tls != nil {
+		creds, err := o.tls.transportCredentials()
+		if err != nil {
+			return nil, err
+		}
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
+	}
 	conn, err := grpc.NewClient(r.Scheme()+":///epsync", dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("epsync: %w", err)

@@ -18,7 +18,7 @@ from typing import Any
 
 from epsync.cli.manifest import dump_manifests, load_manifests
 from epsync.cli.output import print_event
-from epsync.client import DEFAULT_TARGET, Client
+from epsync.client import DEFAULT_TARGET, Client, ClientTls
 from epsync.client.view import MaterializedView
 from epsync.errors import UsageError
 from epsync.model.kinds import DEFAULT_NAMESPACE
@@ -39,6 +39,18 @@ KIND_ALIASES = {
 }
 
 
+def _client(args: argparse.Namespace) -> Client:
+    """The client the command's flags describe: TLS when a CA or a client certificate is given."""
+    if args.ca_file is None and args.cert_file is None and args.key_file is None:
+        return Client(args.server)
+    if (args.cert_file is None) != (args.key_file is None):
+        raise UsageError("--cert-file and --key-file go together")
+    for path in (args.ca_file, args.cert_file, args.key_file):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    return Client(args.server, tls=ClientTls(args.ca_file, args.cert_file, args.key_file))
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add apply, create, get, list, watch and delete to the `epsync` command's subcommands."""
 
@@ -49,6 +61,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             default=os.environ.get("EPSYNC_SERVER", DEFAULT_TARGET),
             help="server address (default $EPSYNC_SERVER or %(default)s)",
         )
+        for flag, env, what in (
+            ("--ca-file", "EPSYNC_CA_FILE", "connect with TLS: the CA bundle the server's certificate chains to"),
+            ("--cert-file", "EPSYNC_CERT_FILE", "mutual TLS: this client's certificate (its identity)"),
+            ("--key-file", "EPSYNC_KEY_FILE", "mutual TLS: the certificate's key"),
+        ):
+            sub.add_argument(flag, type=Path, default=os.environ.get(env) or None, help=f"{what} (default ${env})")
         return sub
 
     for name, help_text, func in (
@@ -135,7 +153,7 @@ def _write_each(args: argparse.Namespace, verb: str) -> int:
     objects = _read_manifests(args.filename)
 
     async def run() -> None:
-        async with Client(args.server) as client:
+        async with _client(args) as client:
             for obj in objects:
                 stored = await (client.apply(obj) if verb == "applied" else client.create(obj))
                 print(f"{_describe(stored)} {verb} (resource version {stored.metadata.resource_version})")
@@ -148,7 +166,7 @@ def _get(args: argparse.Namespace) -> int:
     kind = _kind(args.kind)
 
     async def run() -> Resource:
-        async with Client(args.server) as client:
+        async with _client(args) as client:
             if kind == "workloadendpoint":
                 return await client.get_endpoint(args.name, args.namespace)
             return await client.get_profile(args.name)
@@ -162,7 +180,7 @@ def _list(args: argparse.Namespace) -> int:
     namespace = "" if args.all_namespaces else args.namespace
 
     async def run() -> list[Resource]:
-        async with Client(args.server) as client:
+        async with _client(args) as client:
             if kind == "workloadendpoint":
                 return [
                     e async for e in client.list_endpoints(namespace=namespace, node=args.node, selector=args.selector)
@@ -186,7 +204,7 @@ def _watch(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="epsync: %(message)s", stream=sys.stderr)
 
     async def run() -> None:
-        async with Client(args.server) as client:
+        async with _client(args) as client:
             view: MaterializedView[Any, Any] = (
                 client.watch(namespace=namespace, node=args.node, selector=args.selector)
                 if kind == "workloadendpoint"
@@ -223,7 +241,7 @@ def _delete(args: argparse.Namespace) -> int:
         targets = [(_kind(args.kind), args.name, args.namespace)]
 
     async def run() -> None:
-        async with Client(args.server) as client:
+        async with _client(args) as client:
             for kind, name, namespace in targets:
                 options = {"resource_version": args.resource_version, "allow_missing": args.ignore_missing}
                 if kind == "workloadendpoint":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
@@ -37,15 +39,46 @@ async def _call(awaitable: Awaitable[T]) -> T:
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """TLS to the server: the CA bundle its certificate chains to (None: the system's roots), and
+    for mutual TLS this client's certificate and key (an identity, SPEC §8)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate and its key go together")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return None if path is None else path.read_bytes()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
 class Client:
     """Talks to epsync. Use as `async with Client("host:port") as client:`.
 
     Several replicas: `Client(["10.0.0.1:50051", "10.0.0.2:50051"])` (or one comma-separated
     string) uses the first that answers and fails over to the others by itself (see
-    `epsync.client.targets`); watches resume on the new replica with what they hold.
+    `epsync.client.targets`); watches resume on the new replica with what they hold. `tls`
+    connects with TLS (`ClientTls`); without it the connection is plaintext.
     """
 
-    def __init__(self, target: str | Sequence[str] = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str | Sequence[str] = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        tls: ClientTls | None = None,
+    ) -> None:
         self.target = channel_target(target)
         self.timeout = timeout
         # Its own connection, as a Go ClientConn is: by default grpc shares one between every channel
@@ -56,7 +89,10 @@ class Client:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        self._channel = grpc.aio.insecure_channel(self.target, options=options)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(self.target, tls.credentials(), options=options)
         self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
         self._profiles = profile_grpc.ProfileServiceStub(self._channel)
 

@@ -26,6 +26,7 @@ from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
+from epsync.server.tls import ReloadingTls, TlsError, is_loopback
 from epsync.server.workers import AddressInUse, WorkerPool, claim_address
 from epsync.store.base import Change, Datastore, DatastoreError
 from epsync.store.etcd import EtcdDatastore, EtcdTls
@@ -96,6 +97,7 @@ class EpsyncServer:
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.tls: ReloadingTls | None = None
 
     async def start(self) -> int:
         """Open the store, fill the cache, and listen; returns the bound port (useful with port 0)."""
@@ -131,7 +133,7 @@ class EpsyncServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         try:
-            self.port = server.add_insecure_port(self.config.listen)
+            self.port = self._listen(server)
         except RuntimeError:  # grpc's "Failed to bind"
             self.port = 0
         if self.port == 0:
@@ -152,6 +154,22 @@ class EpsyncServer:
             self.cache.endpoint_count(),
         )
         return self.port
+
+    def _listen(self, server: grpc.aio.Server) -> int:
+        """Bind the listen address: TLS when configured, else plaintext (beyond loopback only with --insecure)."""
+        files = self.config.tls
+        if files is not None:
+            try:
+                self.tls = ReloadingTls(files)
+            except TlsError as error:
+                raise StartupError(f"cannot serve TLS: {error}") from None
+            return server.add_secure_port(self.config.listen, self.tls.credentials())
+        if not is_loopback(self.config.listen):
+            log.warning(
+                "serving plaintext on %s, beyond this machine (--insecure): anyone who reaches it is admin",
+                self.config.listen,
+            )
+        return server.add_insecure_port(self.config.listen)
 
     @property
     def address(self) -> str:

@@ -42,6 +42,16 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=None,
         help=f"processes serving the listen address, fed from one store (default: one per core: {default_workers()})",
     )
+    serve.add_argument("--tls-cert-file", type=Path, help="serve TLS with this certificate (PEM, with its chain)")
+    serve.add_argument("--tls-key-file", type=Path, help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--client-ca-file", type=Path, help="mutual TLS: require client certificates signed by this CA bundle"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext beyond loopback (without TLS the server listens only on loopback addresses)",
+    )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=run_serve)
 
@@ -72,6 +82,10 @@ def run_serve(args: argparse.Namespace) -> int:
             bookmark_interval_seconds=args.bookmark_interval,
             workers=default_workers() if args.workers is None else args.workers,
             expect_existing_store=args.expect_existing_store,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+            client_ca_file=args.client_ca_file,
+            insecure=args.insecure,
         )
     except ValidationError as error:
         first = error.errors()[0]

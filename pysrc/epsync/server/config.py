@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from epsync.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from epsync.server.tls import TlsFiles, is_loopback
 
 MiB = 1024 * 1024
 # Under the 4 MiB gRPC clients receive by default, with room for a response's own fields.
@@ -48,6 +49,12 @@ class ServerConfig(BaseModel):
         False, description="refuse to start unless the datastore already holds a store (not a new, empty one)"
     )
     workers: int = Field(1, ge=1, le=64, description="serving processes on the listen address (--workers)")
+    tls_cert_file: Path | None = Field(None, description="the server's certificate (PEM, with its chain): serve TLS")
+    tls_key_file: Path | None = Field(None, description="the certificate's private key (PEM)")
+    client_ca_file: Path | None = Field(
+        None, description="CA bundle client certificates must chain to: mutual TLS, a client certificate required"
+    )
+    insecure: bool = Field(False, description="serve plaintext on an address beyond this machine")
 
     @model_validator(mode="after")
     def _datastore_settings_fit(self) -> ServerConfig:
@@ -59,7 +66,23 @@ class ServerConfig(BaseModel):
             raise ValueError("an etcd client certificate and its key go together (--etcd-cert-file, --etcd-key-file)")
         if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
             raise ValueError("the etcd prefix (--etcd-prefix) must start and end with '/'")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("a TLS certificate and its key go together (--tls-cert-file, --tls-key-file)")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("mutual TLS (--client-ca-file) needs the server's own certificate (--tls-cert-file)")
+        if self.tls_cert_file is None and not self.insecure and not is_loopback(self.listen):
+            raise ValueError(
+                f"refusing to serve plaintext on {self.listen}, beyond this machine: give --tls-cert-file and "
+                "--tls-key-file, or --insecure"
+            )
         return self
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files, when the server serves TLS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.client_ca_file)
 
     @property
     def response_bytes(self) -> int:
