@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from bench.loadtest import procstat
 from bench.loadtest.context import Context, System
 
+CURVE_POINTS = 500
+
 
 async def run(ctx: Context, system: System) -> None:
     s = ctx.settings
@@ -58,9 +60,12 @@ async def run(ctx: Context, system: System) -> None:
             "server_peak_rss_mb": sampler.window(started - 0.5, ended + 0.5)["peak_rss_mb"],
         }
         ctx.out.add("scenario2", row)
+        # At most CURVE_POINTS points a storm (10,000 watchers would make a 6 MB file), the last always kept.
+        step = max(1, len(times) // CURVE_POINTS)
         curve = [
             {"seconds": t, "in_sync": (i + 1) / len(times), "storm": f"{system.name} ({storm})"}
             for i, t in enumerate(times)
+            if i % step == step - 1 or i == len(times) - 1
         ]
         ctx.out.add_series(
             "scenario2", "completion", [{"seconds": 0.0, "in_sync": 0.0, "storm": f"{system.name} ({storm})"}, *curve]
