@@ -14,6 +14,10 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 # staticcheck for the Go client (make lint), from the Go module proxy.
 STATICCHECK_VERSION := v0.8.2
+# Coverage-guided fuzzing of the Rust core needs a nightly compiler (sanitizers) and cargo-fuzz.
+FUZZ_NIGHTLY := nightly-2026-05-20
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_SECONDS ?= 600
 # `make proto-breaking` compares the protos with this git ref's (the last release; no tags yet).
 PROTO_BASELINE ?= 8d8b92c
 # etcd for the etcd datastore and its tests: Debian bookworm's etcd-server package, unpacked without root.
@@ -119,11 +123,12 @@ proto-breaking: $(TOOLS)/buf ## buf breaking (WIRE_JSON): the API against the pr
 
 .PHONY: test
 # The Go tests run with -count=1: they drive the Python server, whose changes Go's test cache cannot see.
-test: build tools etcd ## all set-up, then every test (cargo test, pytest, Go, and the load test at tiny sizes)
+test: build tools etcd $(TOOLS)/cargo-fuzz ## all set-up, then every test (cargo test, pytest, Go, and the load test at tiny sizes)
 	cargo test --manifest-path rust/Cargo.toml --quiet
 	$(BIN)/pytest --deselect tests/loadtest/test_smoke.py
 	cd clients/go && EPSYNC_PYTHON=$(CURDIR)/$(BIN)/python go test -count=1 ./...
 	cd bench/agents && go test -count=1 ./...
+	$(MAKE) --no-print-directory fuzz-rust FUZZ_SECONDS=10
 	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: bench
@@ -136,10 +141,26 @@ test-crash: build ## kill -9 the server at random moments under write load, CRAS
 	EPSYNC_CRASH_ROUNDS=$(CRASH_ROUNDS) $(BIN)/pytest -q -s tests/test_crash.py
 
 .PHONY: fuzz
-# make test runs the same fuzzers briefly (300 inputs a test, and the Rust property tests).
-fuzz: build ## fuzz request decoding and validation against a real server, FUZZ_EXAMPLES inputs a test (default 20000)
+# make test runs the same fuzzers briefly (300 inputs a test, the Rust property tests, 10 s of each cargo-fuzz target).
+fuzz: build $(TOOLS)/cargo-fuzz ## fuzz requests against a real server (FUZZ_EXAMPLES inputs a test, default 20000) and the Rust core with cargo-fuzz (FUZZ_SECONDS a target, default 600)
 	EPSYNC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_requests.py
 	PROPTEST_CASES=$(FUZZ_EXAMPLES) cargo test --manifest-path rust/Cargo.toml --quiet never_panics
+	$(MAKE) --no-print-directory fuzz-rust FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# Each target of rust/fuzz for FUZZ_SECONDS, from its seeds and the corpus earlier runs grew. A failure
+# stops with the input in rust/fuzz/artifacts/<target>/: fix the bug, then copy the input into
+# rust/fuzz/regressions/<target>/, which `cargo test` replays on the stable toolchain from then on.
+.PHONY: fuzz-rust
+fuzz-rust: $(TOOLS)/cargo-fuzz ## coverage-guided fuzzing of the selector parser and endpoint validation, FUZZ_SECONDS each
+	for target in selector endpoint; do \
+		mkdir -p rust/fuzz/corpus/$$target && \
+		(cd rust && RUSTUP_TOOLCHAIN=$(FUZZ_NIGHTLY) $(TOOLS)/cargo-fuzz fuzz run $$target \
+			fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096) || exit 1; \
+	done
+
+$(TOOLS)/cargo-fuzz:
+	rustup toolchain install $(FUZZ_NIGHTLY) --profile minimal
+	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools
 
 .PHONY: bench-scale
 bench-scale: build etcd ## 10,000 node watchers over 500,000 endpoints, epsync against etcd (under 20 min); results in bench/results/scale/

@@ -5,6 +5,8 @@
 //! place where Rust errors become Python exceptions.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod model;
 mod py;
