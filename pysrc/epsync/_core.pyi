@@ -17,10 +17,12 @@ __all__ = [
     "MODIFIED",
     "VERSION",
     "EndpointIndex",
+    "KnownVersions",
     "Selector",
     "SelectorError",
     "normalize_endpoints",
     "normalize_profiles",
+    "split_known_versions",
     "undecodable",
 ]
 
@@ -263,7 +265,7 @@ class EndpointIndex:
         unknown group."""
 
     def diff(
-        self, group: int, known: Mapping[str, int]
+        self, group: int, known: Mapping[str, int] | KnownVersions
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
         """`(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
         version) and what `group` matches now, each sorted: matching endpoints not known,
@@ -282,7 +284,9 @@ class EndpointIndex:
         group; `RuntimeError` for an endpoint whose bytes `load_stored`/`apply_stored` did
         not give."""
 
-    def difference_entries(self, group: int, known: Mapping[str, int], revision: int) -> tuple[list[bytes], int]:
+    def difference_entries(
+        self, group: int, known: Mapping[str, int] | KnownVersions, revision: int
+    ) -> tuple[list[bytes], int]:
         """The events that turn a client's `known` versions ("namespace/name" -> resource
         version) into `group`'s state at snapshot revision `revision` (SPEC §6.4), as
         `diff` finds them: ADDED for each key of `added`, then MODIFIED for each of
@@ -312,3 +316,20 @@ def normalize_profiles(items: Sequence[_WriteItem]) -> list[bytes | _Violations]
 def undecodable(kind: str, values: Sequence[bytes | None]) -> list[int]:
     """The indexes of the `values` (stored bytes, or None for a deletion) that do not decode as
     `kind`'s message, "WorkloadEndpoint" or "Profile"."""
+
+@final
+class KnownVersions:
+    """A watch request's known versions as the server read them from its bytes
+    (`split_known_versions`): "namespace/name" -> resource version, in the order the client sent
+    them. The keys stay in the request's bytes; the index's diff reads them there."""
+
+    def __len__(self) -> int: ...
+    def items(self) -> list[tuple[str, int]]:
+        """`(key, version)` pairs, in the order the client sent them."""
+    def negative(self, limit: int) -> tuple[list[str], int]:
+        """The keys whose version is negative: at most `limit` of them, sorted, and how many there are."""
+
+def split_known_versions(raw: bytes, field: int) -> tuple[bytes, KnownVersions]:
+    """Splits an encoded watch request into its other fields' bytes and its known versions (the
+    `map<string, int64>` of field number `field`), reading the map without the GIL. `ValueError`
+    naming the problem when the bytes are not well-formed."""

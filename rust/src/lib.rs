@@ -8,6 +8,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
+pub mod known;
 pub mod model;
 mod py;
 pub mod selector;
@@ -41,6 +42,7 @@ mod _core {
 
     #[pymodule_export]
     use crate::py::{
-        PyEndpointIndex, PySelector, normalize_endpoints, normalize_profiles, undecodable,
+        PyEndpointIndex, PyKnownVersions, PySelector, normalize_endpoints, normalize_profiles,
+        split_known_versions, undecodable,
     };
 }

@@ -207,6 +207,97 @@ fn catch_up_entries<'py>(
     Ok((list, encoded))
 }
 
+/// A watch request's known versions as the server read them from its bytes
+/// ([`crate::known::split_known_versions`]): `"namespace/name"` -> resource version, in the
+/// order the client sent them. The keys stay in the request's bytes, which this holds; the
+/// index's diff reads them there.
+#[pyclass(module = "epsync._core", name = "KnownVersions", frozen)]
+pub struct PyKnownVersions {
+    raw: Py<PyBytes>,
+    entries: Vec<(std::ops::Range<usize>, i64)>,
+}
+
+impl PyKnownVersions {
+    /// `(key, version)` pairs over `raw` (this object's bytes).
+    fn keys<'a>(&'a self, raw: &'a [u8]) -> impl Iterator<Item = (&'a str, i64)> + 'a {
+        self.entries.iter().map(move |(range, version)| {
+            // The split checked every key's UTF-8.
+            let key = std::str::from_utf8(&raw[range.clone()]).unwrap_or_default();
+            (key, *version)
+        })
+    }
+
+    /// `(key, version)` pairs for the index, refusing a negative version (the server checks
+    /// them first; this keeps the conversion honest).
+    fn pairs<'a>(&'a self, raw: &'a [u8]) -> PyResult<Vec<(&'a str, u64)>> {
+        self.keys(raw)
+            .map(|(key, version)| {
+                u64::try_from(version).map(|v| (key, v)).map_err(|_| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "negative known version of {key:?}"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl PyKnownVersions {
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `(key, version)` pairs, in the order the client sent them.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let bytes = self.raw.bind(py);
+        PyList::new(py, self.keys(bytes.as_bytes()))
+    }
+
+    /// The keys whose version is negative: at most `limit` of them, sorted, and how many there are.
+    fn negative(&self, py: Python<'_>, limit: usize) -> (Vec<String>, usize) {
+        let bytes = self.raw.bind(py);
+        let mut keys: Vec<&str> = self
+            .keys(bytes.as_bytes())
+            .filter(|(_, version)| *version < 0)
+            .map(|(key, _)| key)
+            .collect();
+        let count = keys.len();
+        keys.sort_unstable();
+        keys.truncate(limit);
+        (keys.into_iter().map(str::to_owned).collect(), count)
+    }
+}
+
+/// Below this many bytes a request is split without releasing the GIL (see `DETACH_MIN_ITEMS`).
+const DETACH_MIN_BYTES: usize = 64 * 1024;
+
+/// Splits an encoded watch request into its other fields' bytes and its known versions (the
+/// `map<string, int64>` of field number `field`), reading the map without the GIL.
+///
+/// # Errors
+///
+/// `ValueError` naming the problem when the bytes are not well-formed.
+#[pyfunction]
+pub fn split_known_versions<'py>(
+    py: Python<'py>,
+    raw: &Bound<'py, PyBytes>,
+    field: u32,
+) -> PyResult<(Bound<'py, PyBytes>, PyKnownVersions)> {
+    let bytes = raw.as_bytes();
+    let split = if bytes.len() >= DETACH_MIN_BYTES {
+        py.detach(|| crate::known::split_known_versions(bytes, field))
+    } else {
+        crate::known::split_known_versions(bytes, field)
+    }
+    .map_err(|error| pyo3::exceptions::PyValueError::new_err(error.0))?;
+    let known = PyKnownVersions {
+        raw: raw.clone().unbind(),
+        entries: split.known,
+    };
+    Ok((PyBytes::new(py, &split.rest), known))
+}
+
 /// A client's known versions, `"namespace/name"` -> resource version, as `(key, version)`
 /// pairs of the caller's own strings.
 fn known_versions<'py>(known: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyString>, u64)>> {
@@ -745,11 +836,20 @@ impl PyEndpointIndex {
         group: GroupId,
         known: &Bound<'py, PyAny>,
     ) -> PyResult<DiffLists<'py>> {
-        let owned = known_versions(known)?;
-        let mut pairs = Vec::with_capacity(owned.len());
-        for (key, version) in &owned {
-            pairs.push((key.to_str()?, *version));
-        }
+        let read;
+        let bytes;
+        let owned;
+        let pairs = if let Ok(parsed) = known.cast::<PyKnownVersions>() {
+            read = parsed.get();
+            bytes = read.raw.bind(py);
+            read.pairs(bytes.as_bytes())?
+        } else {
+            owned = known_versions(known)?;
+            owned
+                .iter()
+                .map(|(key, version)| Ok((key.to_str()?, *version)))
+                .collect::<PyResult<Vec<_>>>()?
+        };
         let diff = self.inner.diff(group, &pairs)?;
         Ok((
             key_list(py, diff.added.into_iter().map(key_parts))?,
@@ -792,11 +892,20 @@ impl PyEndpointIndex {
         known: &Bound<'py, PyAny>,
         revision: u64,
     ) -> PyResult<(Bound<'py, PyList>, usize)> {
-        let owned = known_versions(known)?;
-        let mut pairs = Vec::with_capacity(owned.len());
-        for (key, version) in &owned {
-            pairs.push((key.to_str()?, *version));
-        }
+        let read;
+        let bytes;
+        let owned;
+        let pairs = if let Ok(parsed) = known.cast::<PyKnownVersions>() {
+            read = parsed.get();
+            bytes = read.raw.bind(py);
+            read.pairs(bytes.as_bytes())?
+        } else {
+            owned = known_versions(known)?;
+            owned
+                .iter()
+                .map(|(key, version)| Ok((key.to_str()?, *version)))
+                .collect::<PyResult<Vec<_>>>()?
+        };
         let events = self.inner.difference_events(group, &pairs)?;
         catch_up_entries(py, &self.stored, &mut self.added, &events, revision)
     }

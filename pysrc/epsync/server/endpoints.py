@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from epsync._core import KnownVersions
 from epsync.model.kinds import endpoint_key
 from epsync.model.selectors import parse_selector_field
 from epsync.server.paging import filter_fingerprint, page_bytes, page_size
@@ -27,8 +28,10 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
     """Registered from the service descriptor (`server.registration`), not the generated base class,
     because the watch and the List answer in pre-encoded bytes rather than response messages."""
 
-    async def WatchWorkloadEndpoints(self, request: pb.WatchWorkloadEndpointsRequest, context: Context) -> None:
-        await serve_watch(self._hub, request, context, self._wait_until_watchable)
+    async def WatchWorkloadEndpoints(
+        self, request: pb.WatchWorkloadEndpointsRequest, context: Context, known: KnownVersions
+    ) -> None:
+        await serve_watch(self._hub, request, known, context, self._wait_until_watchable)
 
     @unary_errors
     async def GetWorkloadEndpoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from epsync._core import KnownVersions
 from epsync.model.selectors import parse_selector_field
 from epsync.server.paging import filter_fingerprint, page_bytes, page_size
 from epsync.server.resource_servicer import (
@@ -61,5 +62,5 @@ class ProfileServicer(ResourceServicer[Profile, ProfileWatchHub]):
         )
         return deleted_response(deleted)
 
-    async def WatchProfiles(self, request: pb.WatchProfilesRequest, context: Context) -> None:
-        await serve_watch(self._hub, request, context, self._wait_until_watchable)
+    async def WatchProfiles(self, request: pb.WatchProfilesRequest, context: Context, known: KnownVersions) -> None:
+        await serve_watch(self._hub, request, known, context, self._wait_until_watchable)

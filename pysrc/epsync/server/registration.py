@@ -20,6 +20,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
+from epsync._core import split_known_versions
 from epsync.errors import FieldViolation, InvalidArgument
 from epsync.server.status import abort
 
@@ -50,6 +51,9 @@ def add_service(
             # The stream's own reader meets a request that does not parse and ends the stream with
             # INVALID_ARGUMENT after the ones before it (server.write_stream).
             handler, deserializer = implementation, request_type.FromString
+        elif _KNOWN_VERSIONS in method.input_type.fields_by_name:
+            number = method.input_type.fields_by_name[_KNOWN_VERSIONS].number
+            handler, deserializer = _parsing_watch(implementation, request_type, method.full_name, number), None
         else:
             handler, deserializer = _parsing(implementation, request_type, method.full_name), None
         handlers[method.name] = factory(
@@ -76,6 +80,31 @@ def _parsing(implementation: Callable[..., Any], request_type: Any, method: str)
             await abort(context, InvalidArgument([violation]))
             return None
         return await implementation(request, context)
+
+    return handler
+
+
+# A watch request's map of known versions is read by the Rust core from the request's bytes: parsed
+# by the protobuf runtime and converted entry by entry, 10,000 of them held the event loop for ~20 ms.
+_KNOWN_VERSIONS = "known_resource_versions"
+
+
+def _parsing_watch(
+    implementation: Callable[..., Any], request_type: Any, method: str, field: int
+) -> Callable[..., Any]:
+    """`_parsing` for a watch: the known versions (field number `field`) come apart, as `KnownVersions`, the
+    implementation's third argument; the protobuf runtime parses the rest of the request."""
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            rest, known = split_known_versions(raw, field)
+            request = request_type.FromString(rest)
+        except (ValueError, DecodeError) as error:
+            _unparsable.note(method, error)
+            violation = FieldViolation("request", f"the {request_type.DESCRIPTOR.name} does not parse: {error}")
+            await abort(context, InvalidArgument([violation]))
+            return None
+        return await implementation(request, context, known)
 
     return handler
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from epsync._core import KnownVersions
 from epsync.errors import MAX_LISTED_VIOLATIONS, FieldViolation, InvalidArgument
 from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.resource_servicer import Context, require_revision
@@ -20,13 +21,17 @@ Q = TypeVar("Q", bound=WatchRequest)
 
 
 async def serve_watch(
-    hub: WatchHub[Any, Q], request: Q, context: Context, wait_until_servable: Callable[[int], Awaitable[None]]
+    hub: WatchHub[Any, Q],
+    request: Q,
+    known: KnownVersions,
+    context: Context,
+    wait_until_servable: Callable[[int], Awaitable[None]],
 ) -> None:
     try:
-        _check_versions(request)
+        _check_versions(request, known)
         hub.check_store(request)
         await wait_until_servable(request.resource_version)
-        watcher = hub.start(request)
+        watcher = hub.start(request, known)
     except Exception as error:
         await abort(context, status_error(error, "starting a watch"))
         return
@@ -39,15 +44,14 @@ async def serve_watch(
 
 
 # MAX_KNOWN_VERSIONS: past it a client re-lists. A bigger map would cost the server more to read
-# than the initial state costs to send, and every entry is read on the event loop
-# (bench/bench_stall.py measures what one such request holds up).
+# than the initial state costs to send (bench/bench_stall.py measures what one such request holds up).
 
 
-def _check_versions(request: WatchRequest) -> None:
+def _check_versions(request: WatchRequest, known: KnownVersions) -> None:
     """Negative revisions are INVALID_ARGUMENT (a watch "from -1" is not "from now"), and so is a
     map of known versions past MAX_KNOWN_VERSIONS."""
     require_revision(request.resource_version, "resource_version")
-    held = len(request.known_resource_versions)
+    held = len(known)
     if held > MAX_KNOWN_VERSIONS:
         raise InvalidArgument(
             [
@@ -58,15 +62,15 @@ def _check_versions(request: WatchRequest) -> None:
                 )
             ]
         )
-    bad = [key for key, version in request.known_resource_versions.items() if version < 0]
-    if bad:
+    bad, count = known.negative(MAX_LISTED_VIOLATIONS)
+    if count:
         violations = [
             FieldViolation(f"known_resource_versions[{json.dumps(key[:100])}]", "a version must be 0 or positive")
-            for key in sorted(bad)[:MAX_LISTED_VIOLATIONS]
+            for key in bad
         ]
-        if len(bad) > MAX_LISTED_VIOLATIONS:
+        if count > MAX_LISTED_VIOLATIONS:
             violations.append(
-                FieldViolation("known_resource_versions", f"{len(bad) - MAX_LISTED_VIOLATIONS} more negative versions")
+                FieldViolation("known_resource_versions", f"{count - MAX_LISTED_VIOLATIONS} more negative versions")
             )
         raise InvalidArgument(violations)
 

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar, cast
 
 from sortedcontainers import SortedDict
 
-from epsync._core import EndpointIndex, Selector, undecodable
+from epsync._core import EndpointIndex, KnownVersions, Selector, undecodable
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, Kind, ResourceType, endpoint_key, split_endpoint_key
 from epsync.store.base import Change, Snapshot
 from epsync.store.feed import RevisionWaiters
@@ -269,7 +269,7 @@ class ResourceCache:
         return self._index.initial_entries(group, revision)
 
     def endpoint_difference_entries(
-        self, group: int, known: Mapping[str, int], revision: int
+        self, group: int, known: Mapping[str, int] | KnownVersions, revision: int
     ) -> tuple[list[bytes], int]:
         """What turns a client's known versions into the group's state at `revision`, as encoded event entries
         (ADDED, then MODIFIED, then DELETED with only the known key), and how many were newly encoded."""

@@ -11,8 +11,7 @@ here, from the cache's history.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from epsync._core import KnownVersions
 from epsync.model.kinds import endpoint_key
 from epsync.model.selectors import parse_selector_field
 from epsync.sync.cache import ResourceCache
@@ -78,7 +77,7 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
             return None
         return [self._subject_entry(subject) for subject in subjects]
 
-    def _difference(self, group: int, known: Mapping[str, int], revision: int) -> list[bytes]:
+    def _difference(self, group: int, known: KnownVersions, revision: int) -> list[bytes]:
         # A DELETED event carries the client's key only, stamped with S: its copy is all there is to go by (SPEC §6.4).
         entries, encoded = self._cache.endpoint_difference_entries(group, known, revision)
         self.subjects_encoded += encoded

@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from epsync._core import KnownVersions
 from epsync.errors import OutOfRange, Unavailable
 from epsync.sync.cache import ResourceCache
 from epsync.sync.plan import Applied
@@ -30,7 +30,7 @@ G = TypeVar("G")  # how a hub identifies a group of watchers with the same filte
 
 
 class WatchRequest(Protocol):
-    """The fields every kind's watch request has."""
+    """The fields every kind's watch request has (its known versions come apart: `KnownVersions`)."""
 
     @property
     def resource_version(self) -> int: ...
@@ -38,8 +38,6 @@ class WatchRequest(Protocol):
     def send_initial_events(self) -> bool: ...
     @property
     def allow_bookmarks(self) -> bool: ...
-    @property
-    def known_resource_versions(self) -> Mapping[str, int]: ...
     @property
     def store_id(self) -> str: ...
 
@@ -124,13 +122,13 @@ class WatchHub(abc.ABC, Generic[G, Q]):
                 metadata={"oldestResourceVersion": str(self._cache.oldest_replayable), "storeId": self.store_id},
             )
 
-    def start(self, request: Q) -> Watcher:
+    def start(self, request: Q, known: KnownVersions) -> Watcher:
         """A new watcher, caught up to the cache's revision S and joined to its group (synchronous). The
         caller has had the request's store checked (`check_store`) before waiting for its revision."""
         revision = self._cache.revision
         group = self._group(request)
         try:
-            catch_up = self._catch_up(group, request, revision)
+            catch_up = self._catch_up(group, request, known, revision)
         except BaseException:
             self._release(group)
             raise
@@ -139,9 +137,8 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         self._join(group, watcher)
         return watcher
 
-    def _catch_up(self, group: G, request: Q, revision: int) -> list[bytes]:
+    def _catch_up(self, group: G, request: Q, known: KnownVersions, revision: int) -> list[bytes]:
         """SPEC §6.3-4: initial state, replay after R, or the known-versions difference."""
-        known = request.known_resource_versions
         if request.send_initial_events:
             return self._difference(group, known, revision) if known else self._initial(group, revision)
         if request.resource_version > 0:
@@ -175,7 +172,7 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         (history gone, or more than a watcher's buffer holds)."""
 
     @abc.abstractmethod
-    def _difference(self, group: G, known: Mapping[str, int], revision: int) -> list[bytes]:
+    def _difference(self, group: G, known: KnownVersions, revision: int) -> list[bytes]:
         """Entries that turn the client's `known` map into the group's current state."""
 
     @abc.abstractmethod

@@ -6,9 +6,9 @@ and each resulting event is encoded once, whoever receives it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-from epsync._core import Selector
+from epsync._core import KnownVersions, Selector
 from epsync.model.kinds import PROFILES
 from epsync.model.selectors import parse_selector_field
 from epsync.sync.cache import ResourceCache
@@ -89,7 +89,8 @@ class ProfileWatchHub(WatchHub[str, WatchProfilesRequest]):
         entries = [entry for _, chunk in chunks for entry in chunk]
         return entries if len(entries) <= self.limits.max_events else None
 
-    def _difference(self, group: str, known: Mapping[str, int], revision: int) -> list[bytes]:
+    def _difference(self, group: str, known_versions: KnownVersions, revision: int) -> list[bytes]:
+        known = dict(known_versions.items())  # profiles are few; a dict serves the lookups below
         entries: list[bytes] = []
         matching = {p.metadata.name: p for p in self._matching(group)}
         for name, profile in matching.items():
