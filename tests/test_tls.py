@@ -96,7 +96,7 @@ async def test_mutual_tls_requires_a_client_certificate_from_its_ca(
     other = Authority("other CA")
     forged = ClientTls(ca.write(tmp_path / "forged"), *other.issue("node:node1").write(tmp_path / "forged", "forged"))
     assert not await _lists(port, forged)
-    assert await _lists(port, _client_files(tmp_path, ca, ca.issue("node:node1")))
+    assert await _lists(port, _client_files(tmp_path, ca, ca.issue("admin:ops")))
 
 
 def _served_serial(port: int, ca: Authority, tmp_path: Path) -> int:

@@ -91,12 +91,14 @@ func (ca *testCA) issue(t *testing.T, name string, server bool, uri string) (str
 	return ca.write(t, name+".crt", "CERTIFICATE", der), ca.write(t, name+".key", "PRIVATE KEY", keyDER)
 }
 
-// A server with mutual TLS: a client with WithTLS and a certificate from the server's CA works;
-// without a certificate, or in plaintext, it is refused; unreadable files fail at Dial.
+// A server with mutual TLS: a client with WithTLS and a certificate from the server's CA works, as
+// the identity the certificate names; without a certificate, or in plaintext, it is refused;
+// unreadable files fail at Dial.
 func TestMutualTLS(t *testing.T) {
 	ca := newTestCA(t)
 	serverCert, serverKey := ca.issue(t, "server", true, "")
-	clientCert, clientKey := ca.issue(t, "node1", false, "spiffe://epsync/node/node1")
+	clientCert, clientKey := ca.issue(t, "cni", false, "spiffe://epsync/orchestrator/cni")
+	nodeCert, nodeKey := ca.issue(t, "node1", false, "spiffe://epsync/node/node1")
 	caFile := filepath.Join(ca.dir, "ca.crt")
 	srv := startServer(t, "--workers", "1", "--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--client-ca-file", caFile)
 	ctx := testContext(t, 30*time.Second)
@@ -116,6 +118,15 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if got, err := good.GetEndpoint(ctx, "default", created.GetMetadata().GetName(), epsync.GetOptions{}); err != nil || got.GetMetadata().GetUid() != created.GetMetadata().GetUid() {
 		t.Fatalf("get over mutual TLS: %v %v", got, err)
+	}
+
+	// The certificate is an identity: a node reads its own node's endpoints and writes nothing.
+	node := dialTLS(epsync.TLSFiles{CAFile: caFile, CertFile: nodeCert, KeyFile: nodeKey})
+	if _, err := node.GetEndpoint(ctx, "default", created.GetMetadata().GetName(), epsync.GetOptions{}); err != nil {
+		t.Errorf("node1 reading its own endpoint: %v", err)
+	}
+	if _, err := node.CreateEndpoint(ctx, endpoint("default", "node1", "by-node", nil)); !errors.Is(err, epsync.ErrPermissionDenied) {
+		t.Errorf("node1 creating an endpoint: %v, want PERMISSION_DENIED", err)
 	}
 
 	short := testContext(t, 3*time.Second)

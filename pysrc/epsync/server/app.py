@@ -19,8 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from epsync.server import gcpolicy
+from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
+from epsync.server.identity import Identities
 from epsync.server.paging import PageTokens
 from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
@@ -124,12 +126,26 @@ class EpsyncServer:
             lambda: self.store.current_revision,
             page_tokens,
         )
+        authorizer = None
+        if self.config.client_ca_file is not None:  # identities from client certificates (SPEC §8)
+            authorizer = Authorizer(Identities(required=True, trust_domain=self.config.trust_domain))
+        endpoints.authorizer = profiles.authorizer = authorizer
         writes = {"Create", "Update", "Delete"}
         endpoint_bytes = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints", "WriteWorkloadEndpoints"}
         add_service(
-            server, ENDPOINT_SERVICE, endpoints, pre_encoded=endpoint_bytes | {f"{w}WorkloadEndpoint" for w in writes}
+            server,
+            ENDPOINT_SERVICE,
+            endpoints,
+            pre_encoded=endpoint_bytes | {f"{w}WorkloadEndpoint" for w in writes},
+            authorizer=authorizer,
         )
-        add_service(server, PROFILE_SERVICE, profiles, pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes})
+        add_service(
+            server,
+            PROFILE_SERVICE,
+            profiles,
+            pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes},
+            authorizer=authorizer,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         try:

@@ -48,6 +48,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--client-ca-file", type=Path, help="mutual TLS: require client certificates signed by this CA bundle"
     )
     serve.add_argument(
+        "--trust-domain", default="epsync", help="trust domain of client identities (spiffe://<domain>/node/<name>)"
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
         help="serve plaintext beyond loopback (without TLS the server listens only on loopback addresses)",
@@ -86,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
             tls_key_file=args.tls_key_file,
             client_ca_file=args.client_ca_file,
             insecure=args.insecure,
+            trust_domain=args.trust_domain,
         )
     except ValidationError as error:
         first = error.errors()[0]

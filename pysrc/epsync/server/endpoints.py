@@ -88,4 +88,5 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
     async def WriteWorkloadEndpoints(
         self, request_iterator: AsyncIterator[pb.WriteWorkloadEndpointsRequest], context: Context
     ) -> None:
-        await serve_write_stream(self._registry, request_iterator, context.write)
+        authorize = self.authorizer.write_check(context) if self.authorizer is not None else None
+        await serve_write_stream(self._registry, request_iterator, context.write, authorize=authorize)

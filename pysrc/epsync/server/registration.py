@@ -21,7 +21,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from epsync._core import split_known_versions
-from epsync.errors import FieldViolation, InvalidArgument
+from epsync.errors import FieldViolation, InvalidArgument, PermissionDenied
+from epsync.server.authorization import Authorizer
 from epsync.server.status import abort
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,15 @@ _HANDLER_FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[
 
 
 def add_service(
-    server: grpc.aio.Server, service: ServiceDescriptor, servicer: object, *, pre_encoded: Collection[str] = ()
+    server: grpc.aio.Server,
+    service: ServiceDescriptor,
+    servicer: object,
+    *,
+    pre_encoded: Collection[str] = (),
+    authorizer: Authorizer | None = None,
 ) -> None:
-    """Serve every method of `service` from `servicer`; methods named in `pre_encoded` yield bytes."""
+    """Serve every method of `service` from `servicer`; methods named in `pre_encoded` yield bytes. With an
+    `authorizer`, every request is checked against its rules (server/authorization.py) once parsed."""
     unknown = set(pre_encoded) - {m.name for m in service.methods}
     if unknown:
         raise ValueError(f"{service.full_name} has no methods {sorted(unknown)}")
@@ -47,6 +54,8 @@ def add_service(
         response_type: Any = message_factory.GetMessageClass(method.output_type)
         factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
         implementation = getattr(servicer, method.name)
+        if authorizer is not None:
+            implementation = _authorizing(implementation, authorizer, method.name)
         if method.client_streaming:
             # The stream's own reader meets a request that does not parse and ends the stream with
             # INVALID_ARGUMENT after the ones before it (server.write_stream).
@@ -64,6 +73,27 @@ def add_service(
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     # Registered handlers spare grpc a per-call lookup; grpc-stubs does not know the method yet.
     cast(Any, server).add_registered_method_handlers(service.full_name, handlers)
+
+
+def _authorizing(implementation: Callable[..., Any], authorizer: Authorizer, method: str) -> Callable[..., Any]:
+    """`implementation` behind the authorizer's rules for `method`: a refused request is answered
+    PERMISSION_DENIED naming the caller's identity and what it may do, and never reaches the servicer."""
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any], *rest: Any) -> Any:
+        try:
+            identity = authorizer.check(method, context, request)
+        except PermissionDenied as error:
+            await abort(context, error)
+            return None
+        response = await implementation(request, context, *rest)
+        try:
+            authorizer.check_response(method, identity, response)
+        except PermissionDenied as error:
+            await abort(context, error)
+            return None
+        return response
+
+    return handler
 
 
 def _parsing(implementation: Callable[..., Any], request_type: Any, method: str) -> Callable[..., Any]:

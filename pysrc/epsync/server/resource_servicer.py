@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from epsync.errors import FieldViolation, InvalidArgument, OutOfRange
+from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.paging import PageTokens
 from epsync.server.registry import Deleted, Registry
@@ -64,6 +65,7 @@ class ResourceServicer(Generic[R, H]):
         self._config = config
         self._hub: H = hub
         self._datastore_revision = datastore_revision
+        self.authorizer: Authorizer | None = None  # with client certificates: what each identity may do
 
     async def _wait_for(self, min_resource_version: int) -> None:
         """Hold a read until this server has seen `min_resource_version` (a client's read-your-writes on replicas)."""

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 1000
 
 Send = Callable[[bytes], Awaitable[None]]  # writes one pre-encoded WriteWorkloadEndpointsResponse
+# A write's refusal for the stream's caller (server/authorization.py), or None: it is answered with it.
+Authorize = Callable[[WriteWorkloadEndpointsRequest], Exception | None]
 _OK = b""  # google.rpc.Status with code 0, encoded
 
 
@@ -57,16 +59,21 @@ async def serve_write_stream(
     send: Send,
     *,
     max_in_flight: int = MAX_IN_FLIGHT,
+    authorize: Authorize | None = None,
 ) -> None:
-    """Apply every request of one stream and `send` one response per request, in request order."""
-    await _WriteStream(registry, max_in_flight).run(requests, send)
+    """Apply every request of one stream and `send` one response per request, in request order. A write
+    `authorize` refuses is answered with its refusal and not made."""
+    await _WriteStream(registry, max_in_flight, authorize).run(requests, send)
 
 
 class _WriteStream:
-    def __init__(self, registry: Registry[WorkloadEndpoint], max_in_flight: int) -> None:
+    def __init__(
+        self, registry: Registry[WorkloadEndpoint], max_in_flight: int, authorize: Authorize | None = None
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._registry = registry
+        self._authorize = authorize
         self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         # Unanswered requests in request order (a batch: its writes' futures); None marks the end of the requests.
@@ -110,7 +117,7 @@ class _WriteStream:
                     raise InvalidArgument([violation]) from None
                 self._read_count += 1
                 if not request.batch:
-                    self._answers.put_nowait((request.request_id, self._submit(request)))
+                    self._answers.put_nowait((request.request_id, self._authorized_submit(request)))
                     continue
                 problem = self._batch_problem(request)
                 if problem is not None:
@@ -118,10 +125,14 @@ class _WriteStream:
                     continue
                 for _ in range(len(request.batch) - 1):  # one slot per write; the request took the first
                     await self._slots.acquire()
-                answers = [(write.request_id, self._submit(write)) for write in request.batch]
+                answers = [(write.request_id, self._authorized_submit(write)) for write in request.batch]
                 self._answers.put_nowait((request.request_id, answers))
         finally:
             self._answers.put_nowait(None)
+
+    def _authorized_submit(self, write: WriteWorkloadEndpointsRequest) -> asyncio.Future[Outcome]:
+        refused = self._authorize(write) if self._authorize is not None else None
+        return _failed(refused) if refused is not None else self._submit(write)
 
     def _batch_problem(self, request: WriteWorkloadEndpointsRequest) -> InvalidArgument | None:
         """Why a batch cannot be taken as it is (none of its writes is then made), or None."""
