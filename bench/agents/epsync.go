@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log"
 	"sync"
 	"time"
@@ -17,11 +16,8 @@ import (
 type epsyncWatcher struct {
 	common
 
-	connMu  sync.Mutex // guards what follows
-	client  *epsync.Client
-	current *epsync.View // the running view, or the stopped one the next start resumes from
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the running view's events are drained
+	heldMu sync.Mutex
+	held   *epsync.View // the running view, or the stopped one the next start resumes from
 }
 
 func newEpsyncWatcher(s spec, st *tally) *epsyncWatcher {
@@ -44,14 +40,15 @@ func (w *epsyncWatcher) start(target string, fresh bool) {
 			w.streamEnded(err)
 		}
 	})}
-	w.connMu.Lock()
-	defer w.connMu.Unlock()
-	if w.current != nil && !fresh {
-		opts = append(opts, epsync.ResumeFrom(w.current))
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	if w.held != nil && !fresh {
+		opts = append(opts, epsync.ResumeFrom(w.held))
 	}
 	view := client.Watch(ctx, epsync.Filter{Node: w.Node, Selector: w.Selector}, opts...)
 	done := make(chan struct{})
-	w.client, w.current, w.cancel, w.done = client, view, cancel, done
+	w.held = view
+	w.run(&running{client: client, cancel: cancel, done: done})
 	go w.consume(ctx, view, done)
 }
 
@@ -74,25 +71,10 @@ func (w *epsyncWatcher) consume(ctx context.Context, view *epsync.View, done cha
 	}
 }
 
-func (w *epsyncWatcher) drop() {
-	w.connMu.Lock()
-	client, cancel, done := w.client, w.cancel, w.done
-	w.client, w.cancel, w.done = nil, nil, nil
-	w.connMu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-	if err := client.Close(); err != nil && !errors.Is(err, context.Canceled) {
-		log.Printf("watcher %d: closing: %v", w.ID, err)
-	}
-}
-
 func (w *epsyncWatcher) view() map[string]int64 {
-	w.connMu.Lock()
-	view := w.current
-	w.connMu.Unlock()
+	w.heldMu.Lock()
+	view := w.held
+	w.heldMu.Unlock()
 	out := map[string]int64{}
 	if view == nil {
 		return out

@@ -26,11 +26,8 @@ type etcdWatcher struct {
 	common
 	prefix string
 
-	connMu sync.Mutex       // guards what follows
+	heldMu sync.Mutex
 	held   map[string]int64 // "namespace/name" -> mod revision
-	client *clientv3.Client
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 func newEtcdWatcher(s spec, st *tally) *etcdWatcher {
@@ -41,9 +38,9 @@ func (w *etcdWatcher) start(target string, fresh bool) {
 	w.drop()
 	w.beginSync()
 	if fresh {
-		w.connMu.Lock()
+		w.heldMu.Lock()
 		w.held = map[string]int64{}
-		w.connMu.Unlock()
+		w.heldMu.Unlock()
 	}
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:          []string{target},
@@ -58,13 +55,11 @@ func (w *etcdWatcher) start(target string, fresh bool) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	w.connMu.Lock()
-	w.client, w.cancel, w.done = client, cancel, done
-	w.connMu.Unlock()
-	go w.run(ctx, client, done)
+	w.run(&running{client: client, cancel: cancel, done: done})
+	go w.follow(ctx, client, done)
 }
 
-func (w *etcdWatcher) run(ctx context.Context, client *clientv3.Client, done chan struct{}) {
+func (w *etcdWatcher) follow(ctx context.Context, client *clientv3.Client, done chan struct{}) {
 	defer close(done)
 	delay := 50 * time.Millisecond
 	for {
@@ -92,9 +87,9 @@ func (w *etcdWatcher) stream(ctx context.Context, client *clientv3.Client) error
 	for _, kv := range listed.Kvs {
 		held[string(kv.Key[len(w.prefix):])] = kv.ModRevision
 	}
-	w.connMu.Lock()
+	w.heldMu.Lock()
 	w.held = held
-	w.connMu.Unlock()
+	w.heldMu.Unlock()
 	w.tally.caughtUp(w.Class, len(listed.Kvs))
 	watch := client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(listed.Header.Revision+1), clientv3.WithCreatedNotify())
 	for resp := range watch {
@@ -110,15 +105,15 @@ func (w *etcdWatcher) stream(ctx context.Context, client *clientv3.Client) error
 		now := time.Now()
 		for _, ev := range resp.Events {
 			key := string(bytes.TrimPrefix(ev.Kv.Key, []byte(w.prefix)))
-			w.connMu.Lock()
+			w.heldMu.Lock()
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(w.held, key)
-				w.connMu.Unlock()
+				w.heldMu.Unlock()
 				w.tally.untimed(w.Class)
 				continue
 			}
 			w.held[key] = ev.Kv.ModRevision
-			w.connMu.Unlock()
+			w.heldMu.Unlock()
 			var obj epsyncv1.WorkloadEndpoint
 			if err := proto.Unmarshal(ev.Kv.Value, &obj); err != nil {
 				return err
@@ -132,24 +127,9 @@ func (w *etcdWatcher) stream(ctx context.Context, client *clientv3.Client) error
 	return errors.New("etcd closed the watch")
 }
 
-func (w *etcdWatcher) drop() {
-	w.connMu.Lock()
-	client, cancel, done := w.client, w.cancel, w.done
-	w.client, w.cancel, w.done = nil, nil, nil
-	w.connMu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-	if err := client.Close(); err != nil && !errors.Is(err, context.Canceled) {
-		log.Printf("watcher %d: closing: %v", w.ID, err)
-	}
-}
-
 func (w *etcdWatcher) view() map[string]int64 {
-	w.connMu.Lock()
-	defer w.connMu.Unlock()
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
 	out := make(map[string]int64, len(w.held))
 	for key, revision := range w.held {
 		out[key] = revision

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,6 +47,7 @@ type common struct {
 	tally *tally
 
 	mu          sync.Mutex
+	current     *running      // the connection, nil while dropped
 	synced      chan struct{} // closed once the current connection is in sync
 	syncStarted time.Time
 	syncSeconds float64
@@ -146,6 +149,37 @@ func (c *common) streamEnded(err error) {
 		c.tally.error(e.Reason)
 	default:
 		c.tally.error(codeName(status.Code(err)))
+	}
+}
+
+// running is the connection a watcher runs: its client, and the goroutine that reads it.
+type running struct {
+	client io.Closer
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the goroutine has finished
+}
+
+// run makes r the watcher's connection (the caller has dropped the one before).
+func (c *common) run(r *running) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = r
+}
+
+// drop ends the watcher's connection, if it runs one: its context cancelled, its goroutine
+// finished, its client closed. What the watcher holds stays.
+func (c *common) drop() {
+	c.mu.Lock()
+	r := c.current
+	c.current = nil
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	if err := r.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		log.Printf("watcher %d: closing: %v", c.ID, err)
 	}
 }
 

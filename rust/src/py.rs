@@ -298,6 +298,26 @@ pub fn split_known_versions<'py>(
     Ok((PyBytes::new(py, &split.rest), known))
 }
 
+/// Calls `f` with a client's known versions as `(key, version)` pairs: read in place from a
+/// [`PyKnownVersions`], or converted from any mapping of `"namespace/name"` -> resource version.
+fn with_known_pairs<'py, T>(
+    py: Python<'py>,
+    known: &Bound<'py, PyAny>,
+    f: impl FnOnce(&[(&str, u64)]) -> PyResult<T>,
+) -> PyResult<T> {
+    if let Ok(parsed) = known.cast::<PyKnownVersions>() {
+        let read = parsed.get();
+        let bytes = read.raw.bind(py);
+        return f(&read.pairs(bytes.as_bytes())?);
+    }
+    let owned = known_versions(known)?;
+    let pairs = owned
+        .iter()
+        .map(|(key, version)| Ok((key.to_str()?, *version)))
+        .collect::<PyResult<Vec<_>>>()?;
+    f(&pairs)
+}
+
 /// A client's known versions, `"namespace/name"` -> resource version, as `(key, version)`
 /// pairs of the caller's own strings.
 fn known_versions<'py>(known: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyString>, u64)>> {
@@ -836,26 +856,14 @@ impl PyEndpointIndex {
         group: GroupId,
         known: &Bound<'py, PyAny>,
     ) -> PyResult<DiffLists<'py>> {
-        let read;
-        let bytes;
-        let owned;
-        let pairs = if let Ok(parsed) = known.cast::<PyKnownVersions>() {
-            read = parsed.get();
-            bytes = read.raw.bind(py);
-            read.pairs(bytes.as_bytes())?
-        } else {
-            owned = known_versions(known)?;
-            owned
-                .iter()
-                .map(|(key, version)| Ok((key.to_str()?, *version)))
-                .collect::<PyResult<Vec<_>>>()?
-        };
-        let diff = self.inner.diff(group, &pairs)?;
-        Ok((
-            key_list(py, diff.added.into_iter().map(key_parts))?,
-            key_list(py, diff.modified.into_iter().map(key_parts))?,
-            key_list(py, diff.deleted)?,
-        ))
+        with_known_pairs(py, known, |pairs| {
+            let diff = self.inner.diff(group, pairs)?;
+            Ok((
+                key_list(py, diff.added.into_iter().map(key_parts))?,
+                key_list(py, diff.modified.into_iter().map(key_parts))?,
+                key_list(py, diff.deleted)?,
+            ))
+        })
     }
 
     /// A new watcher's initial events at snapshot revision `revision` (SPEC §6.3): ADDED
@@ -892,22 +900,10 @@ impl PyEndpointIndex {
         known: &Bound<'py, PyAny>,
         revision: u64,
     ) -> PyResult<(Bound<'py, PyList>, usize)> {
-        let read;
-        let bytes;
-        let owned;
-        let pairs = if let Ok(parsed) = known.cast::<PyKnownVersions>() {
-            read = parsed.get();
-            bytes = read.raw.bind(py);
-            read.pairs(bytes.as_bytes())?
-        } else {
-            owned = known_versions(known)?;
-            owned
-                .iter()
-                .map(|(key, version)| Ok((key.to_str()?, *version)))
-                .collect::<PyResult<Vec<_>>>()?
-        };
-        let events = self.inner.difference_events(group, &pairs)?;
-        catch_up_entries(py, &self.stored, &mut self.added, &events, revision)
+        with_known_pairs(py, known, |pairs| {
+            let events = self.inner.difference_events(group, pairs)?;
+            catch_up_entries(py, &self.stored, &mut self.added, &events, revision)
+        })
     }
 }
 
