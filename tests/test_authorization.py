@@ -201,3 +201,6 @@ def test_identities_are_read_from_uri_sans_then_the_common_name(ca: Authority) -
     assert of("x", "spiffe://corp/node/a") == (set(), "")  # another trust domain
     assert of("node:") == (set(), "")  # a node must say which
     assert of("root:everything") == (set(), "")
+    assert of("orchestrator") == ({Role.ORCHESTRATOR}, "")  # a bare role as CN
+    assert of("viewer") == ({Role.VIEWER}, "")
+    assert of("node") == (set(), "")

@@ -127,8 +127,10 @@ class EpsyncServer:
             page_tokens,
         )
         authorizer = None
-        if self.config.client_ca_file is not None:  # identities from client certificates (SPEC §8)
-            authorizer = Authorizer(Identities(required=True, trust_domain=self.config.trust_domain))
+        mutual_tls = self.config.client_ca_file is not None  # identities from client certificates (SPEC §8)
+        if mutual_tls or self.config.mode == "kubernetes":
+            identities = Identities(required=mutual_tls, trust_domain=self.config.trust_domain)
+            authorizer = Authorizer(identities, kubernetes=self.config.mode == "kubernetes")
         endpoints.authorizer = profiles.authorizer = authorizer
         writes = {"Create", "Update", "Delete"}
         endpoint_bytes = {"WatchWorkloadEndpoints", "ListWorkloadEndpoints", "WriteWorkloadEndpoints"}

@@ -9,6 +9,10 @@
 - a viewer reads everything and writes nothing.
 
 Without client certificates every caller is admin and orchestrator (identity.UNAUTHENTICATED).
+
+`--mode kubernetes` adds the seed's supported-operations table for the Kubernetes datastore: endpoints
+are tied to pods, so only the orchestrator creates and deletes them (an update that would create one
+counts as a create), and profiles are read-only; anything else is FAILED_PRECONDITION quoting the table.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from epsync.errors import PermissionDenied
+from epsync.errors import FailedPrecondition, PermissionDenied
 from epsync.server.identity import Identities, Identity, Role
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
 from epsync.v1.workload_endpoint_service_pb2 import WriteWorkloadEndpointsRequest
@@ -91,6 +95,21 @@ RULES: dict[str, Check] = {
 }
 
 
+KUBERNETES_TABLE = (
+    "in kubernetes mode the seed's operations table applies (Kubernetes API server datastore: "
+    "Create/Delete no, Update yes, Get/List yes; WorkloadEndpoints are tied to pods): only the orchestrator "
+    "creates and deletes endpoints, and profiles are read-only"
+)
+# What the table refuses in kubernetes mode, per method: a check of the caller's identity, True if refused.
+KUBERNETES_RULES: dict[str, Callable[[Identity], bool]] = {
+    "CreateWorkloadEndpoint": lambda identity: Role.ORCHESTRATOR not in identity.roles,
+    "DeleteWorkloadEndpoint": lambda identity: Role.ORCHESTRATOR not in identity.roles,
+    "CreateProfile": lambda identity: True,
+    "UpdateProfile": lambda identity: True,
+    "DeleteProfile": lambda identity: True,
+}
+
+
 def denied(identity: Identity, reason: str) -> PermissionDenied:
     return PermissionDenied(reason, reason="FORBIDDEN", metadata={"identity": str(identity)})
 
@@ -98,16 +117,28 @@ def denied(identity: Identity, reason: str) -> PermissionDenied:
 class Authorizer:
     """RULES applied to calls, with the caller's identity from its certificate."""
 
-    def __init__(self, identities: Identities) -> None:
+    def __init__(self, identities: Identities, *, kubernetes: bool = False) -> None:
         self.identities = identities
+        self.kubernetes = kubernetes
 
     def check(self, method: str, context: Any, request: Any) -> Identity:
-        """The caller's identity; PermissionDenied when RULES refuse the request."""
+        """The caller's identity; PermissionDenied when RULES refuse the request, FailedPrecondition when
+        kubernetes mode's table does."""
         identity = self.identities.of(context)
         refused = RULES[method](identity, request)
         if refused is not None:
             raise denied(identity, refused)
+        table_refuses = KUBERNETES_RULES.get(method)
+        if self.kubernetes and table_refuses is not None and table_refuses(identity):
+            raise FailedPrecondition(f"{method}: {KUBERNETES_TABLE}", reason="OPERATION_NOT_SUPPORTED")
         return identity
+
+    def create_refused(self, context: Any) -> str:
+        """For an update with allow_missing: why it may not create (kubernetes mode, not the orchestrator),
+        or "" when it may. The registry applies it where the commit is planned (UpdateOp.create_refused)."""
+        if self.kubernetes and Role.ORCHESTRATOR not in self.identities.of(context).roles:
+            return "an update that would create it counts as a create; " + KUBERNETES_TABLE
+        return ""
 
     def check_response(self, method: str, identity: Identity, response: Any) -> None:
         """A node's Get answers only with its own node's endpoint."""
@@ -117,12 +148,20 @@ class Authorizer:
             if found != node:
                 raise denied(identity, f"{identity} may get only node {node!r}'s endpoints; this one is on {found!r}")
 
-    def write_check(self, context: Any) -> Callable[[WriteWorkloadEndpointsRequest], PermissionDenied | None]:
+    def write_check(
+        self, context: Any
+    ) -> Callable[[WriteWorkloadEndpointsRequest], PermissionDenied | FailedPrecondition | None]:
         """Each write of a write stream, for the stream's caller: its refusal, or None."""
         identity = self.identities.of(context)
 
-        def check(write: WriteWorkloadEndpointsRequest) -> PermissionDenied | None:
+        def check(write: WriteWorkloadEndpointsRequest) -> PermissionDenied | FailedPrecondition | None:
             refused = _write_operation(identity, write)
-            return None if refused is None else denied(identity, refused)
+            if refused is not None:
+                return denied(identity, refused)
+            operation = write.WhichOneof("operation")
+            method = {"create": "CreateWorkloadEndpoint", "delete": "DeleteWorkloadEndpoint"}.get(operation or "")
+            if self.kubernetes and method and KUBERNETES_RULES[method](identity):
+                return FailedPrecondition(f"{method}: {KUBERNETES_TABLE}", reason="OPERATION_NOT_SUPPORTED")
+            return None
 
         return check

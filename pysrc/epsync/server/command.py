@@ -48,6 +48,13 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--client-ca-file", type=Path, help="mutual TLS: require client certificates signed by this CA bundle"
     )
     serve.add_argument(
+        "--mode",
+        choices=["etcdv3", "kubernetes"],
+        default="etcdv3",
+        help="the seed's supported-operations table: kubernetes allows endpoint create/delete to the orchestrator only "
+        "and no profile writes (default %(default)s)",
+    )
+    serve.add_argument(
         "--trust-domain", default="epsync", help="trust domain of client identities (spiffe://<domain>/node/<name>)"
     )
     serve.add_argument(
@@ -90,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
             client_ca_file=args.client_ca_file,
             insecure=args.insecure,
             trust_domain=args.trust_domain,
+            mode=args.mode,
         )
     except ValidationError as error:
         first = error.errors()[0]

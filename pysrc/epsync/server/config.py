@@ -55,6 +55,9 @@ class ServerConfig(BaseModel):
         None, description="CA bundle client certificates must chain to: mutual TLS, a client certificate required"
     )
     insecure: bool = Field(False, description="serve plaintext on an address beyond this machine")
+    mode: Literal["etcdv3", "kubernetes"] = Field(
+        "etcdv3", description="the seed's supported-operations table to apply (kubernetes: endpoints tied to pods)"
+    )
     trust_domain: str = Field(
         "epsync", min_length=1, description="the trust domain of identities' SPIFFE IDs (spiffe://<domain>/node/<name>)"
     )

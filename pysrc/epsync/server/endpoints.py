@@ -71,7 +71,10 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
 
     @unary_errors
     async def UpdateWorkloadEndpoint(self, request: pb.UpdateWorkloadEndpointRequest, context: Context) -> bytes:
-        updated = await self._registry.update(request.workload_endpoint, allow_missing=request.allow_missing)
+        refused = self.authorizer.create_refused(context) if self.authorizer is not None else ""
+        updated = await self._registry.update(
+            request.workload_endpoint, allow_missing=request.allow_missing, create_refused=refused
+        )
         return stored_response(updated)
 
     @unary_errors
@@ -88,5 +91,11 @@ class WorkloadEndpointServicer(ResourceServicer[WorkloadEndpoint, EndpointWatchH
     async def WriteWorkloadEndpoints(
         self, request_iterator: AsyncIterator[pb.WriteWorkloadEndpointsRequest], context: Context
     ) -> None:
-        authorize = self.authorizer.write_check(context) if self.authorizer is not None else None
-        await serve_write_stream(self._registry, request_iterator, context.write, authorize=authorize)
+        authorizer = self.authorizer
+        await serve_write_stream(
+            self._registry,
+            request_iterator,
+            context.write,
+            authorize=authorizer.write_check(context) if authorizer is not None else None,
+            create_refused=authorizer.create_refused(context) if authorizer is not None else "",
+        )

@@ -1,8 +1,8 @@
 """Who is calling (SPEC §8): the identity a client certificate names.
 
-A certificate names one identity: a URI SAN `spiffe://<trust-domain>/<role>/<name>` (`--trust-domain`,
-default `epsync`), else a CN `<role>:<name>`; roles are `node` (the name is the node's), `orchestrator`,
-`admin` and `viewer`. Without client certificates (plaintext, or TLS without `--client-ca-file`) nobody
+A certificate names one identity: a URI SAN `spiffe://<trust-domain>/<role>[/<name>]` (`--trust-domain`,
+default `epsync`), else a CN `<role>[:<name>]`; roles are `node` (which needs the node's name),
+`orchestrator`, `admin` and `viewer`. Without client certificates (plaintext, or TLS without `--client-ca-file`) nobody
 is identified and every caller may do what an admin and the orchestrator may, as before TLS.
 """
 
@@ -65,11 +65,10 @@ def identity_of_certificate(pem: bytes, trust_domain: str) -> Identity:
             if found is not NOBODY:
                 return found
     for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        role, sep, name = str(attribute.value).partition(":")
-        if sep:
-            found = _identity(role, name)
-            if found is not NOBODY:
-                return found
+        role, _, name = str(attribute.value).partition(":")
+        found = _identity(role, name)
+        if found is not NOBODY:
+            return found
     return NOBODY
 
 

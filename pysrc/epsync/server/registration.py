@@ -21,7 +21,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from epsync._core import split_known_versions
-from epsync.errors import FieldViolation, InvalidArgument, PermissionDenied
+from epsync.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from epsync.server.authorization import Authorizer
 from epsync.server.status import abort
 
@@ -77,12 +77,13 @@ def add_service(
 
 def _authorizing(implementation: Callable[..., Any], authorizer: Authorizer, method: str) -> Callable[..., Any]:
     """`implementation` behind the authorizer's rules for `method`: a refused request is answered
-    PERMISSION_DENIED naming the caller's identity and what it may do, and never reaches the servicer."""
+    PERMISSION_DENIED naming the caller's identity and what it may do (or FAILED_PRECONDITION quoting the
+    kubernetes mode's table), and never reaches the servicer."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any], *rest: Any) -> Any:
         try:
             identity = authorizer.check(method, context, request)
-        except PermissionDenied as error:
+        except (PermissionDenied, FailedPrecondition) as error:
             await abort(context, error)
             return None
         response = await implementation(request, context, *rest)

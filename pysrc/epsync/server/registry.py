@@ -72,6 +72,10 @@ class CreateOp(Generic[R]):
 class UpdateOp(Generic[R]):
     object: R
     allow_missing: bool = False
+    # Set: an update that would create the object is refused with FAILED_PRECONDITION and this message
+    # (kubernetes mode: only the orchestrator creates endpoints). Decided where the commit is planned,
+    # so no interleaving lets a create through.
+    create_refused: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +138,8 @@ class Registry(Generic[R]):
     async def create(self, obj: R) -> Record:
         return _stored(await self.submit(CreateOp(obj)))
 
-    async def update(self, obj: R, *, allow_missing: bool = False) -> Record:
-        return _stored(await self.submit(UpdateOp(obj, allow_missing)))
+    async def update(self, obj: R, *, allow_missing: bool = False, create_refused: str = "") -> Record:
+        return _stored(await self.submit(UpdateOp(obj, allow_missing, create_refused)))
 
     async def delete(
         self, key: str, *, resource_version: int = 0, uid: str = "", allow_missing: bool = False
@@ -285,6 +289,11 @@ class Registry(Generic[R]):
         if current is None:
             if not operation.allow_missing:
                 raise NotFound(f"{self.rtype.describe(key)} not found (set allow_missing to create it)")
+            if operation.create_refused:
+                raise FailedPrecondition(
+                    f"{self.rtype.describe(key)} does not exist: {operation.create_refused}",
+                    reason="OPERATION_NOT_SUPPORTED",
+                )
             if precondition:
                 raise Aborted(
                     f"{self.rtype.describe(key)} does not exist, so it cannot be at resource_version {precondition}"

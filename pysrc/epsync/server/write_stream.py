@@ -60,20 +60,27 @@ async def serve_write_stream(
     *,
     max_in_flight: int = MAX_IN_FLIGHT,
     authorize: Authorize | None = None,
+    create_refused: str = "",
 ) -> None:
     """Apply every request of one stream and `send` one response per request, in request order. A write
-    `authorize` refuses is answered with its refusal and not made."""
-    await _WriteStream(registry, max_in_flight, authorize).run(requests, send)
+    `authorize` refuses is answered with its refusal and not made; an update that would create is refused
+    with `create_refused` when set (UpdateOp.create_refused)."""
+    await _WriteStream(registry, max_in_flight, authorize, create_refused).run(requests, send)
 
 
 class _WriteStream:
     def __init__(
-        self, registry: Registry[WorkloadEndpoint], max_in_flight: int, authorize: Authorize | None = None
+        self,
+        registry: Registry[WorkloadEndpoint],
+        max_in_flight: int,
+        authorize: Authorize | None = None,
+        create_refused: str = "",
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._registry = registry
         self._authorize = authorize
+        self._create_refused = create_refused
         self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         # Unanswered requests in request order (a batch: its writes' futures); None marks the end of the requests.
@@ -156,7 +163,8 @@ class _WriteStream:
             return self._registry.submit(CreateOp(request.create.workload_endpoint), stream=self)
         if operation == "update":
             update = request.update
-            return self._registry.submit(UpdateOp(update.workload_endpoint, update.allow_missing), stream=self)
+            update_op = UpdateOp(update.workload_endpoint, update.allow_missing, self._create_refused)
+            return self._registry.submit(update_op, stream=self)
         try:
             if operation != "delete":
                 raise InvalidArgument([FieldViolation("operation", "set one of create, update or delete")])
