@@ -133,6 +133,27 @@ class OutOfRange(EpsyncError):
 class ResourceExhausted(EpsyncError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after  # seconds; sent as google.rpc.RetryInfo
+
+    def details(self) -> list[any_pb2.Any]:
+        found = super().details()
+        if self.retry_after is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromNanoseconds(int(self.retry_after * 1e9))
+            packed = any_pb2.Any()
+            packed.Pack(retry)
+            found.append(packed)
+        return found
+
 
 class Unavailable(EpsyncError):
     code = grpc.StatusCode.UNAVAILABLE

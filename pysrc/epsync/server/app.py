@@ -10,7 +10,9 @@ writes still in its commit queue).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 from collections.abc import Sequence
 
@@ -19,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from epsync.server import gcpolicy
+from epsync.server.admission import WatcherBudget
 from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
@@ -47,9 +50,35 @@ PROFILE_SERVICE = profile_service_pb2.DESCRIPTOR.services_by_name["ProfileServic
 SERVICE_NAMES: Sequence[str] = (ENDPOINT_SERVICE.full_name, PROFILE_SERVICE.full_name)
 
 
+# File descriptors a serving process keeps for everything but client connections (its store, logs, pipes).
+RESERVED_DESCRIPTORS = 1024
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, where it may; the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def connection_limit(config: ServerConfig) -> int:
+    """--max-connections, or what the file-descriptor limit leaves for connections."""
+    if config.max_connections is not None:
+        return config.max_connections
+    return max(64, raise_descriptor_limit() - RESERVED_DESCRIPTORS)
+
+
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     keepalive_ms = int(config.keepalive_seconds * 1000)
     return [
+        # Past the limit new connections are closed at once, so the server never runs out of descriptors.
+        ("grpc.max_allowed_incoming_connections", connection_limit(config)),
+        ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+        # A connection that never finishes its handshake (TLS and the HTTP/2 preface) is closed.
+        ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout_seconds * 1000)),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", keepalive_ms),
@@ -96,6 +125,7 @@ class EpsyncServer:
         self.endpoint_hub = EndpointWatchHub(self.cache, limits, bookmarks)
         self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
+        self.watchers = WatcherBudget(config.max_watchers, config.max_watchers_per_identity)
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -140,6 +170,7 @@ class EpsyncServer:
             endpoints,
             pre_encoded=endpoint_bytes | {f"{w}WorkloadEndpoint" for w in writes},
             authorizer=authorizer,
+            watchers=self.watchers,
         )
         add_service(
             server,
@@ -147,6 +178,7 @@ class EpsyncServer:
             profiles,
             pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes},
             authorizer=authorizer,
+            watchers=self.watchers,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))

@@ -47,6 +47,22 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument(
         "--client-ca-file", type=Path, help="mutual TLS: require client certificates signed by this CA bundle"
     )
+    serve.add_argument("--max-watchers", type=int, default=50_000, help="watch streams a serving process holds")
+    serve.add_argument(
+        "--max-watchers-per-identity", type=int, default=1_000, help="watch streams one client identity holds (mTLS)"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections a serving process accepts (default: its descriptor limit less 1,024)",
+    )
+    serve.add_argument("--max-streams-per-connection", type=int, default=100, help="concurrent streams on a connection")
+    serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new connection may take to finish its handshake",
+    )
     serve.add_argument(
         "--mode",
         choices=["etcdv3", "kubernetes"],
@@ -67,7 +83,11 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 # ServerConfig fields whose flag is not simply the field's name.
-_FLAG_OF_FIELD = {"grace_seconds": "--grace", "bookmark_interval_seconds": "--bookmark-interval"}
+_FLAG_OF_FIELD = {
+    "grace_seconds": "--grace",
+    "bookmark_interval_seconds": "--bookmark-interval",
+    "handshake_timeout_seconds": "--handshake-timeout",
+}
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -98,6 +118,11 @@ def run_serve(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             trust_domain=args.trust_domain,
             mode=args.mode,
+            max_watchers=args.max_watchers,
+            max_watchers_per_identity=args.max_watchers_per_identity,
+            max_connections=args.max_connections,
+            max_streams_per_connection=args.max_streams_per_connection,
+            handshake_timeout_seconds=args.handshake_timeout,
         )
     except ValidationError as error:
         first = error.errors()[0]

@@ -55,6 +55,19 @@ class ServerConfig(BaseModel):
         None, description="CA bundle client certificates must chain to: mutual TLS, a client certificate required"
     )
     insecure: bool = Field(False, description="serve plaintext on an address beyond this machine")
+    max_watchers: int = Field(50_000, ge=1, description="watch streams one serving process holds, in all")
+    max_watchers_per_identity: int = Field(
+        1_000, ge=1, description="watch streams one client identity holds on a serving process (mutual TLS)"
+    )
+    max_connections: int | None = Field(
+        None, ge=1, description="connections one serving process accepts (None: its file-descriptor limit less 1,024)"
+    )
+    max_streams_per_connection: int = Field(
+        100, ge=1, description="concurrent streams on one connection (HTTP/2 MAX_CONCURRENT_STREAMS)"
+    )
+    handshake_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long a new connection may take to finish its TLS and HTTP/2 handshake"
+    )
     mode: Literal["etcdv3", "kubernetes"] = Field(
         "etcdv3", description="the seed's supported-operations table to apply (kubernetes: endpoints tied to pods)"
     )

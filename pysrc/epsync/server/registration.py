@@ -21,7 +21,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from epsync._core import split_known_versions
-from epsync.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
+from epsync.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted
+from epsync.server.admission import WatcherBudget
 from epsync.server.authorization import Authorizer
 from epsync.server.status import abort
 
@@ -42,6 +43,7 @@ def add_service(
     *,
     pre_encoded: Collection[str] = (),
     authorizer: Authorizer | None = None,
+    watchers: WatcherBudget | None = None,
 ) -> None:
     """Serve every method of `service` from `servicer`; methods named in `pre_encoded` yield bytes. With an
     `authorizer`, every request is checked against its rules (server/authorization.py) once parsed."""
@@ -54,8 +56,9 @@ def add_service(
         response_type: Any = message_factory.GetMessageClass(method.output_type)
         factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
         implementation = getattr(servicer, method.name)
-        if authorizer is not None:
-            implementation = _authorizing(implementation, authorizer, method.name)
+        watch = method.server_streaming and not method.client_streaming
+        if authorizer is not None or (watch and watchers is not None):
+            implementation = _admitting(implementation, method.name, authorizer, watchers if watch else None)
         if method.client_streaming:
             # The stream's own reader meets a request that does not parse and ends the stream with
             # INVALID_ARGUMENT after the ones before it (server.write_stream).
@@ -75,23 +78,37 @@ def add_service(
     cast(Any, server).add_registered_method_handlers(service.full_name, handlers)
 
 
-def _authorizing(implementation: Callable[..., Any], authorizer: Authorizer, method: str) -> Callable[..., Any]:
-    """`implementation` behind the authorizer's rules for `method`: a refused request is answered
-    PERMISSION_DENIED naming the caller's identity and what it may do (or FAILED_PRECONDITION quoting the
-    kubernetes mode's table), and never reaches the servicer."""
+def _admitting(
+    implementation: Callable[..., Any], method: str, authorizer: Authorizer | None, watchers: WatcherBudget | None
+) -> Callable[..., Any]:
+    """`implementation` behind the authorizer's rules for `method` and, for a watch, the watcher budget: a
+    refused request is answered PERMISSION_DENIED naming the caller's identity and what it may do
+    (FAILED_PRECONDITION quoting the kubernetes mode's table; RESOURCE_EXHAUSTED TOO_MANY_WATCHERS) and
+    never reaches the servicer."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any], *rest: Any) -> Any:
+        identity = None
         try:
-            identity = authorizer.check(method, context, request)
-        except (PermissionDenied, FailedPrecondition) as error:
+            if authorizer is not None:
+                identity = authorizer.check(method, context, request)
+            # Per identity only when callers are identified by their certificates.
+            counted = identity if authorizer is not None and authorizer.identities.required else None
+            if watchers is not None:
+                watchers.acquire(counted)
+        except (PermissionDenied, FailedPrecondition, ResourceExhausted) as error:
             await abort(context, error)
             return None
-        response = await implementation(request, context, *rest)
         try:
-            authorizer.check_response(method, identity, response)
-        except PermissionDenied as error:
-            await abort(context, error)
-            return None
+            response = await implementation(request, context, *rest)
+        finally:
+            if watchers is not None:
+                watchers.release(counted)
+        if authorizer is not None and identity is not None:
+            try:
+                authorizer.check_response(method, identity, response)
+            except PermissionDenied as error:
+                await abort(context, error)
+                return None
         return response
 
     return handler
