@@ -16,7 +16,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from epsync.errors import ResourceExhausted
+from epsync.server.admission import RateLimiter
 from epsync.server.app import EpsyncServer
+from epsync.server.identity import Identity, Role
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 from tests.certs import Authority
@@ -165,3 +168,54 @@ async def test_a_connection_that_never_finishes_its_handshake_is_closed(tmp_path
             return time.monotonic() - started
 
         assert await asyncio.to_thread(silent_client) < 5
+
+
+def test_the_rate_limiter_is_a_token_bucket_per_identity() -> None:
+    now = [100.0]
+    limiter = RateLimiter(rate=10, burst=3, clock=lambda: now[0])
+    node1, node2 = Identity(frozenset({Role.NODE}), "node1"), Identity(frozenset({Role.NODE}), "node2")
+    for _ in range(3):
+        limiter.take(node1)
+    with pytest.raises(ResourceExhausted) as refused:
+        limiter.take(node1)
+    assert refused.value.reason == "RATE_LIMITED"
+    assert refused.value.retry_after == pytest.approx(0.1)
+    limiter.take(node2)  # its own bucket
+    now[0] += 0.1  # one token back
+    limiter.take(node1)
+    with pytest.raises(ResourceExhausted):
+        limiter.take(node1)
+
+
+async def test_calls_past_an_identitys_rate_are_told_when_to_retry(tmp_path: Path) -> None:
+    ca = Authority()
+    cert, key = ca.issue("server", server=True).write(tmp_path / "server", "server")
+    ca_file = ca.write(tmp_path / "server")
+    async with serving(
+        tmp_path, tls_cert_file=cert, tls_key_file=key, client_ca_file=ca_file, rate_limit=2, rate_burst=5
+    ) as server:
+
+        def stub(who: str) -> tuple[grpc.aio.Channel, pb_grpc.WorkloadEndpointServiceAsyncStub]:
+            issued = ca.issue(who)
+            credentials = grpc.ssl_channel_credentials(ca.cert_pem, issued.key_pem, issued.cert_pem)
+            channel = grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials, options=OPTIONS)
+            return channel, pb_grpc.WorkloadEndpointServiceStub(channel)
+
+        viewer_channel, viewer = stub("viewer:dashboard")
+        admin_channel, admin = stub("admin:ops")
+        try:
+            for _ in range(5):
+                await viewer.ListWorkloadEndpoints(pb.ListWorkloadEndpointsRequest(), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await viewer.ListWorkloadEndpoints(pb.ListWorkloadEndpointsRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "viewer dashboard makes more than 2 calls a second" in (refused.value.details() or "")
+            delay = _retry_delay(refused.value)
+            assert delay is not None
+            assert 0 < delay <= 0.5
+            await admin.ListWorkloadEndpoints(pb.ListWorkloadEndpointsRequest(), timeout=5)  # another identity
+            await asyncio.sleep(delay)
+            await viewer.ListWorkloadEndpoints(pb.ListWorkloadEndpointsRequest(), timeout=5)
+        finally:
+            await viewer_channel.close(grace=None)
+            await admin_channel.close(grace=None)

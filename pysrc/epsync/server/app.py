@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from epsync.server import gcpolicy
-from epsync.server.admission import WatcherBudget
+from epsync.server.admission import RateLimiter, WatcherBudget
 from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
@@ -126,6 +126,7 @@ class EpsyncServer:
         self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
         self.watchers = WatcherBudget(config.max_watchers, config.max_watchers_per_identity)
+        self.rate = RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit > 0 else None
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -171,6 +172,7 @@ class EpsyncServer:
             pre_encoded=endpoint_bytes | {f"{w}WorkloadEndpoint" for w in writes},
             authorizer=authorizer,
             watchers=self.watchers,
+            rate=self.rate,
         )
         add_service(
             server,
@@ -179,6 +181,7 @@ class EpsyncServer:
             pre_encoded={"WatchProfiles"} | {f"{w}Profile" for w in writes},
             authorizer=authorizer,
             watchers=self.watchers,
+            rate=self.rate,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))

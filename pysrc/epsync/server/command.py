@@ -56,6 +56,10 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         type=int,
         help="connections a serving process accepts (default: its descriptor limit less 1,024)",
     )
+    serve.add_argument(
+        "--rate-limit", type=float, default=1_000.0, help="calls a second per client identity (mTLS); 0: no limit"
+    )
+    serve.add_argument("--rate-burst", type=float, default=2_000.0, help="calls one client identity may make at once")
     serve.add_argument("--max-streams-per-connection", type=int, default=100, help="concurrent streams on a connection")
     serve.add_argument(
         "--handshake-timeout",
@@ -122,6 +126,8 @@ def run_serve(args: argparse.Namespace) -> int:
             max_watchers_per_identity=args.max_watchers_per_identity,
             max_connections=args.max_connections,
             max_streams_per_connection=args.max_streams_per_connection,
+            rate_limit=args.rate_limit,
+            rate_burst=args.rate_burst,
             handshake_timeout_seconds=args.handshake_timeout,
         )
     except ValidationError as error:

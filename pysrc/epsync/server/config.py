@@ -68,6 +68,10 @@ class ServerConfig(BaseModel):
     handshake_timeout_seconds: float = Field(
         10.0, gt=0, description="how long a new connection may take to finish its TLS and HTTP/2 handshake"
     )
+    rate_limit: float = Field(
+        1_000.0, ge=0, description="calls a second one client identity may make (mutual TLS); 0: no limit"
+    )
+    rate_burst: float = Field(2_000.0, ge=1, description="calls one client identity may make at once")
     mode: Literal["etcdv3", "kubernetes"] = Field(
         "etcdv3", description="the seed's supported-operations table to apply (kubernetes: endpoints tied to pods)"
     )
