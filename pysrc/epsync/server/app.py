@@ -14,6 +14,7 @@ import contextlib
 import logging
 import resource
 import signal
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -50,6 +51,9 @@ PROFILE_SERVICE = profile_service_pb2.DESCRIPTOR.services_by_name["ProfileServic
 SERVICE_NAMES: Sequence[str] = (ENDPOINT_SERVICE.full_name, PROFILE_SERVICE.full_name)
 
 
+# The share of the grace period over which watch streams are ended on shutdown; the rest is for the last calls.
+DRAIN_SHARE = 0.8
+
 # File descriptors a serving process keeps for everything but client connections (its store, logs, pipes).
 RESERVED_DESCRIPTORS = 1024
 
@@ -73,7 +77,16 @@ def connection_limit(config: ServerConfig) -> int:
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     keepalive_ms = int(config.keepalive_seconds * 1000)
+    aging = []
+    if config.max_connection_age_seconds is not None:
+        # gRPC sends GOAWAY at the age (±10% jitter, its own) and lets the connection's calls run the
+        # grace period on; a watcher then resumes on a new connection, wherever the balancer sends it.
+        aging = [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+        ]
     return [
+        *aging,
         # Past the limit new connections are closed at once, so the server never runs out of descriptors.
         ("grpc.max_allowed_incoming_connections", connection_limit(config)),
         ("grpc.max_concurrent_streams", config.max_streams_per_connection),
@@ -253,11 +266,19 @@ class EpsyncServer:
             self.profile_hub.publish(applied)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain, then stop: health NOT_SERVING first (load balancers stop sending), no new writes (each
+        answered UNAVAILABLE SHUTTING_DOWN; those queued still commit), watch streams ended with
+        SHUTTING_DOWN spread over most of the grace period (their clients resume elsewhere a few at a
+        time, not in one stampede), then in-flight calls get what is left of it."""
+        grace = self.config.grace_seconds if grace is None else grace
+        started = time.monotonic()
         await self.health.enter_graceful_shutdown()
-        await self.endpoint_hub.shutdown()
-        await self.profile_hub.shutdown()
+        self.endpoint_registry.drain()
+        self.profile_registry.drain()
+        spread = grace * DRAIN_SHARE
+        await asyncio.gather(self.endpoint_hub.shutdown(spread), self.profile_hub.shutdown(spread))
         if self._server is not None:
-            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            await self._server.stop(max(0.0, grace - (time.monotonic() - started)))
             self._server = None
         await self.endpoint_registry.close()
         await self.profile_registry.close()

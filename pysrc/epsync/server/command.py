@@ -62,6 +62,11 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--rate-burst", type=float, default=2_000.0, help="calls one client identity may make at once")
     serve.add_argument("--max-streams-per-connection", type=int, default=100, help="concurrent streams on a connection")
     serve.add_argument(
+        "--max-connection-age",
+        type=float,
+        help="seconds after which a connection is closed (with jitter) so clients rebalance (default: never)",
+    )
+    serve.add_argument(
         "--handshake-timeout",
         type=float,
         default=10.0,
@@ -91,6 +96,7 @@ _FLAG_OF_FIELD = {
     "grace_seconds": "--grace",
     "bookmark_interval_seconds": "--bookmark-interval",
     "handshake_timeout_seconds": "--handshake-timeout",
+    "max_connection_age_seconds": "--max-connection-age",
 }
 
 
@@ -129,6 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
             rate_limit=args.rate_limit,
             rate_burst=args.rate_burst,
             handshake_timeout_seconds=args.handshake_timeout,
+            max_connection_age_seconds=args.max_connection_age,
         )
     except ValidationError as error:
         first = error.errors()[0]

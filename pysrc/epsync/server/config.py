@@ -65,6 +65,9 @@ class ServerConfig(BaseModel):
     max_streams_per_connection: int = Field(
         100, ge=1, description="concurrent streams on one connection (HTTP/2 MAX_CONCURRENT_STREAMS)"
     )
+    max_connection_age_seconds: float | None = Field(
+        None, gt=0, description="close connections this old (gRPC adds ±10% jitter), so clients rebalance over replicas"
+    )
     handshake_timeout_seconds: float = Field(
         10.0, gt=0, description="how long a new connection may take to finish its TLS and HTTP/2 handshake"
     )

@@ -106,6 +106,12 @@ class _Pending(Generic[R]):
     write: Put | Delete | None = None
 
 
+def _shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down; the write was not made: retry on another server", reason="SHUTTING_DOWN"
+    )
+
+
 class Registry(Generic[R]):
     """Writes for one kind, batched; reads the current state from the cache, writes through the datastore."""
 
@@ -121,6 +127,7 @@ class Registry(Generic[R]):
         self._batcher: asyncio.Task[None] | None = None
         self._committing: set[asyncio.Task[None]] = set()
         self._commit_task_name = f"epsync-{rtype.kind.value}-commit"
+        self.draining = False  # shutting down: no new writes (drain)
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -154,6 +161,9 @@ class Registry(Generic[R]):
         Synchronous, so writes are queued in the order `submit` is called."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
+        if self.draining:
+            future.set_exception(_shutting_down())
+            return future
         pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
         pending.key = operation.key if isinstance(operation, DeleteOp) else self.rtype.request_key(operation.object)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
@@ -161,6 +171,10 @@ class Registry(Generic[R]):
             self._batcher = loop.create_task(self._run(), name=f"epsync-{self.rtype.kind.value}-batcher")
         self._wakeup.set()
         return future
+
+    def drain(self) -> None:
+        """Take no new writes (each is answered UNAVAILABLE SHUTTING_DOWN); those queued still commit."""
+        self.draining = True
 
     async def close(self) -> None:
         """Stop taking batches; writes already handed to the store finish first."""
@@ -174,9 +188,7 @@ class Registry(Generic[R]):
         for lane in self._lanes.values():
             for pending in lane:
                 if not pending.future.done():
-                    pending.future.set_exception(
-                        Unavailable("the server is shutting down; the write was not made", reason="SHUTTING_DOWN")
-                    )
+                    pending.future.set_exception(_shutting_down())
         self._lanes.clear()
 
     # --- the batcher ------------------------------------------------------------------------------

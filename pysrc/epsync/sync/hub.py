@@ -13,6 +13,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -40,6 +41,10 @@ class WatchRequest(Protocol):
     def allow_bookmarks(self) -> bool: ...
     @property
     def store_id(self) -> str: ...
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("the server is shutting down; resume on another server", reason="SHUTTING_DOWN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         self._group_of: dict[Watcher, G] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._bookmark: tuple[int, bytes] = (-1, b"")
+        self.draining = False  # shutting down: streams are being ended and no new one starts
         # The store the events come from (its identity, set once the store is open): named in the bookmark
         # that ends each watch's initial events, and checked against the store a resuming client names.
         self.store_id = ""
@@ -125,6 +131,8 @@ class WatchHub(abc.ABC, Generic[G, Q]):
     def start(self, request: Q, known: KnownVersions) -> Watcher:
         """A new watcher, caught up to the cache's revision S and joined to its group (synchronous). The
         caller has had the request's store checked (`check_store`) before waiting for its revision."""
+        if self.draining:
+            raise _shutting_down()
         revision = self._cache.revision
         group = self._group(request)
         try:
@@ -206,15 +214,26 @@ class WatchHub(abc.ABC, Generic[G, Q]):
 
         self._ticker = asyncio.get_running_loop().create_task(tick(), name=f"{type(self).__name__} bookmarks")
 
-    async def shutdown(self) -> None:
-        """End every stream: a last bookmark where allowed, then UNAVAILABLE/SHUTTING_DOWN (SPEC §5)."""
+    async def shutdown(self, spread_seconds: float = 0.0) -> None:
+        """End every stream: a last bookmark where allowed, then UNAVAILABLE/SHUTTING_DOWN (SPEC §5). The
+        streams end one after another over `spread_seconds`, in random order, so that their clients resume
+        elsewhere a few at a time rather than all in the same instant; a watch that starts meanwhile is
+        refused the same way."""
+        self.draining = True
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
-        revision = self._cache.revision
-        for watcher in list(self._group_of):
-            if watcher.allow_bookmarks:
-                watcher.push(revision, [self.bookmark(revision)])
-            watcher.finish(Unavailable("the server is shutting down; resume on another server", reason="SHUTTING_DOWN"))
+        watchers = list(self._group_of)
+        random.shuffle(watchers)
+        started = time.monotonic()
+        for i, watcher in enumerate(watchers):
+            due = started + spread_seconds * i / len(watchers)
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if watcher in self._group_of:  # not ended by itself meanwhile
+                revision = self._cache.revision
+                if watcher.allow_bookmarks:
+                    watcher.push(revision, [self.bookmark(revision)])
+                watcher.finish(_shutting_down())
