@@ -27,6 +27,7 @@ from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.identity import Identities
+from epsync.server.metrics import MetricsServer, Sources
 from epsync.server.paging import PageTokens
 from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
@@ -139,6 +140,8 @@ class EpsyncServer:
         self.profile_hub = ProfileWatchHub(self.cache, limits, bookmarks)
         self.health = HealthServicer()
         self.watchers = WatcherBudget(config.max_watchers, config.max_watchers_per_identity)
+        self.ready = False  # /readyz: serving, the datastore takes writes, not shutting down
+        self.metrics: MetricsServer | None = None
         self.rate = RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit > 0 else None
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -213,6 +216,12 @@ class EpsyncServer:
         self.profile_hub.start_ticker()
         await self._report_health(self.store.healthy)
         self.store.add_health_listener(self._on_datastore_health)
+        if self.config.metrics_listen is not None:
+            self.metrics = MetricsServer(self.config.metrics_listen, self._metric_sources())
+            self.metrics.start()
+            log.info(
+                "epsync metrics on http://%s:%d/metrics (and /livez, /readyz)", self.metrics.host, self.metrics.port
+            )
         log.info(
             "epsync serving on %s (revision %d, %d endpoints)",
             self.address,
@@ -243,9 +252,27 @@ class EpsyncServer:
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
+    def _metric_sources(self) -> Sources:
+        hubs: dict[str, EndpointWatchHub | ProfileWatchHub] = {
+            "endpoints": self.endpoint_hub,
+            "profiles": self.profile_hub,
+        }
+        return Sources(
+            watchers=lambda: {kind: hub.watcher_count for kind, hub in hubs.items()},
+            events_published=lambda: {kind: hub.subjects_encoded for kind, hub in hubs.items()},
+            traffic=lambda: {kind: (hub.responses_sent, hub.bytes_sent) for kind, hub in hubs.items()},
+            revision=lambda: self.cache.revision,
+            oldest_replayable=lambda: self.cache.oldest_replayable,
+            cached=lambda: {"endpoints": self.cache.endpoint_count(), "profiles": len(self.cache.profiles())},
+            undecodable=lambda: len(self.cache.undecodable),
+            datastore_up=lambda: self.store.healthy,
+            ready=lambda: self.ready,
+        )
+
     async def _report_health(self, datastore_healthy: bool) -> None:
         # Reads and watches go on from the cache while the datastore is down, but writes fail: a load
         # balancer should prefer a replica whose datastore answers.
+        self.ready = datastore_healthy and not self.endpoint_hub.draining
         status = (
             health_pb2.HealthCheckResponse.SERVING if datastore_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -272,6 +299,7 @@ class EpsyncServer:
         time, not in one stampede), then in-flight calls get what is left of it."""
         grace = self.config.grace_seconds if grace is None else grace
         started = time.monotonic()
+        self.ready = False
         await self.health.enter_graceful_shutdown()
         self.endpoint_registry.drain()
         self.profile_registry.drain()
@@ -283,6 +311,9 @@ class EpsyncServer:
         await self.endpoint_registry.close()
         await self.profile_registry.close()
         await self.store.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
+            self.metrics = None
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -73,6 +73,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="seconds a new connection may take to finish its handshake",
     )
     serve.add_argument(
+        "--metrics-listen", help="host:port for Prometheus /metrics, /livez and /readyz over HTTP (default: none)"
+    )
+    serve.add_argument(
         "--mode",
         choices=["etcdv3", "kubernetes"],
         default="etcdv3",
@@ -128,6 +131,7 @@ def run_serve(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             trust_domain=args.trust_domain,
             mode=args.mode,
+            metrics_listen=args.metrics_listen,
             max_watchers=args.max_watchers,
             max_watchers_per_identity=args.max_watchers_per_identity,
             max_connections=args.max_connections,

@@ -75,6 +75,9 @@ class ServerConfig(BaseModel):
         1_000.0, ge=0, description="calls a second one client identity may make (mutual TLS); 0: no limit"
     )
     rate_burst: float = Field(2_000.0, ge=1, description="calls one client identity may make at once")
+    metrics_listen: str | None = Field(
+        None, description="host:port of the HTTP server for /metrics, /livez and /readyz (None: no metrics)"
+    )
     mode: Literal["etcdv3", "kubernetes"] = Field(
         "etcdv3", description="the seed's supported-operations table to apply (kubernetes: endpoints tied to pods)"
     )

@@ -7,6 +7,7 @@ traceback and answered INTERNAL, without internals in the message.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,12 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
+# Requests answered with an error, by (status code, reason); read by the metrics (server/metrics.py).
+REFUSED: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: EpsyncError) -> None:
+    REFUSED[(error.code.name, error.reason or "")] += 1
     status = rpc_status.to_status(error.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)
 

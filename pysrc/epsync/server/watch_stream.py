@@ -36,7 +36,7 @@ async def serve_watch(
         await abort(context, status_error(error, "starting a watch"))
         return
     try:
-        await _write_responses(watcher, context)
+        await _write_responses(hub, watcher, context)
     finally:
         hub.remove(watcher)
     if watcher.error is not None:
@@ -75,7 +75,7 @@ def _check_versions(request: WatchRequest, known: KnownVersions) -> None:
         raise InvalidArgument(violations)
 
 
-async def _write_responses(watcher: Watcher, context: Context) -> None:
+async def _write_responses(hub: WatchHub[Any, Any], watcher: Watcher, context: Context) -> None:
     """Send responses until the watcher ends.
 
     A write in progress is never abandoned: grpc cannot send the closing status while a message is
@@ -90,3 +90,5 @@ async def _write_responses(watcher: Watcher, context: Context) -> None:
             log.debug("watch stream write failed: %r", error)
             watcher.cut_off_silently()
             return
+        hub.responses_sent += 1
+        hub.bytes_sent += len(response)

@@ -103,7 +103,8 @@ class WorkerPool:
 
     async def _supervise(self, index: int) -> None:
         environment = os.environ | {
-            CONFIG_ENV: self.config.model_dump_json(),
+            # Only the owner serves metrics (server/metrics.py): the workers would all want its address.
+            CONFIG_ENV: self.config.model_copy(update={"metrics_listen": None}).model_dump_json(),
             SOCKET_ENV: str(self.socket_path),
             INDEX_ENV: str(index),
             LOG_LEVEL_ENV: self.log_level,

@@ -1,0 +1,146 @@
+"""The operator's view over HTTP (`--metrics-listen`): Prometheus metrics at /metrics, and /livez and
+/readyz, as Typha offers them.
+
+Every figure is read from the state the server keeps anyway (the hubs, the cache, the store) when
+Prometheus scrapes, so serving metrics costs nothing on the data path; the few things counted as they
+happen (responses and bytes sent, refusals by reason, cut-offs) are plain integers on the event loop.
+The HTTP server runs on its own thread: a scrape never waits for the event loop, and reads the
+integers as they are at that moment.
+
+With `--workers N` the owner serves the metrics of its own process (every change passes through it;
+the workers' watchers are theirs and not counted here).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from epsync.server.status import REFUSED  # refusals by (code, reason), counted where every refusal leaves
+from epsync.sync.watcher import CUT_OFFS  # watch streams cut off, by reason
+
+
+@dataclass
+class Sources:
+    """Where the figures are read from: the server's own objects, as callables (see app.EpsyncServer)."""
+
+    watchers: Callable[[], dict[str, int]]  # kind -> watch streams now
+    events_published: Callable[[], dict[str, int]]  # kind -> events encoded for watchers so far
+    traffic: Callable[[], dict[str, tuple[int, int]]]  # kind -> (responses, bytes) sent so far
+    revision: Callable[[], int]
+    oldest_replayable: Callable[[], int]
+    cached: Callable[[], dict[str, int]]  # kind -> objects in the cache
+    undecodable: Callable[[], int]  # stored values skipped because they do not decode
+    datastore_up: Callable[[], bool]
+    ready: Callable[[], bool]
+
+
+class _Collector(Collector):
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Any]:
+        s = self.sources
+        watchers = GaugeMetricFamily("epsync_watchers", "Watch streams open now.", labels=["kind"])
+        for kind, count in s.watchers().items():
+            watchers.add_metric([kind], count)
+        yield watchers
+        events = CounterMetricFamily(
+            "epsync_events_published", "Watch events encoded for watchers (once per event, shared).", labels=["kind"]
+        )
+        for kind, count in s.events_published().items():
+            events.add_metric([kind], count)
+        yield events
+        responses = CounterMetricFamily("epsync_watch_responses", "Watch responses sent.", labels=["kind"])
+        sent = CounterMetricFamily("epsync_watch_bytes", "Watch response bytes sent.", labels=["kind"])
+        for kind, (count, size) in s.traffic().items():
+            responses.add_metric([kind], count)
+            sent.add_metric([kind], size)
+        yield responses
+        yield sent
+        refused = CounterMetricFamily(
+            "epsync_rejected_requests",
+            "Requests answered with an error, by code and reason.",
+            labels=["code", "reason"],
+        )
+        for (code, reason), count in sorted(REFUSED.items()):
+            refused.add_metric([code, reason], count)
+        yield refused
+        cut = CounterMetricFamily("epsync_watcher_cutoffs", "Watch streams cut off, by reason.", labels=["reason"])
+        for reason, count in sorted(CUT_OFFS.items()):
+            cut.add_metric([reason], count)
+        yield cut
+        yield GaugeMetricFamily("epsync_revision", "The store's revision this server has applied.", value=s.revision())
+        yield GaugeMetricFamily(
+            "epsync_oldest_replayable_revision",
+            "The oldest revision a watch may resume after from history.",
+            value=s.oldest_replayable(),
+        )
+        cached = GaugeMetricFamily("epsync_cached_objects", "Objects in the cache.", labels=["kind"])
+        for kind, count in s.cached().items():
+            cached.add_metric([kind], count)
+        yield cached
+        yield GaugeMetricFamily(
+            "epsync_undecodable_values_skipped",
+            "Stored values skipped because they do not decode (named in the log).",
+            value=s.undecodable(),
+        )
+        yield GaugeMetricFamily(
+            "epsync_datastore_up", "1 while the datastore takes writes, else 0.", value=int(s.datastore_up())
+        )
+        yield GaugeMetricFamily("epsync_ready", "1 while the server is ready to serve (readyz).", value=int(s.ready()))
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+
+class MetricsServer:
+    """/metrics, /livez and /readyz on `address` (host:port; port 0 picks one), on a thread of its own."""
+
+    def __init__(self, address: str, sources: Sources) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(sources))
+        self.sources = sources
+        host, _, port = address.rpartition(":")
+        self.host = host.strip("[]")
+        self._http = make_server(self.host, int(port), self._app, _ThreadingServer, _QuietHandler)
+        self.port = self._http.server_port
+        self._thread = threading.Thread(target=self._http.serve_forever, name="epsync-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def _app(self, environ: dict[str, Any], respond: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            respond("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [generate_latest(self.registry)]
+        if path == "/livez":
+            respond("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            if self.sources.ready():
+                respond("200 OK", [("Content-Type", "text/plain")])
+                return [b"ready\n"]
+            respond("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"not ready: the datastore cannot take writes, or the server is shutting down\n"]
+        respond("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"/metrics, /livez or /readyz\n"]
