@@ -17,7 +17,7 @@ import pytest
 
 from epsync.client import Client, ClientTls
 from epsync.errors import EpsyncError, error_from_status
-from epsync.server.app import ENDPOINT_SERVICE, PROFILE_SERVICE, EpsyncServer
+from epsync.server.app import ENDPOINT_SERVICE, PROFILE_SERVICE, STATUS_SERVICE, EpsyncServer
 from epsync.server.authorization import RULES
 from epsync.server.identity import Role, identity_of_certificate
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
@@ -115,6 +115,7 @@ EXPECTED: list[tuple[str, Collection[str], Call]] = [
     ("CreateProfile", {"admin"}, lambda c, w: c.create_profile(profile(_fresh(w)))),
     ("UpdateProfile", {"admin"}, lambda c, w: c.update_profile(profile(_fresh(w)), allow_missing=True)),
     ("DeleteProfile", {"admin"}, lambda c, w: c.delete_profile(_fresh(w), allow_missing=True)),
+    ("GetStatus", EVERYONE, lambda c, w: c.get_status()),
 ]
 
 
@@ -149,7 +150,7 @@ async def mtls(tmp_path: Path, ca: Authority) -> AsyncIterator[dict[str, Client]
 
 
 def test_every_method_has_a_rule_and_a_row() -> None:
-    methods = {m.name for service in (ENDPOINT_SERVICE, PROFILE_SERVICE) for m in service.methods}
+    methods = {m.name for service in (ENDPOINT_SERVICE, PROFILE_SERVICE, STATUS_SERVICE) for m in service.methods}
     assert set(RULES) == methods
     assert {what.split()[0] for what, _, _ in EXPECTED} == methods
 

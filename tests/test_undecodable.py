@@ -53,6 +53,11 @@ async def test_a_row_that_does_not_decode_is_left_out_at_start_up(
         assert "default/damaged" in caplog.text
         assert "does not decode" in caplog.text
         assert second.cache.undecodable == {"workloadendpoints/default/damaged": 2}
+        async with Client(f"127.0.0.1:{second.port}") as client:  # named in the status (and counted in a metric)
+            status = await client.get_status()
+        assert dict(status.undecodable) == {
+            "workloadendpoints/default/damaged": "does not decode (stored at revision 2)"
+        }
     finally:
         await second.stop(0)
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from epsync.cli.manifest import dump_manifests, load_manifests
 from epsync.cli.output import print_event
 from epsync.client import DEFAULT_TARGET, Client, ClientTls
@@ -104,6 +106,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     watch.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
     watch.add_argument("--limit", type=int, default=0, help="exit after this many object events (0: run until ^C)")
     watch.set_defaults(func=_watch)
+
+    status = client_command("status", "show the server's state: datastore, revisions, watchers, limits")
+    status.add_argument("--top", type=int, default=10, help="watcher groups to list, the largest first")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.set_defaults(func=_status)
 
     delete = client_command("delete", "delete resources, named or from a file")
     delete.add_argument("kind", nargs="?", help="workloadendpoint (wep) or profile")
@@ -220,6 +227,34 @@ def _watch(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def run() -> Any:
+        async with _client(args) as client:
+            return await client.get_status(top_groups=args.top)
+
+    status = asyncio.run(run())
+    if args.output == "json":
+        print(json_format.MessageToJson(status, always_print_fields_with_no_presence=True))
+        return 0
+    lines = [
+        f"datastore:   {'healthy' if status.datastore_healthy else 'UNAVAILABLE: writes fail'}"
+        + ("; shutting down" if status.shutting_down else ""),
+        f"store:       {status.store_id}",
+        f"revision:    {status.revision} (history from {status.oldest_replayable_revision})",
+        f"cached:      {status.endpoints} endpoints, {status.profiles} profiles",
+        f"watchers:    {status.watchers}",
+    ]
+    lines += [f"  {g.watchers:>6}  {g.kind}: {g.filter}" for g in status.top_groups]
+    cut = ", ".join(f"{reason} {count}" for reason, count in sorted(status.cutoffs.items())) or "none"
+    lines.append(f"cut off:     {cut}")
+    lines.append("limits:      " + ", ".join(f"{k} {v}" for k, v in sorted(status.limits.items())))
+    if status.undecodable:
+        lines.append(f"skipped:     {len(status.undecodable)} stored values that do not decode:")
+        lines += [f"  {key}: {why}" for key, why in sorted(status.undecodable.items())]
+    print("\n".join(lines))
     return 0
 
 

@@ -16,6 +16,8 @@ from epsync.errors import EpsyncError, rpc_error
 from epsync.model.kinds import DEFAULT_NAMESPACE, endpoint_key
 from epsync.v1 import profile_service_pb2 as profile_pb
 from epsync.v1 import profile_service_pb2_grpc as profile_grpc
+from epsync.v1 import status_service_pb2 as status_pb
+from epsync.v1 import status_service_pb2_grpc as status_grpc
 from epsync.v1 import workload_endpoint_service_pb2 as wep_pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as wep_grpc
 from epsync.v1.profile_pb2 import Profile
@@ -95,6 +97,7 @@ class Client:
             self._channel = grpc.aio.secure_channel(self.target, tls.credentials(), options=options)
         self._endpoints = wep_grpc.WorkloadEndpointServiceStub(self._channel)
         self._profiles = profile_grpc.ProfileServiceStub(self._channel)
+        self._status = status_grpc.StatusServiceStub(self._channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -169,6 +172,13 @@ class Client:
                 yield response
         finally:
             call.cancel()  # ends the stream if the caller stopped early; a no-op once it has finished
+
+    # --- status -------------------------------------------------------------------------------
+
+    async def get_status(self, *, top_groups: int = 0) -> status_pb.GetStatusResponse:
+        """The server process's state: datastore health, revisions, watchers by filter, limits, skipped values."""
+        request = status_pb.GetStatusRequest(top_groups=top_groups)
+        return await _call(self._status.GetStatus(request, timeout=self.timeout))
 
     # --- profiles -----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
+from epsync.server.status_service import StatusServicer
 from epsync.server.tls import ReloadingTls, TlsError, is_loopback
 from epsync.server.workers import AddressInUse, WorkerPool, claim_address
 from epsync.store.base import Change, Datastore, DatastoreError
@@ -43,13 +44,14 @@ from epsync.sync.endpoint_hub import EndpointWatchHub
 from epsync.sync.hub import BookmarkPolicy
 from epsync.sync.profile_hub import ProfileWatchHub
 from epsync.sync.watcher import WatcherLimits
-from epsync.v1 import profile_service_pb2, workload_endpoint_service_pb2
+from epsync.v1 import profile_service_pb2, status_service_pb2, workload_endpoint_service_pb2
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_SERVICE = workload_endpoint_service_pb2.DESCRIPTOR.services_by_name["WorkloadEndpointService"]
 PROFILE_SERVICE = profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"]
-SERVICE_NAMES: Sequence[str] = (ENDPOINT_SERVICE.full_name, PROFILE_SERVICE.full_name)
+STATUS_SERVICE = status_service_pb2.DESCRIPTOR.services_by_name["StatusService"]
+SERVICE_NAMES: Sequence[str] = (ENDPOINT_SERVICE.full_name, PROFILE_SERVICE.full_name, STATUS_SERVICE.full_name)
 
 
 # The share of the grace period over which watch streams are ended on shutdown; the rest is for the last calls.
@@ -199,6 +201,8 @@ class EpsyncServer:
             watchers=self.watchers,
             rate=self.rate,
         )
+        status = StatusServicer(self, connection_limit(self.config))
+        add_service(server, STATUS_SERVICE, status, authorizer=authorizer)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         try:

@@ -92,6 +92,7 @@ RULES: dict[str, Check] = {
     "CreateProfile": _writes_profiles,
     "UpdateProfile": _writes_profiles,
     "DeleteProfile": _writes_profiles,
+    "GetStatus": _reads,
 }
 
 

@@ -28,13 +28,24 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
         self.subjects_encoded = 0  # for tests and metrics: every serialisation of an event
+        self._filters: dict[int, str] = {}  # group -> its filter in words (GetStatus)
 
     def _group(self, request: WatchWorkloadEndpointsRequest) -> int:
         selector = parse_selector_field(request.label_selector, "label_selector")
-        return self._cache.add_endpoint_group(request.namespace, request.node, selector)
+        group = self._cache.add_endpoint_group(request.namespace, request.node, selector)
+        parts = [f"namespace={request.namespace}" if request.namespace else "every namespace"]
+        parts += [f"node={request.node}"] if request.node else []
+        parts += [f"selector={selector}"] if selector is not None else []
+        self._filters[group] = ", ".join(parts)
+        return group
 
     def _release(self, group: int) -> None:
         self._cache.release_endpoint_group(group)
+        if group not in self._members:
+            self._filters.pop(group, None)
+
+    def describe(self, group: int) -> str:
+        return self._filters.get(group, f"group {group}")
 
     def publish(self, applied: Applied) -> None:
         # The Rust index encoded every event once; what is left is handing the chunks over.

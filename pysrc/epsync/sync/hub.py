@@ -91,6 +91,14 @@ class WatchHub(abc.ABC, Generic[G, Q]):
     def watcher_count(self) -> int:
         return len(self._group_of)
 
+    def group_sizes(self) -> list[tuple[str, int]]:
+        """(the filter as the server reads it, watchers) of every group with watchers (for GetStatus)."""
+        return [(self.describe(group), len(members)) for group, members in self._members.items() if members]
+
+    def describe(self, group: G) -> str:
+        """A group's filter in words."""
+        return str(group)
+
     def _join(self, group: G, watcher: Watcher) -> None:
         self._members.setdefault(group, set()).add(watcher)
         self._group_of[watcher] = group

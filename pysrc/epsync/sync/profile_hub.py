@@ -36,6 +36,9 @@ class ProfileWatchHub(WatchHub[str, WatchProfilesRequest]):
         self._selectors[group] = selector
         return group
 
+    def describe(self, group: str) -> str:
+        return f"selector={group}" if group else "every profile"
+
     def _release(self, group: str) -> None:
         if group not in self._members:
             self._selectors.pop(group, None)
