@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -60,3 +61,15 @@ async def test_epsync_status_prints_it(tmp_path: Path) -> None:
         status, out, err = await run_command(*epsync_command("status", "--server", target, "-o", "json"))
         assert status == 0, err
         assert json.loads(out)["datastoreHealthy"] is True
+
+
+async def test_json_logs_are_one_object_a_line_naming_the_process(tmp_path: Path) -> None:
+    async with serve_process("--workers", "2", "--log-format", "json", "--data-dir", str(tmp_path / "data")) as served:
+        for _ in range(100):  # the worker logs once it serves too
+            if any('"worker-1"' in line for line in served.log):
+                break
+            await asyncio.sleep(0.1)
+    entries = [json.loads(line) for line in served.log if line.strip()]
+    assert {entry["process"] for entry in entries} >= {"owner", "worker-1"}
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
+    assert any(entry["message"].startswith("epsync serving on") for entry in entries)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -90,6 +89,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         action="store_true",
         help="serve plaintext beyond loopback (without TLS the server listens only on loopback addresses)",
     )
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines as text, or one JSON object each"
+    )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=run_serve)
 
@@ -106,8 +108,9 @@ _FLAG_OF_FIELD = {
 def run_serve(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the client commands share this parser and need none of the server.
     from epsync.server.app import StartupError, serve
+    from epsync.server.logs import configure as configure_logs
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(args.log_level, args.log_format)
     try:
         config = ServerConfig(
             listen=args.listen,
@@ -132,6 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
             trust_domain=args.trust_domain,
             mode=args.mode,
             metrics_listen=args.metrics_listen,
+            log_format=args.log_format,
             max_watchers=args.max_watchers,
             max_watchers_per_identity=args.max_watchers_per_identity,
             max_connections=args.max_connections,

@@ -75,6 +75,7 @@ class ServerConfig(BaseModel):
         1_000.0, ge=0, description="calls a second one client identity may make (mutual TLS); 0: no limit"
     )
     rate_burst: float = Field(2_000.0, ge=1, description="calls one client identity may make at once")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object each")
     metrics_listen: str | None = Field(
         None, description="host:port of the HTTP server for /metrics, /livez and /readyz (None: no metrics)"
     )

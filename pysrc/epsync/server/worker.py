@@ -17,6 +17,7 @@ from pathlib import Path
 
 from epsync.server.app import EpsyncServer, StartupError
 from epsync.server.config import ServerConfig
+from epsync.server.logs import configure as configure_logs
 from epsync.server.workers import CONFIG_ENV, INDEX_ENV, LOG_LEVEL_ENV, OWNER_PID_ENV, SOCKET_ENV
 from epsync.store.base import DatastoreError
 from epsync.store.remote import RemoteDatastore
@@ -63,11 +64,8 @@ async def serve_worker(config: ServerConfig, socket_path: Path, index: int) -> i
 def main() -> int:
     die_with_parent()
     index = int(os.environ[INDEX_ENV])
-    logging.basicConfig(
-        level=os.environ.get(LOG_LEVEL_ENV, "INFO"),
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-    )
     config = ServerConfig.model_validate_json(os.environ[CONFIG_ENV])
+    configure_logs(os.environ.get(LOG_LEVEL_ENV, "INFO"), config.log_format, f"worker-{index}")
     return asyncio.run(serve_worker(config, Path(os.environ[SOCKET_ENV]), index))
 
 
