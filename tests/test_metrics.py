@@ -78,6 +78,9 @@ async def test_metrics_say_what_the_server_holds_and_did(tmp_path: Path) -> None
         assert metrics[("epsync_datastore_up", ())] == 1
         assert metrics[("epsync_ready", ())] == 1
         assert metrics[("epsync_undecodable_values_skipped", ())] == 0
+        assert metrics[("epsync_write_seconds_count", (("kind", "endpoints"),))] == 1  # the one create
+        assert metrics[("epsync_commit_group_size_count", (("kind", "endpoints"),))] == 1
+        assert metrics[("epsync_commit_group_size_bucket", (("kind", "endpoints"), ("le", "1")))] == 1
     finally:
         await server.stop(grace=0.1)
 

@@ -271,6 +271,10 @@ class EpsyncServer:
             undecodable=lambda: len(self.cache.undecodable),
             datastore_up=lambda: self.store.healthy,
             ready=lambda: self.ready,
+            writes=lambda: {
+                "endpoints": (self.endpoint_registry.commit_groups, self.endpoint_registry.write_seconds),
+                "profiles": (self.profile_registry.commit_groups, self.profile_registry.write_seconds),
+            },
         )
 
     async def _report_health(self, datastore_healthy: bool) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from epsync.server.registry import Histogram
 from epsync.server.status import REFUSED  # refusals by (code, reason), counted where every refusal leaves
 from epsync.sync.watcher import CUT_OFFS  # watch streams cut off, by reason
 
@@ -41,6 +42,7 @@ class Sources:
     undecodable: Callable[[], int]  # stored values skipped because they do not decode
     datastore_up: Callable[[], bool]
     ready: Callable[[], bool]
+    writes: Callable[[], dict[str, tuple[Histogram, Histogram]]]  # kind -> (commit group sizes, write seconds)
 
 
 class _Collector(Collector):
@@ -97,6 +99,27 @@ class _Collector(Collector):
             "epsync_datastore_up", "1 while the datastore takes writes, else 0.", value=int(s.datastore_up())
         )
         yield GaugeMetricFamily("epsync_ready", "1 while the server is ready to serve (readyz).", value=int(s.ready()))
+        groups = HistogramMetricFamily(
+            "epsync_commit_group_size", "Writes one datastore commit carried.", labels=["kind"]
+        )
+        latency = HistogramMetricFamily(
+            "epsync_write_seconds", "Seconds from a write's arrival to its answer.", labels=["kind"]
+        )
+        for kind, (sizes, seconds) in s.writes().items():
+            groups.add_metric([kind], _buckets(sizes), sizes.total)
+            latency.add_metric([kind], _buckets(seconds), seconds.total)
+        yield groups
+        yield latency
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    """Prometheus's cumulative buckets of `histogram`, ending with +Inf."""
+    out: list[tuple[str, float]] = []
+    seen = 0
+    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
+        seen += count
+        out.append(("+Inf" if bound == float("inf") else f"{bound:g}", seen))
+    return out
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -24,12 +24,13 @@ so identity never changes.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 import uuid
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeAlias, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -106,6 +107,22 @@ class _Pending(Generic[R]):
     write: Put | Delete | None = None
 
 
+@dataclass
+class Histogram:
+    """Counts of values under each bound (the last bucket: above every bound) and their sum, for the metrics."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
 def _shutting_down() -> Unavailable:
     return Unavailable(
         "the server is shutting down; the write was not made: retry on another server", reason="SHUTTING_DOWN"
@@ -128,6 +145,9 @@ class Registry(Generic[R]):
         self._committing: set[asyncio.Task[None]] = set()
         self._commit_task_name = f"epsync-{rtype.kind.value}-commit"
         self.draining = False  # shutting down: no new writes (drain)
+        # For the metrics: writes a commit carries, and seconds from a write's arrival to its answer.
+        self.commit_groups = Histogram((1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+        self.write_seconds = Histogram((0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -164,6 +184,8 @@ class Registry(Generic[R]):
         if self.draining:
             future.set_exception(_shutting_down())
             return future
+        arrived = time.monotonic()
+        future.add_done_callback(lambda _: self.write_seconds.observe(time.monotonic() - arrived))
         pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
         pending.key = operation.key if isinstance(operation, DeleteOp) else self.rtype.request_key(operation.object)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
@@ -200,6 +222,7 @@ class Registry(Generic[R]):
             batch = self._take_batch()
             if not batch:
                 continue
+            self.commit_groups.observe(len(batch))
             # The task queues the batch on the store in its first step, and tasks start in the order they
             # are created: batches reach the store in the order they were taken.
             task = asyncio.get_running_loop().create_task(self._commit(batch), name=self._commit_task_name)
