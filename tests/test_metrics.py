@@ -68,8 +68,11 @@ async def test_metrics_say_what_the_server_holds_and_did(tmp_path: Path) -> None
             held = await _held_watch(client)
             metrics = await _scrape(server)
             await held.aclose()
-        assert metrics[("epsync_watchers", (("kind", "endpoints"),))] == 1
-        assert metrics[("epsync_watchers", (("kind", "profiles"),))] == 0
+        assert metrics[("epsync_watchers", (("filter", "node"), ("kind", "endpoints")))] == 1
+        assert metrics[("epsync_watchers", (("filter", "selector"), ("kind", "endpoints")))] == 0
+        assert metrics[("epsync_watchers", (("filter", "all"), ("kind", "profiles")))] == 0
+        assert metrics[("epsync_connections", ())] == 1  # the client's one connection
+        assert metrics[("epsync_plan_seconds_count", ())] >= 1
         assert metrics[("epsync_revision", ())] == server.cache.revision
         assert metrics[("epsync_cached_objects", (("kind", "endpoints"),))] == 1
         assert metrics[("epsync_watch_responses_total", (("kind", "endpoints"),))] >= 1

@@ -27,12 +27,12 @@ from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
 from epsync.server.identity import Identities
-from epsync.server.metrics import MetricsServer, Sources
+from epsync.server.metrics import MetricsServer, Sources, open_connections
 from epsync.server.paging import PageTokens
 from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
-from epsync.server.registry import endpoint_registry, profile_registry
+from epsync.server.registry import Histogram, endpoint_registry, profile_registry
 from epsync.server.status_service import StatusServicer
 from epsync.server.tls import ReloadingTls, TlsError, is_loopback
 from epsync.server.workers import AddressInUse, WorkerPool, claim_address
@@ -144,6 +144,7 @@ class EpsyncServer:
         self.watchers = WatcherBudget(config.max_watchers, config.max_watchers_per_identity)
         self.ready = False  # /readyz: serving, the datastore takes writes, not shutting down
         self.metrics: MetricsServer | None = None
+        self.plan_seconds = Histogram((0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
         self.rate = RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit > 0 else None
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -262,7 +263,7 @@ class EpsyncServer:
             "profiles": self.profile_hub,
         }
         return Sources(
-            watchers=lambda: {kind: hub.watcher_count for kind, hub in hubs.items()},
+            watchers=lambda: {kind: hub.watchers_by_filter_type() for kind, hub in hubs.items()},
             events_published=lambda: {kind: hub.subjects_encoded for kind, hub in hubs.items()},
             traffic=lambda: {kind: (hub.responses_sent, hub.bytes_sent) for kind, hub in hubs.items()},
             revision=lambda: self.cache.revision,
@@ -271,6 +272,8 @@ class EpsyncServer:
             undecodable=lambda: len(self.cache.undecodable),
             datastore_up=lambda: self.store.healthy,
             ready=lambda: self.ready,
+            plan=lambda: self.plan_seconds,
+            connections=lambda: open_connections(self.port),
             writes=lambda: {
                 "endpoints": (self.endpoint_registry.commit_groups, self.endpoint_registry.write_seconds),
                 "profiles": (self.profile_registry.commit_groups, self.profile_registry.write_seconds),
@@ -295,10 +298,12 @@ class EpsyncServer:
 
     def _apply(self, changes: Sequence[Change]) -> None:
         """The change feed: advance the cache, then tell the watchers (before the writers hear back)."""
+        started = time.perf_counter()
         applied = self.cache.apply(changes)
         if applied is not None:
             self.endpoint_hub.publish(applied)
             self.profile_hub.publish(applied)
+        self.plan_seconds.observe(time.perf_counter() - started)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain, then stop: health NOT_SERVING first (load balancers stop sending), no new writes (each

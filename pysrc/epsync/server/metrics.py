@@ -13,6 +13,8 @@ the workers' watchers are theirs and not counted here).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from epsync.sync.watcher import CUT_OFFS  # watch streams cut off, by reason
 class Sources:
     """Where the figures are read from: the server's own objects, as callables (see app.EpsyncServer)."""
 
-    watchers: Callable[[], dict[str, int]]  # kind -> watch streams now
+    watchers: Callable[[], dict[str, dict[str, int]]]  # kind -> filter type -> watch streams now
     events_published: Callable[[], dict[str, int]]  # kind -> events encoded for watchers so far
     traffic: Callable[[], dict[str, tuple[int, int]]]  # kind -> (responses, bytes) sent so far
     revision: Callable[[], int]
@@ -43,6 +45,8 @@ class Sources:
     datastore_up: Callable[[], bool]
     ready: Callable[[], bool]
     writes: Callable[[], dict[str, tuple[Histogram, Histogram]]]  # kind -> (commit group sizes, write seconds)
+    plan: Callable[[], Histogram]  # seconds per committed batch applied and planned
+    connections: Callable[[], int | None]  # client connections now (None: cannot tell here)
 
 
 class _Collector(Collector):
@@ -51,10 +55,23 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         s = self.sources
-        watchers = GaugeMetricFamily("epsync_watchers", "Watch streams open now.", labels=["kind"])
-        for kind, count in s.watchers().items():
-            watchers.add_metric([kind], count)
+        watchers = GaugeMetricFamily(
+            "epsync_watchers",
+            "Watch streams open now, by kind and what their filter narrows by.",
+            labels=["kind", "filter"],
+        )
+        for kind, by_type in s.watchers().items():
+            for filter_type in ("node", "selector", "namespace", "all"):
+                watchers.add_metric([kind, filter_type], by_type.get(filter_type, 0))
         yield watchers
+        plan = HistogramMetricFamily(
+            "epsync_plan_seconds", "Seconds to apply one committed batch to the cache and plan its fan-out."
+        )
+        plan.add_metric([], _buckets(s.plan()), s.plan().total)
+        yield plan
+        connections = s.connections()
+        if connections is not None:
+            yield GaugeMetricFamily("epsync_connections", "Client connections open to this process.", value=connections)
         events = CounterMetricFamily(
             "epsync_events_published", "Watch events encoded for watchers (once per event, shared).", labels=["kind"]
         )
@@ -120,6 +137,28 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
         seen += count
         out.append(("+Inf" if bound == float("inf") else f"{bound:g}", seen))
     return out
+
+
+def open_connections(port: int) -> int | None:
+    """Established TCP connections on `port` held by this process, from Linux's /proc (None elsewhere)."""
+    try:
+        mine = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith("socket:["):
+                    mine.add(target[8:-1])
+        count = 0
+        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in mine:
+                        count += 1
+        return count
+    except OSError:
+        return None
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -28,7 +28,7 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
         self.subjects_encoded = 0  # for tests and metrics: every serialisation of an event
-        self._filters: dict[int, str] = {}  # group -> its filter in words (GetStatus)
+        self._filters: dict[int, tuple[str, str]] = {}  # group -> (its filter in words, its filter type)
 
     def _group(self, request: WatchWorkloadEndpointsRequest) -> int:
         selector = parse_selector_field(request.label_selector, "label_selector")
@@ -36,7 +36,16 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
         parts = [f"namespace={request.namespace}" if request.namespace else "every namespace"]
         parts += [f"node={request.node}"] if request.node else []
         parts += [f"selector={selector}"] if selector is not None else []
-        self._filters[group] = ", ".join(parts)
+        narrowest = (
+            "node"
+            if request.node
+            else "selector"
+            if selector is not None
+            else "namespace"
+            if request.namespace
+            else "all"
+        )
+        self._filters[group] = (", ".join(parts), narrowest)
         return group
 
     def _release(self, group: int) -> None:
@@ -45,7 +54,10 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
             self._filters.pop(group, None)
 
     def describe(self, group: int) -> str:
-        return self._filters.get(group, f"group {group}")
+        return self._filters.get(group, (f"group {group}", "all"))[0]
+
+    def filter_type(self, group: int) -> str:
+        return self._filters.get(group, ("", "all"))[1]
 
     def publish(self, applied: Applied) -> None:
         # The Rust index encoded every event once; what is left is handing the chunks over.

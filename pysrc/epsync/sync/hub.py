@@ -95,9 +95,21 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         """(the filter as the server reads it, watchers) of every group with watchers (for GetStatus)."""
         return [(self.describe(group), len(members)) for group, members in self._members.items() if members]
 
+    def watchers_by_filter_type(self) -> dict[str, int]:
+        """Watchers by the kind of filter they watch with (`filter_type`), for the metrics."""
+        out: dict[str, int] = {}
+        for group, members in self._members.items():
+            kind = self.filter_type(group)
+            out[kind] = out.get(kind, 0) + len(members)
+        return out
+
     def describe(self, group: G) -> str:
         """A group's filter in words."""
         return str(group)
+
+    def filter_type(self, group: G) -> str:
+        """What a group's filter narrows by: "node", "selector", "namespace" or "all"."""
+        return "all"
 
     def _join(self, group: G, watcher: Watcher) -> None:
         self._members.setdefault(group, set()).add(watcher)

@@ -39,6 +39,9 @@ class ProfileWatchHub(WatchHub[str, WatchProfilesRequest]):
     def describe(self, group: str) -> str:
         return f"selector={group}" if group else "every profile"
 
+    def filter_type(self, group: str) -> str:
+        return "selector" if group else "all"
+
     def _release(self, group: str) -> None:
         if group not in self._members:
             self._selectors.pop(group, None)
