@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +44,14 @@ def tiny_disk() -> Iterator[Path]:
         mount_point.rmdir()
 
 
+def _status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 async def health_of(port: int) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -50,9 +60,12 @@ async def health_of(port: int) -> int:
 
 @pytest.mark.sqlite_only
 async def test_a_full_disk_fails_writes_clearly_and_they_work_again_once_there_is_space(tiny_disk: Path) -> None:
-    server = EpsyncServer(server_config(tiny_disk / "data"))
+    server = EpsyncServer(server_config(tiny_disk / "data", metrics_listen="127.0.0.1:0"))
     await server.start()
+    assert server.metrics is not None
+    readyz = f"http://127.0.0.1:{server.metrics.port}/readyz"
     try:
+        assert await asyncio.to_thread(_status_of, readyz) == 200
         async with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
             kept = await client.create_endpoint(endpoint("kept"))
             ballast = tiny_disk / "ballast"
@@ -71,6 +84,7 @@ async def test_a_full_disk_fails_writes_clearly_and_they_work_again_once_there_i
             assert "disk is full" in refused.message
             assert refused.reason == "DATASTORE_FULL"
             assert await health_of(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await asyncio.to_thread(_status_of, readyz) == 503  # /readyz says the same
             assert await client.get_endpoint("kept") == kept  # reads go on
             with pytest.raises(NotFound):  # the refused write changed nothing
                 await client.get_endpoint(f"more-{i}")
@@ -81,5 +95,6 @@ async def test_a_full_disk_fails_writes_clearly_and_they_work_again_once_there_i
             async with asyncio.timeout(5):
                 while await health_of(server.port) != health_pb2.HealthCheckResponse.SERVING:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(_status_of, readyz) == 200
     finally:
         await server.stop(0)

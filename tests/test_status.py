@@ -47,6 +47,7 @@ async def test_get_status_reports_the_process(tmp_path: Path) -> None:
     ]
     assert status.limits["max-watchers"] == "123"
     assert status.limits["mode"] == "etcdv3"
+    assert status.mean_commit_group_size["endpoints"] == 1.0  # one create, one commit
     assert not status.undecodable
 
 

@@ -157,9 +157,11 @@ type GetStatusResponse struct {
 	// The limits in force, by flag name without its dashes ("max-watchers" -> "1000").
 	Limits map[string]string `protobuf:"bytes,11,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Keys of stored values skipped because they do not decode, with why (at most 100).
-	Undecodable   map[string]string `protobuf:"bytes,12,rep,name=undecodable,proto3" json:"undecodable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Undecodable map[string]string `protobuf:"bytes,12,rep,name=undecodable,proto3" json:"undecodable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Writes one datastore commit carried, on average since the process started, by kind.
+	MeanCommitGroupSize map[string]float64 `protobuf:"bytes,13,rep,name=mean_commit_group_size,json=meanCommitGroupSize,proto3" json:"mean_commit_group_size,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -276,6 +278,13 @@ func (x *GetStatusResponse) GetUndecodable() map[string]string {
 	return nil
 }
 
+func (x *GetStatusResponse) GetMeanCommitGroupSize() map[string]float64 {
+	if x != nil {
+		return x.MeanCommitGroupSize
+	}
+	return nil
+}
+
 var File_epsync_v1_status_service_proto protoreflect.FileDescriptor
 
 const file_epsync_v1_status_service_proto_rawDesc = "" +
@@ -287,7 +296,7 @@ const file_epsync_v1_status_service_proto_rawDesc = "" +
 	"\fWatcherGroup\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\x12\x1a\n" +
-	"\bwatchers\x18\x03 \x01(\x05R\bwatchers\"\xf7\x05\n" +
+	"\bwatchers\x18\x03 \x01(\x05R\bwatchers\"\xab\a\n" +
 	"\x11GetStatusResponse\x12+\n" +
 	"\x11datastore_healthy\x18\x01 \x01(\bR\x10datastoreHealthy\x12#\n" +
 	"\rshutting_down\x18\x02 \x01(\bR\fshuttingDown\x12\x19\n" +
@@ -302,7 +311,8 @@ const file_epsync_v1_status_service_proto_rawDesc = "" +
 	"\acutoffs\x18\n" +
 	" \x03(\v2).epsync.v1.GetStatusResponse.CutoffsEntryR\acutoffs\x12@\n" +
 	"\x06limits\x18\v \x03(\v2(.epsync.v1.GetStatusResponse.LimitsEntryR\x06limits\x12O\n" +
-	"\vundecodable\x18\f \x03(\v2-.epsync.v1.GetStatusResponse.UndecodableEntryR\vundecodable\x1a:\n" +
+	"\vundecodable\x18\f \x03(\v2-.epsync.v1.GetStatusResponse.UndecodableEntryR\vundecodable\x12j\n" +
+	"\x16mean_commit_group_size\x18\r \x03(\v25.epsync.v1.GetStatusResponse.MeanCommitGroupSizeEntryR\x13meanCommitGroupSize\x1a:\n" +
 	"\fCutoffsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a9\n" +
@@ -311,7 +321,10 @@ const file_epsync_v1_status_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10UndecodableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012W\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +
+	"\x18MeanCommitGroupSizeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x012W\n" +
 	"\rStatusService\x12F\n" +
 	"\tGetStatus\x12\x1b.epsync.v1.GetStatusRequest\x1a\x1c.epsync.v1.GetStatusResponseB7Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3"
 
@@ -327,7 +340,7 @@ func file_epsync_v1_status_service_proto_rawDescGZIP() []byte {
 	return file_epsync_v1_status_service_proto_rawDescData
 }
 
-var file_epsync_v1_status_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_epsync_v1_status_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_epsync_v1_status_service_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),  // 0: epsync.v1.GetStatusRequest
 	(*WatcherGroup)(nil),      // 1: epsync.v1.WatcherGroup
@@ -335,19 +348,21 @@ var file_epsync_v1_status_service_proto_goTypes = []any{
 	nil,                       // 3: epsync.v1.GetStatusResponse.CutoffsEntry
 	nil,                       // 4: epsync.v1.GetStatusResponse.LimitsEntry
 	nil,                       // 5: epsync.v1.GetStatusResponse.UndecodableEntry
+	nil,                       // 6: epsync.v1.GetStatusResponse.MeanCommitGroupSizeEntry
 }
 var file_epsync_v1_status_service_proto_depIdxs = []int32{
 	1, // 0: epsync.v1.GetStatusResponse.top_groups:type_name -> epsync.v1.WatcherGroup
 	3, // 1: epsync.v1.GetStatusResponse.cutoffs:type_name -> epsync.v1.GetStatusResponse.CutoffsEntry
 	4, // 2: epsync.v1.GetStatusResponse.limits:type_name -> epsync.v1.GetStatusResponse.LimitsEntry
 	5, // 3: epsync.v1.GetStatusResponse.undecodable:type_name -> epsync.v1.GetStatusResponse.UndecodableEntry
-	0, // 4: epsync.v1.StatusService.GetStatus:input_type -> epsync.v1.GetStatusRequest
-	2, // 5: epsync.v1.StatusService.GetStatus:output_type -> epsync.v1.GetStatusResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 4: epsync.v1.GetStatusResponse.mean_commit_group_size:type_name -> epsync.v1.GetStatusResponse.MeanCommitGroupSizeEntry
+	0, // 5: epsync.v1.StatusService.GetStatus:input_type -> epsync.v1.GetStatusRequest
+	2, // 6: epsync.v1.StatusService.GetStatus:output_type -> epsync.v1.GetStatusResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_epsync_v1_status_service_proto_init() }
@@ -361,7 +376,7 @@ func file_epsync_v1_status_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_epsync_v1_status_service_proto_rawDesc), len(file_epsync_v1_status_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -250,6 +250,8 @@ def _status(args: argparse.Namespace) -> int:
     lines += [f"  {g.watchers:>6}  {g.kind}: {g.filter}" for g in status.top_groups]
     cut = ", ".join(f"{reason} {count}" for reason, count in sorted(status.cutoffs.items())) or "none"
     lines.append(f"cut off:     {cut}")
+    groups = ", ".join(f"{kind} {mean:.1f}" for kind, mean in sorted(status.mean_commit_group_size.items()))
+    lines.append(f"per commit:  {groups} writes on average")
     lines.append("limits:      " + ", ".join(f"{k} {v}" for k, v in sorted(status.limits.items())))
     if status.undecodable:
         lines.append(f"skipped:     {len(status.undecodable)} stored values that do not decode:")

@@ -122,6 +122,11 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    @property
+    def mean(self) -> float:
+        count = sum(self.counts)
+        return self.total / count if count else 0.0
+
 
 def _shutting_down() -> Unavailable:
     return Unavailable(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from epsync.server.config import ServerConfig
+from epsync.server.registry import Registry
 from epsync.server.resource_servicer import Context
 from epsync.server.status import unary_errors
 from epsync.store.base import Datastore
@@ -31,6 +32,10 @@ class ServerState(Protocol):
     def endpoint_hub(self) -> WatchHub[Any, Any]: ...
     @property
     def profile_hub(self) -> WatchHub[Any, Any]: ...
+    @property
+    def endpoint_registry(self) -> Registry[Any]: ...
+    @property
+    def profile_registry(self) -> Registry[Any]: ...
 
 
 def limits_in_force(config: ServerConfig, max_connections: int) -> dict[str, str]:
@@ -79,6 +84,10 @@ class StatusServicer:
             top_groups=groups[:top],
             cutoffs=dict(CUT_OFFS),
             limits=self._limits,
+            mean_commit_group_size={
+                kind: registry.commit_groups.mean
+                for kind, registry in (("endpoints", server.endpoint_registry), ("profiles", server.profile_registry))
+            },
             undecodable={
                 key: f"does not decode (stored at revision {revision})" for key, revision in undecodable.items()
             },

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65psync/v1/status_service.proto\x12\tepsync.v1\"1\n\x10GetStatusRequest\x12\x1d\n\ntop_groups\x18\x01 \x01(\x05R\ttopGroups\">\n\x0cWatcherGroup\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x10\n\x08watchers\x18\x03 \x01(\x05\"\x8c\x05\n\x11GetStatusResponse\x12+\n\x11\x64\x61tastore_healthy\x18\x01 \x01(\x08R\x10\x64\x61tastoreHealthy\x12#\n\rshutting_down\x18\x02 \x01(\x08R\x0cshuttingDown\x12\x19\n\x08store_id\x18\x03 \x01(\tR\x07storeId\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12<\n\x1aoldest_replayable_revision\x18\x05 \x01(\x03R\x18oldestReplayableRevision\x12\x11\n\tendpoints\x18\x06 \x01(\x03\x12\x10\n\x08profiles\x18\x07 \x01(\x03\x12\x10\n\x08watchers\x18\x08 \x01(\x03\x12\x36\n\ntop_groups\x18\t \x03(\x0b\x32\x17.epsync.v1.WatcherGroupR\ttopGroups\x12:\n\x07\x63utoffs\x18\n \x03(\x0b\x32).epsync.v1.GetStatusResponse.CutoffsEntry\x12\x38\n\x06limits\x18\x0b \x03(\x0b\x32(.epsync.v1.GetStatusResponse.LimitsEntry\x12\x42\n\x0bundecodable\x18\x0c \x03(\x0b\x32-.epsync.v1.GetStatusResponse.UndecodableEntry\x1a.\n\x0c\x43utoffsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0bLimitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10UndecodableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32W\n\rStatusService\x12\x46\n\tGetStatus\x12\x1b.epsync.v1.GetStatusRequest\x1a\x1c.epsync.v1.GetStatusResponseB7Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65psync/v1/status_service.proto\x12\tepsync.v1\"1\n\x10GetStatusRequest\x12\x1d\n\ntop_groups\x18\x01 \x01(\x05R\ttopGroups\">\n\x0cWatcherGroup\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x10\n\x08watchers\x18\x03 \x01(\x05\"\xb4\x06\n\x11GetStatusResponse\x12+\n\x11\x64\x61tastore_healthy\x18\x01 \x01(\x08R\x10\x64\x61tastoreHealthy\x12#\n\rshutting_down\x18\x02 \x01(\x08R\x0cshuttingDown\x12\x19\n\x08store_id\x18\x03 \x01(\tR\x07storeId\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12<\n\x1aoldest_replayable_revision\x18\x05 \x01(\x03R\x18oldestReplayableRevision\x12\x11\n\tendpoints\x18\x06 \x01(\x03\x12\x10\n\x08profiles\x18\x07 \x01(\x03\x12\x10\n\x08watchers\x18\x08 \x01(\x03\x12\x36\n\ntop_groups\x18\t \x03(\x0b\x32\x17.epsync.v1.WatcherGroupR\ttopGroups\x12:\n\x07\x63utoffs\x18\n \x03(\x0b\x32).epsync.v1.GetStatusResponse.CutoffsEntry\x12\x38\n\x06limits\x18\x0b \x03(\x0b\x32(.epsync.v1.GetStatusResponse.LimitsEntry\x12\x42\n\x0bundecodable\x18\x0c \x03(\x0b\x32-.epsync.v1.GetStatusResponse.UndecodableEntry\x12j\n\x16mean_commit_group_size\x18\r \x03(\x0b\x32\x35.epsync.v1.GetStatusResponse.MeanCommitGroupSizeEntryR\x13meanCommitGroupSize\x1a.\n\x0c\x43utoffsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0bLimitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10UndecodableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a:\n\x18MeanCommitGroupSizeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32W\n\rStatusService\x12\x46\n\tGetStatus\x12\x1b.epsync.v1.GetStatusRequest\x1a\x1c.epsync.v1.GetStatusResponseB7Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE_LIMITSENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._serialized_options = b'8\001'
+  _globals['_GETSTATUSRESPONSE_MEANCOMMITGROUPSIZEENTRY']._loaded_options = None
+  _globals['_GETSTATUSRESPONSE_MEANCOMMITGROUPSIZEENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSREQUEST']._serialized_start=45
   _globals['_GETSTATUSREQUEST']._serialized_end=94
   _globals['_WATCHERGROUP']._serialized_start=96
   _globals['_WATCHERGROUP']._serialized_end=158
   _globals['_GETSTATUSRESPONSE']._serialized_start=161
-  _globals['_GETSTATUSRESPONSE']._serialized_end=813
-  _globals['_GETSTATUSRESPONSE_CUTOFFSENTRY']._serialized_start=668
-  _globals['_GETSTATUSRESPONSE_CUTOFFSENTRY']._serialized_end=714
-  _globals['_GETSTATUSRESPONSE_LIMITSENTRY']._serialized_start=716
-  _globals['_GETSTATUSRESPONSE_LIMITSENTRY']._serialized_end=761
-  _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._serialized_start=763
-  _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._serialized_end=813
-  _globals['_STATUSSERVICE']._serialized_start=815
-  _globals['_STATUSSERVICE']._serialized_end=902
+  _globals['_GETSTATUSRESPONSE']._serialized_end=981
+  _globals['_GETSTATUSRESPONSE_CUTOFFSENTRY']._serialized_start=776
+  _globals['_GETSTATUSRESPONSE_CUTOFFSENTRY']._serialized_end=822
+  _globals['_GETSTATUSRESPONSE_LIMITSENTRY']._serialized_start=824
+  _globals['_GETSTATUSRESPONSE_LIMITSENTRY']._serialized_end=869
+  _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._serialized_start=871
+  _globals['_GETSTATUSRESPONSE_UNDECODABLEENTRY']._serialized_end=921
+  _globals['_GETSTATUSRESPONSE_MEANCOMMITGROUPSIZEENTRY']._serialized_start=923
+  _globals['_GETSTATUSRESPONSE_MEANCOMMITGROUPSIZEENTRY']._serialized_end=981
+  _globals['_STATUSSERVICE']._serialized_start=983
+  _globals['_STATUSSERVICE']._serialized_end=1070
 # @@protoc_insertion_point(module_scope)

@@ -136,6 +136,26 @@ class GetStatusResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class MeanCommitGroupSizeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DATASTORE_HEALTHY_FIELD_NUMBER: _builtins.int
     SHUTTING_DOWN_FIELD_NUMBER: _builtins.int
     STORE_ID_FIELD_NUMBER: _builtins.int
@@ -148,6 +168,7 @@ class GetStatusResponse(_message.Message):
     CUTOFFS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     UNDECODABLE_FIELD_NUMBER: _builtins.int
+    MEAN_COMMIT_GROUP_SIZE_FIELD_NUMBER: _builtins.int
     datastore_healthy: _builtins.bool
     """Whether the datastore takes writes now."""
     shutting_down: _builtins.bool
@@ -180,6 +201,10 @@ class GetStatusResponse(_message.Message):
     def undecodable(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Keys of stored values skipped because they do not decode, with why (at most 100)."""
 
+    @_builtins.property
+    def mean_commit_group_size(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Writes one datastore commit carried, on average since the process started, by kind."""
+
     def __init__(
         self,
         *,
@@ -195,10 +220,11 @@ class GetStatusResponse(_message.Message):
         cutoffs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         limits: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         undecodable: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        mean_commit_group_size: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoffs", b"cutoffs", "datastore_healthy", b"datastore_healthy", "endpoints", b"endpoints", "limits", b"limits", "oldest_replayable_revision", b"oldest_replayable_revision", "profiles", b"profiles", "revision", b"revision", "shutting_down", b"shutting_down", "store_id", b"store_id", "top_groups", b"top_groups", "undecodable", b"undecodable", "watchers", b"watchers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoffs", b"cutoffs", "datastore_healthy", b"datastore_healthy", "endpoints", b"endpoints", "limits", b"limits", "mean_commit_group_size", b"mean_commit_group_size", "oldest_replayable_revision", b"oldest_replayable_revision", "profiles", b"profiles", "revision", b"revision", "shutting_down", b"shutting_down", "store_id", b"store_id", "top_groups", b"top_groups", "undecodable", b"undecodable", "watchers", b"watchers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
