@@ -26,13 +26,14 @@ from epsync.server.admission import RateLimiter, WatcherBudget
 from epsync.server.authorization import Authorizer
 from epsync.server.config import ServerConfig
 from epsync.server.endpoints import WorkloadEndpointServicer
+from epsync.server.histogram import Histogram
 from epsync.server.identity import Identities
-from epsync.server.metrics import MetricsServer, Sources, open_connections
+from epsync.server.metrics import MetricsServer
 from epsync.server.paging import PageTokens
 from epsync.server.profiles import ProfileServicer
 from epsync.server.reflection import add_reflection
 from epsync.server.registration import add_service
-from epsync.server.registry import Histogram, endpoint_registry, profile_registry
+from epsync.server.registry import endpoint_registry, profile_registry
 from epsync.server.status_service import StatusServicer
 from epsync.server.tls import ReloadingTls, TlsError, is_loopback
 from epsync.server.workers import AddressInUse, WorkerPool, claim_address
@@ -78,7 +79,7 @@ def connection_limit(config: ServerConfig) -> int:
     return max(64, raise_descriptor_limit() - RESERVED_DESCRIPTORS)
 
 
-def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+def grpc_options(config: ServerConfig, max_connections: int) -> list[tuple[str, int]]:
     keepalive_ms = int(config.keepalive_seconds * 1000)
     aging = []
     if config.max_connection_age_seconds is not None:
@@ -91,7 +92,7 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         *aging,
         # Past the limit new connections are closed at once, so the server never runs out of descriptors.
-        ("grpc.max_allowed_incoming_connections", connection_limit(config)),
+        ("grpc.max_allowed_incoming_connections", max_connections),
         ("grpc.max_concurrent_streams", config.max_streams_per_connection),
         # A connection that never finishes its handshake (TLS and the HTTP/2 preface) is closed.
         ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout_seconds * 1000)),
@@ -157,7 +158,8 @@ class EpsyncServer:
         self.store.add_listener(self._apply)
         self.cache.load(await self.store.snapshot())
 
-        server = grpc.aio.server(options=grpc_options(self.config))
+        max_connections = connection_limit(self.config)  # raises the descriptor limit, once
+        server = grpc.aio.server(options=grpc_options(self.config, max_connections))
         page_tokens = PageTokens(self.store.identity.secret)  # the same on every server of this store
         self.endpoint_hub.store_id = self.profile_hub.store_id = self.store.identity.store_id
         endpoints = WorkloadEndpointServicer(
@@ -202,7 +204,7 @@ class EpsyncServer:
             watchers=self.watchers,
             rate=self.rate,
         )
-        status = StatusServicer(self, connection_limit(self.config))
+        status = StatusServicer(self, max_connections)
         add_service(server, STATUS_SERVICE, status, authorizer=authorizer)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
@@ -222,7 +224,7 @@ class EpsyncServer:
         await self._report_health(self.store.healthy)
         self.store.add_health_listener(self._on_datastore_health)
         if self.config.metrics_listen is not None:
-            self.metrics = MetricsServer(self.config.metrics_listen, self._metric_sources())
+            self.metrics = MetricsServer(self.config.metrics_listen, self)
             self.metrics.start()
             log.info(
                 "epsync metrics on http://%s:%d/metrics (and /livez, /readyz)", self.metrics.host, self.metrics.port
@@ -256,29 +258,6 @@ class EpsyncServer:
         """host:port the server listens on, with the port it bound (the configured one may be 0)."""
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
-
-    def _metric_sources(self) -> Sources:
-        hubs: dict[str, EndpointWatchHub | ProfileWatchHub] = {
-            "endpoints": self.endpoint_hub,
-            "profiles": self.profile_hub,
-        }
-        return Sources(
-            watchers=lambda: {kind: hub.watchers_by_filter_type() for kind, hub in hubs.items()},
-            events_published=lambda: {kind: hub.subjects_encoded for kind, hub in hubs.items()},
-            traffic=lambda: {kind: (hub.responses_sent, hub.bytes_sent) for kind, hub in hubs.items()},
-            revision=lambda: self.cache.revision,
-            oldest_replayable=lambda: self.cache.oldest_replayable,
-            cached=lambda: {"endpoints": self.cache.endpoint_count(), "profiles": len(self.cache.profiles())},
-            undecodable=lambda: len(self.cache.undecodable),
-            datastore_up=lambda: self.store.healthy,
-            ready=lambda: self.ready,
-            plan=lambda: self.plan_seconds,
-            connections=lambda: open_connections(self.port),
-            writes=lambda: {
-                "endpoints": (self.endpoint_registry.commit_groups, self.endpoint_registry.write_seconds),
-                "profiles": (self.profile_registry.commit_groups, self.profile_registry.write_seconds),
-            },
-        )
 
     async def _report_health(self, datastore_healthy: bool) -> None:
         # Reads and watches go on from the cache while the datastore is down, but writes fail: a load

@@ -17,7 +17,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -26,63 +25,47 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from epsync.server.registry import Histogram
+from epsync.server.histogram import Histogram
+from epsync.server.state import ServerState, cached, hubs, registries
 from epsync.server.status import REFUSED  # refusals by (code, reason), counted where every refusal leaves
 from epsync.sync.watcher import CUT_OFFS  # watch streams cut off, by reason
 
 
-@dataclass
-class Sources:
-    """Where the figures are read from: the server's own objects, as callables (see app.EpsyncServer)."""
-
-    watchers: Callable[[], dict[str, dict[str, int]]]  # kind -> filter type -> watch streams now
-    events_published: Callable[[], dict[str, int]]  # kind -> events encoded for watchers so far
-    traffic: Callable[[], dict[str, tuple[int, int]]]  # kind -> (responses, bytes) sent so far
-    revision: Callable[[], int]
-    oldest_replayable: Callable[[], int]
-    cached: Callable[[], dict[str, int]]  # kind -> objects in the cache
-    undecodable: Callable[[], int]  # stored values skipped because they do not decode
-    datastore_up: Callable[[], bool]
-    ready: Callable[[], bool]
-    writes: Callable[[], dict[str, tuple[Histogram, Histogram]]]  # kind -> (commit group sizes, write seconds)
-    plan: Callable[[], Histogram]  # seconds per committed batch applied and planned
-    connections: Callable[[], int | None]  # client connections now (None: cannot tell here)
-
-
 class _Collector(Collector):
-    def __init__(self, sources: Sources) -> None:
-        self.sources = sources
+    def __init__(self, server: ServerState) -> None:
+        self.server = server
 
     def collect(self) -> Iterator[Any]:
-        s = self.sources
+        server = self.server
+        by_kind = hubs(server)
         watchers = GaugeMetricFamily(
             "epsync_watchers",
             "Watch streams open now, by kind and what their filter narrows by.",
             labels=["kind", "filter"],
         )
-        for kind, by_type in s.watchers().items():
+        for kind, by_type in ((kind, hub.watchers_by_filter_type()) for kind, hub in by_kind.items()):
             for filter_type in ("node", "selector", "namespace", "all"):
                 watchers.add_metric([kind, filter_type], by_type.get(filter_type, 0))
         yield watchers
         plan = HistogramMetricFamily(
             "epsync_plan_seconds", "Seconds to apply one committed batch to the cache and plan its fan-out."
         )
-        plan.add_metric([], _buckets(s.plan()), s.plan().total)
+        plan.add_metric([], _buckets(server.plan_seconds), server.plan_seconds.total)
         yield plan
-        connections = s.connections()
+        connections = open_connections(server.port)
         if connections is not None:
             yield GaugeMetricFamily("epsync_connections", "Client connections open to this process.", value=connections)
         events = CounterMetricFamily(
             "epsync_events_published", "Watch events encoded for watchers (once per event, shared).", labels=["kind"]
         )
-        for kind, count in s.events_published().items():
-            events.add_metric([kind], count)
+        for kind, hub in by_kind.items():
+            events.add_metric([kind], hub.subjects_encoded)
         yield events
         responses = CounterMetricFamily("epsync_watch_responses", "Watch responses sent.", labels=["kind"])
         sent = CounterMetricFamily("epsync_watch_bytes", "Watch response bytes sent.", labels=["kind"])
-        for kind, (count, size) in s.traffic().items():
-            responses.add_metric([kind], count)
-            sent.add_metric([kind], size)
+        for kind, hub in by_kind.items():
+            responses.add_metric([kind], hub.responses_sent)
+            sent.add_metric([kind], hub.bytes_sent)
         yield responses
         yield sent
         refused = CounterMetricFamily(
@@ -97,34 +80,38 @@ class _Collector(Collector):
         for reason, count in sorted(CUT_OFFS.items()):
             cut.add_metric([reason], count)
         yield cut
-        yield GaugeMetricFamily("epsync_revision", "The store's revision this server has applied.", value=s.revision())
+        yield GaugeMetricFamily(
+            "epsync_revision", "The store's revision this server has applied.", value=server.cache.revision
+        )
         yield GaugeMetricFamily(
             "epsync_oldest_replayable_revision",
             "The oldest revision a watch may resume after from history.",
-            value=s.oldest_replayable(),
+            value=server.cache.oldest_replayable,
         )
-        cached = GaugeMetricFamily("epsync_cached_objects", "Objects in the cache.", labels=["kind"])
-        for kind, count in s.cached().items():
-            cached.add_metric([kind], count)
-        yield cached
+        objects = GaugeMetricFamily("epsync_cached_objects", "Objects in the cache.", labels=["kind"])
+        for kind, count in cached(server).items():
+            objects.add_metric([kind], count)
+        yield objects
         yield GaugeMetricFamily(
             "epsync_undecodable_values_skipped",
             "Stored values skipped because they do not decode (named in the log).",
-            value=s.undecodable(),
+            value=len(server.cache.undecodable),
         )
         yield GaugeMetricFamily(
-            "epsync_datastore_up", "1 while the datastore takes writes, else 0.", value=int(s.datastore_up())
+            "epsync_datastore_up", "1 while the datastore takes writes, else 0.", value=int(server.store.healthy)
         )
-        yield GaugeMetricFamily("epsync_ready", "1 while the server is ready to serve (readyz).", value=int(s.ready()))
+        yield GaugeMetricFamily(
+            "epsync_ready", "1 while the server is ready to serve (readyz).", value=int(server.ready)
+        )
         groups = HistogramMetricFamily(
             "epsync_commit_group_size", "Writes one datastore commit carried.", labels=["kind"]
         )
         latency = HistogramMetricFamily(
             "epsync_write_seconds", "Seconds from a write's arrival to its answer.", labels=["kind"]
         )
-        for kind, (sizes, seconds) in s.writes().items():
-            groups.add_metric([kind], _buckets(sizes), sizes.total)
-            latency.add_metric([kind], _buckets(seconds), seconds.total)
+        for kind, registry in registries(server).items():
+            groups.add_metric([kind], _buckets(registry.commit_groups), registry.commit_groups.total)
+            latency.add_metric([kind], _buckets(registry.write_seconds), registry.write_seconds.total)
         yield groups
         yield latency
 
@@ -173,10 +160,10 @@ class _ThreadingServer(WSGIServer):
 class MetricsServer:
     """/metrics, /livez and /readyz on `address` (host:port; port 0 picks one), on a thread of its own."""
 
-    def __init__(self, address: str, sources: Sources) -> None:
+    def __init__(self, address: str, server: ServerState) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(sources))
-        self.sources = sources
+        self.registry.register(_Collector(server))
+        self.server = server
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self._http = make_server(self.host, int(port), self._app, _ThreadingServer, _QuietHandler)
@@ -199,7 +186,7 @@ class MetricsServer:
             respond("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
         if path == "/readyz":
-            if self.sources.ready():
+            if self.server.ready:
                 respond("200 OK", [("Content-Type", "text/plain")])
                 return [b"ready\n"]
             respond("503 Service Unavailable", [("Content-Type", "text/plain")])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
@@ -60,8 +59,7 @@ def add_service(
         implementation = getattr(servicer, method.name)
         watch = method.server_streaming and not method.client_streaming
         if authorizer is not None or (watch and watchers is not None):
-            limits = _Limits(watchers if watch else None, rate)
-            implementation = _admitting(implementation, method.name, authorizer, limits)
+            implementation = _admitting(implementation, method.name, authorizer, watchers if watch else None, rate)
         if method.client_streaming:
             # The stream's own reader meets a request that does not parse and ends the stream with
             # INVALID_ARGUMENT after the ones before it (server.write_stream).
@@ -81,21 +79,17 @@ def add_service(
     cast(Any, server).add_registered_method_handlers(service.full_name, handlers)
 
 
-@dataclass(frozen=True, slots=True)
-class _Limits:
-    watchers: WatcherBudget | None  # for a watch method
-    rate: RateLimiter | None
-
-
 def _admitting(
-    implementation: Callable[..., Any], method: str, authorizer: Authorizer | None, limits: _Limits
+    implementation: Callable[..., Any],
+    method: str,
+    authorizer: Authorizer | None,
+    watchers: WatcherBudget | None,  # for a watch method
+    rate: RateLimiter | None,
 ) -> Callable[..., Any]:
     """`implementation` behind the authorizer's rules for `method` and, for a watch, the watcher budget: a
     refused request is answered PERMISSION_DENIED naming the caller's identity and what it may do
     (FAILED_PRECONDITION quoting the kubernetes mode's table; RESOURCE_EXHAUSTED TOO_MANY_WATCHERS) and
     never reaches the servicer."""
-
-    watchers = limits.watchers
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any], *rest: Any) -> Any:
         identity = None
@@ -104,8 +98,8 @@ def _admitting(
                 identity = authorizer.check(method, context, request)
             # Per identity only when callers are identified by their certificates.
             counted = identity if authorizer is not None and authorizer.identities.required else None
-            if limits.rate is not None and counted is not None:
-                limits.rate.take(counted)
+            if rate is not None and counted is not None:
+                rate.take(counted)
             if watchers is not None:
                 watchers.acquire(counted)
         except (PermissionDenied, FailedPrecondition, ResourceExhausted) as error:

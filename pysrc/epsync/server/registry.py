@@ -24,13 +24,12 @@ so identity never changes.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import time
 import uuid
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -45,6 +44,7 @@ from epsync.errors import (
     Unavailable,
 )
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, NormalizeItem, ResourceType
+from epsync.server.histogram import Histogram
 from epsync.store.base import Committed, Conflict, Datastore, Delete, Put, Record, WriteFailed, WriteResult
 from epsync.sync.cache import ResourceCache
 from epsync.v1.profile_pb2 import Profile
@@ -105,27 +105,6 @@ class _Pending(Generic[R]):
     winner: Record | None = None  # set after a lost race: what won, fresher than the cache may be
     raced: bool = False
     write: Put | Delete | None = None
-
-
-@dataclass
-class Histogram:
-    """Counts of values under each bound (the last bucket: above every bound) and their sum, for the metrics."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    @property
-    def mean(self) -> float:
-        count = sum(self.counts)
-        return self.total / count if count else 0.0
 
 
 def _shutting_down() -> Unavailable:

@@ -3,39 +3,15 @@ the process holds at the moment it answers."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from epsync.server.config import ServerConfig
-from epsync.server.registry import Registry
 from epsync.server.resource_servicer import Context
+from epsync.server.state import ServerState, cached, hubs, registries
 from epsync.server.status import unary_errors
-from epsync.store.base import Datastore
-from epsync.sync.cache import ResourceCache
-from epsync.sync.hub import WatchHub
 from epsync.sync.watcher import CUT_OFFS
 from epsync.v1 import status_service_pb2 as pb
 
 DEFAULT_TOP_GROUPS = 10
 MAX_LISTED_UNDECODABLE = 100
-
-
-class ServerState(Protocol):
-    """What GetStatus reads (app.EpsyncServer has it)."""
-
-    @property
-    def config(self) -> ServerConfig: ...
-    @property
-    def store(self) -> Datastore: ...
-    @property
-    def cache(self) -> ResourceCache: ...
-    @property
-    def endpoint_hub(self) -> WatchHub[Any, Any]: ...
-    @property
-    def profile_hub(self) -> WatchHub[Any, Any]: ...
-    @property
-    def endpoint_registry(self) -> Registry[Any]: ...
-    @property
-    def profile_registry(self) -> Registry[Any]: ...
 
 
 def limits_in_force(config: ServerConfig, max_connections: int) -> dict[str, str]:
@@ -63,10 +39,10 @@ class StatusServicer:
     @unary_errors
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
         server = self._server
-        hubs = {"endpoints": server.endpoint_hub, "profiles": server.profile_hub}
+        by_kind, counts = hubs(server), cached(server)
         groups = [
             pb.WatcherGroup(kind=kind, filter=description, watchers=size)
-            for kind, hub in hubs.items()
+            for kind, hub in by_kind.items()
             for description, size in hub.group_sizes()
         ]
         groups.sort(key=lambda g: (-g.watchers, g.kind, g.filter))
@@ -78,16 +54,13 @@ class StatusServicer:
             store_id=server.store.identity.store_id,
             revision=server.cache.revision,
             oldest_replayable_revision=server.cache.oldest_replayable,
-            endpoints=server.cache.endpoint_count(),
-            profiles=len(server.cache.profiles()),
-            watchers=sum(hub.watcher_count for hub in hubs.values()),
+            endpoints=counts["endpoints"],
+            profiles=counts["profiles"],
+            watchers=sum(hub.watcher_count for hub in by_kind.values()),
             top_groups=groups[:top],
             cutoffs=dict(CUT_OFFS),
             limits=self._limits,
-            mean_commit_group_size={
-                kind: registry.commit_groups.mean
-                for kind, registry in (("endpoints", server.endpoint_registry), ("profiles", server.profile_registry))
-            },
+            mean_commit_group_size={kind: registry.commit_groups.mean for kind, registry in registries(server).items()},
             undecodable={
                 key: f"does not decode (stored at revision {revision})" for key, revision in undecodable.items()
             },

@@ -27,7 +27,6 @@ Subject = tuple[str, str, int, int]  # namespace, name, revision, event type
 class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
-        self.subjects_encoded = 0  # for tests and metrics: every serialisation of an event
         self._filters: dict[int, tuple[str, str]] = {}  # group -> (its filter in words, its filter type)
 
     def _group(self, request: WatchWorkloadEndpointsRequest) -> int:

@@ -79,6 +79,7 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         self._ticker: asyncio.Task[None] | None = None
         self._bookmark: tuple[int, bytes] = (-1, b"")
         self.draining = False  # shutting down: streams are being ended and no new one starts
+        self.subjects_encoded = 0  # every serialisation of an event (tests and metrics)
         self.responses_sent = 0  # watch responses written, and their bytes (server/watch_stream; metrics)
         self.bytes_sent = 0
         # The store the events come from (its identity, set once the store is open): named in the bookmark

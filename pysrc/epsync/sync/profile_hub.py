@@ -28,7 +28,6 @@ class ProfileWatchHub(WatchHub[str, WatchProfilesRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
         self._selectors: dict[str, Selector | None] = {}
-        self.subjects_encoded = 0
 
     def _group(self, request: WatchProfilesRequest) -> str:
         selector = parse_selector_field(request.label_selector, "label_selector")
