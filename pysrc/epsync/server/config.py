@@ -62,8 +62,11 @@ class ServerConfig(BaseModel):
     max_connections: int | None = Field(
         None, ge=1, description="connections one serving process accepts (None: its file-descriptor limit less 1,024)"
     )
+    # A stream past the limit is refused (REFUSED_STREAM), and before a client has the server's SETTINGS it
+    # cannot know the limit: a client starting many calls at once on a new connection would see UNAVAILABLE.
+    # So the default leaves any one client its usual concurrency and bounds only the abusive.
     max_streams_per_connection: int = Field(
-        100, ge=1, description="concurrent streams on one connection (HTTP/2 MAX_CONCURRENT_STREAMS)"
+        1_000, ge=1, description="concurrent streams on one connection (HTTP/2 MAX_CONCURRENT_STREAMS)"
     )
     max_connection_age_seconds: float | None = Field(
         None, gt=0, description="close connections this old (gRPC adds ±10% jitter), so clients rebalance over replicas"
