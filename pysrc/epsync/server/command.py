@@ -59,7 +59,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--rate-limit", type=float, default=1_000.0, help="calls a second per client identity (mTLS); 0: no limit"
     )
     serve.add_argument("--rate-burst", type=float, default=2_000.0, help="calls one client identity may make at once")
-    serve.add_argument("--max-streams-per-connection", type=int, default=1_000, help="concurrent streams on a connection")
+    serve.add_argument(
+        "--max-streams-per-connection", type=int, default=1_000, help="concurrent streams on a connection"
+    )
     serve.add_argument(
         "--max-connection-age",
         type=float,
