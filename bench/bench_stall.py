@@ -3,21 +3,23 @@
 SPEC's known-versions resume sends the versions a client holds; the server computes the difference.
 A request with a very large map is cheap to send and used to hold the server's event loop for
 seconds. This starts `epsync serve` (one process, SQLite, in a temporary directory), stores a few
-endpoints, and while a prober sends a Get every millisecond on its own connection, opens one watch
+endpoints, and while a prober (a process of its own) sends a Get every millisecond, opens watches
 whose request carries N known versions (keys of endpoints that do not exist, so the whole
-difference is deletions); the figure is the prober's slowest answer while that request is served,
-against its slowest answer with no such request.
+difference is deletions); the figure is the prober's slowest answer in a window while that request
+is served, against its slowest answer in a window with no such request: the median of `--repeat`
+of each.
 
-    .venv/bin/python -m bench.bench_stall                     # N = 1,000 ... the server's limit
-    .venv/bin/python -m bench.bench_stall --known 10000 100000
+    .venv/bin/python -m bench.bench_stall --known 100 1000 5000 10000 10001   # 10,000: the server's limit
+    .venv/bin/python -m bench.bench_stall --known 10000 --repeat 21
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import json
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +33,8 @@ from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 
 SERVING = re.compile(rb"epsync serving on (\S+)")
+# Each watch, and each quiet stretch it is compared with, is a window this long of the prober's answers.
+WINDOW = 0.3
 OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)]
 
 
@@ -59,44 +63,71 @@ async def _discard(stream: asyncio.StreamReader) -> None:
 
 
 class Prober:
-    """A Get every `interval` seconds on its own connection; the slowest answer in a window."""
+    """A Get every millisecond from a process of its own (so that neither the watch's request nor its answer,
+    built and read in this process, delays a probe); the slowest answer in a window of time."""
 
-    def __init__(self, stub: pb_grpc.WorkloadEndpointServiceAsyncStub, name: str, interval: float = 0.001) -> None:
-        self.samples: list[tuple[float, float]] = []  # (start, seconds)
-        self._task = asyncio.create_task(self._run(stub, name, interval))
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.samples: list[tuple[float, float]] = []  # (start, seconds), on the machine's monotonic clock
 
-    async def _run(self, stub: pb_grpc.WorkloadEndpointServiceAsyncStub, name: str, interval: float) -> None:
-        request = pb.GetWorkloadEndpointRequest(namespace="ns-0", name=name)
-        while True:
-            started = time.perf_counter()
-            await stub.GetWorkloadEndpoint(request)
-            self.samples.append((started, time.perf_counter() - started))
-            await asyncio.sleep(interval)
+    @classmethod
+    async def start(cls, address: str, name: str) -> Prober:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.bench_stall", "--probe", address, name,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        await process.stdout.readline()  # "probing": its first answer came
+        return cls(process)
+
+    async def stop(self) -> None:
+        """Ends the probing (closing its stdin) and reads every sample it took."""
+        output, _ = await self._process.communicate(b"")
+        self.samples = [tuple(pair) for pair in json.loads(output)]  # type: ignore[misc]
 
     def slowest(self, start: float, end: float) -> float:
         inside = [seconds for began, seconds in self.samples if start <= began <= end]
         return max(inside, default=0.0)
 
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+
+async def probe(address: str, name: str) -> None:
+    """The prober's process: a Get every millisecond until stdin closes, then every sample as JSON on stdout.
+    `time.perf_counter` is CLOCK_MONOTONIC on Linux, so the samples line up with the parent's times."""
+    samples: list[tuple[float, float]] = []
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+        stub = pb_grpc.WorkloadEndpointServiceStub(channel)
+        request = pb.GetWorkloadEndpointRequest(namespace="ns-0", name=name)
+        await stub.GetWorkloadEndpoint(request)
+        print("probing", flush=True)
+        stdin = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+        closed = asyncio.ensure_future(stdin.read())
+        while not closed.done():
+            started = time.perf_counter()
+            await stub.GetWorkloadEndpoint(request)
+            samples.append((started, time.perf_counter() - started))
+            await asyncio.sleep(0.001)
+    print(json.dumps(samples))
 
 
-async def one_watch(stub: pb_grpc.WorkloadEndpointServiceAsyncStub, known: int) -> tuple[str, float]:
-    """Open a watch with `known` versions; its outcome (OK or the status code) and seconds to its first answer."""
+def watch_request(known: int) -> pb.WatchWorkloadEndpointsRequest:
     request = pb.WatchWorkloadEndpointsRequest(namespace="ns-0", send_initial_events=True)
     request.known_resource_versions.update({f"gone-{i}": i + 1 for i in range(known)})
-    started = time.perf_counter()
+    return request
+
+
+async def one_watch(stub: pb_grpc.WorkloadEndpointServiceAsyncStub, request: pb.WatchWorkloadEndpointsRequest) -> str:
+    """Open a watch; its outcome (OK or the status code) once its first answer came."""
     call = stub.WatchWorkloadEndpoints(request)
     try:
         async for _ in call:
-            return "OK", time.perf_counter() - started
+            return "OK"
     except grpc.aio.AioRpcError as error:
-        return error.code().name, time.perf_counter() - started
+        return error.code().name
     finally:
         call.cancel()
-    return "ended", time.perf_counter() - started
+    return "ended"
 
 
 async def measure(args: argparse.Namespace) -> list[report.Row]:
@@ -105,59 +136,68 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
     with tempfile.TemporaryDirectory(prefix="epsync-bench-stall-") as tmp:
         process, address = await serve(Path(tmp))
         try:
-            async with (
-                grpc.aio.insecure_channel(address, options=OPTIONS) as probe_channel,
-                grpc.aio.insecure_channel(address, options=OPTIONS) as watch_channel,
-            ):
-                probe_stub = pb_grpc.WorkloadEndpointServiceStub(probe_channel)
-                watch_stub = pb_grpc.WorkloadEndpointServiceStub(watch_channel)
+            async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+                stub = pb_grpc.WorkloadEndpointServiceStub(channel)
                 population = [endpoint(j, shape) for j in range(shape.endpoints)]
                 for obj in population:
-                    await probe_stub.UpdateWorkloadEndpoint(
+                    await stub.UpdateWorkloadEndpoint(
                         pb.UpdateWorkloadEndpointRequest(workload_endpoint=obj, allow_missing=True)
                     )
-                prober = Prober(probe_stub, population[0].metadata.name)
-                await asyncio.sleep(1.0)
-                quiet_end = time.perf_counter()
-                baseline = prober.slowest(quiet_end - 1.0, quiet_end)
+                prober = await Prober.start(address, population[0].metadata.name)
+                windows: list[tuple[int, str, float, float, float]] = []  # (known, outcome, start, first answer, end)
                 for known in args.known:
-                    started = time.perf_counter()
-                    outcome, seconds = await one_watch(watch_stub, known)
-                    await asyncio.sleep(0.2)  # the prober's answers that were held up arrive
-                    slowest = prober.slowest(started, time.perf_counter())
-                    rows.append(
-                        {
-                            "known_versions": known,
-                            "outcome": outcome,
-                            "first_answer_ms": seconds * 1000,
-                            "others_slowest_ms": slowest * 1000,
-                            "others_slowest_quiet_ms": baseline * 1000,
-                        }
-                    )
-                    print(
-                        ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items())
-                    )
+                    request = watch_request(known)  # built before the window opens
+                    for _ in range(args.repeat):
+                        quiet_start = time.perf_counter()
+                        await asyncio.sleep(WINDOW)
+                        windows.append((0, "", quiet_start, quiet_start, time.perf_counter()))
+                        started = time.perf_counter()
+                        outcome = await one_watch(stub, request)
+                        answered = time.perf_counter()
+                        await asyncio.sleep(WINDOW - (answered - started))  # held-up probes' answers arrive
+                        windows.append((known, outcome, started, answered, time.perf_counter()))
                 await prober.stop()
         finally:
             process.terminate()
             await process.wait()
+    for known in args.known:
+        held = [(outcome, answered - s, prober.slowest(s, e)) for k, outcome, s, answered, e in windows if k == known]
+        quiet = [prober.slowest(s, e) for k, _, s, _, e in windows if k == 0]
+        rows.append(
+            {
+                "known_versions": known,
+                "outcome": held[0][0],
+                "first_answer_ms": statistics.median(first for _, first, _ in held) * 1000,
+                "others_slowest_ms": statistics.median(slowest for *_, slowest in held) * 1000,
+                "others_slowest_max_ms": max(slowest for *_, slowest in held) * 1000,
+                "others_slowest_quiet_ms": statistics.median(quiet) * 1000,
+            }
+        )
+        print(", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()))
     return rows
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--probe"]:
+        asyncio.run(probe(sys.argv[2], sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7, help="watches a size (the median is reported)")
     parser.add_argument(
-        "--known", type=int, nargs="+", default=[1_000, 10_000, 100_000, 200_000, 400_000], help="known versions"
+        "--known", type=int, nargs="+", default=[100, 1_000, 5_000, 10_000, 10_001], help="known versions"
     )
     parser.add_argument("--out", type=Path, default=report.RESULTS)
     args = parser.parse_args()
     rows = asyncio.run(measure(args))
-    columns = ["known_versions", "outcome", "first_answer_ms", "others_slowest_ms", "others_slowest_quiet_ms"]
+    columns = [
+        "known_versions", "outcome", "first_answer_ms", "others_slowest_ms", "others_slowest_max_ms",
+        "others_slowest_quiet_ms",
+    ]  # fmt: skip
     report.print_table(rows, columns)
     plot = report.Plot(
         x="known_versions", y="others_slowest_ms", title="Slowest Get of another client (ms)", log_x=True
     )
-    report.write("stall", {"known": args.known}, rows, plot, args.out)
+    report.write("stall", {"known": args.known, "repeat": args.repeat, "window_s": WINDOW}, rows, plot, args.out)
 
 
 if __name__ == "__main__":

@@ -268,9 +268,10 @@ class EndpointIndex:
         self, group: int, known: Mapping[str, int] | KnownVersions
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
         """`(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
-        version) and what `group` matches now, each sorted: matching endpoints not known,
-        matching endpoints whose version differs, and known keys that do not exist or do not
-        match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group."""
+        version) and what `group` matches now: matching endpoints not known and matching
+        endpoints whose version differs, each in key order, and known keys that do not exist or
+        do not match, in `known`'s order (a key without '/' comes back as `("", key)`).
+        `KeyError` for an unknown group."""
 
     def initial_entries(self, group: int, revision: int) -> tuple[list[bytes], int]:
         """A new watcher's initial events at snapshot revision `revision` (SPEC §6.3): ADDED

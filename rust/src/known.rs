@@ -46,7 +46,12 @@ pub fn split_known_versions(raw: &[u8], field: u32) -> Result<Split, SplitError>
     let mut buf = raw;
     let mut rest = Vec::new();
     let mut known: Vec<(Range<usize>, i64)> = Vec::new();
-    let mut position: foldhash::HashMap<&[u8], usize> = foldhash::HashMap::default();
+    // Sized for the entries the bytes can hold (an entry takes at least 6 of them), up to
+    // the number a client may send, so that reading a large map does not rehash as it grows.
+    let mut position: foldhash::HashMap<&[u8], usize> = foldhash::HashMap::with_capacity_and_hasher(
+        (raw.len() / 6).min(1 << 14),
+        foldhash::fast::RandomState::default(),
+    );
     while !buf.is_empty() {
         let start = offset(raw, buf);
         let (number, wire_type) = decode_key(&mut buf)?;

@@ -847,9 +847,9 @@ impl PyEndpointIndex {
     }
 
     /// `(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
-    /// version) and what `group` matches now, each sorted: matching endpoints not known,
-    /// matching endpoints whose version differs, and known keys that do not exist or do not
-    /// match (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group.
+    /// version) and what `group` matches now: matching endpoints not known and matching
+    /// endpoints whose version differs, each in key order, and known keys that do not exist or
+    /// do not match, in `known`'s order (a key without '/' comes back as `("", key)`). `KeyError` for an unknown group.
     fn diff<'py>(
         &self,
         py: Python<'py>,

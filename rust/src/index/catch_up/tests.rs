@@ -130,9 +130,9 @@ fn the_difference_is_added_then_modified_then_deleted() {
         [
             CatchUp::Added(&ax),
             CatchUp::Modified(&ay),
+            CatchUp::Deleted("a", "z"), // deletions in the order the client sent its keys
             CatchUp::Deleted("", "gone"),
             CatchUp::Deleted("a", "old"),
-            CatchUp::Deleted("a", "z"),
         ]
     );
     assert_eq!(
@@ -140,9 +140,9 @@ fn the_difference_is_added_then_modified_then_deleted() {
         [
             wire::event_entry(ADDED, fixture.stored("a", "x"), 5, 10),
             wire::event_entry(MODIFIED, fixture.stored("a", "y"), 4, 10),
+            wire::deleted_key_entry("a", "z", 10),
             wire::deleted_key_entry("", "gone", 10),
             wire::deleted_key_entry("a", "old", 10),
-            wire::deleted_key_entry("a", "z", 10),
         ]
     );
 }
