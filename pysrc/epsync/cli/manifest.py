@@ -35,6 +35,8 @@ __all__ = [
     "dump_manifests",
     "from_manifest_dict",
     "load_manifests",
+    "load_positioned_manifests",
+    "parse_value",
     "to_manifest_dict",
 ]
 
@@ -149,6 +151,8 @@ _INT_RANGES = {
 def _integer(value: Any, field: FieldDescriptor, path: str) -> int:
     """Integers come as text from our loader and, like Kubernetes' resourceVersion, may be quoted."""
     if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+", value):
+        if len(value.lstrip("+-").lstrip("0")) > 20:  # past any 64-bit range, and int() refuses 4,300 digits
+            raise _FieldProblem(f"field {_q(path)}: a {len(value):,}-digit number is out of range")
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _FieldProblem(f"field {_q(path)} must be an integer, not {_q(value)}")
@@ -332,8 +336,13 @@ def load_manifests(text: str) -> list[Resource]:
 
     Raises ManifestError naming the (1-based) document and the field. Empty documents are skipped.
     """
+    return [resource for _, resource in load_positioned_manifests(text)]
+
+
+def load_positioned_manifests(text: str) -> list[tuple[str, Resource]]:
+    """`load_manifests`, each resource with where it stands: "document 3", or "document 2 items[0]" in a list."""
     loader = _Loader(text)
-    objects: list[Resource] = []
+    objects: list[tuple[str, Resource]] = []
     document = 0
     try:
         while True:
@@ -344,15 +353,38 @@ def load_manifests(text: str) -> list[Resource]:
                 data = loader.construct_document(loader.get_node())
             except yaml.YAMLError as error:
                 raise ManifestError(_yaml_problem(error), document=document) from None
+            except RecursionError:
+                # PyYAML composes nested nodes recursively: thousands of levels exhaust Python's stack.
+                raise ManifestError("nested too deeply to be a manifest", document=document) from None
             if data is None:
                 continue
             try:
-                objects.extend(_document(data))
+                resources = _document(data)
             except _FieldProblem as problem:
                 raise ManifestError(str(problem), document=document) from None
+            except RecursionError:
+                raise ManifestError("nested too deeply to be a manifest", document=document) from None
+            listed = isinstance(data, Mapping) and str(data.get("kind", "")).endswith("List")
+            objects += [
+                (f"document {document} items[{i}]" if listed else f"document {document}", resource)
+                for i, resource in enumerate(resources)
+            ]
     finally:
         loader.dispose()
     return objects
+
+
+def parse_value(text: str) -> Any:
+    """One YAML (or JSON) value as the manifest loader reads it: scalars kept as text, null as None."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise ManifestError(_yaml_problem(error)) from None
+    except RecursionError:
+        raise ManifestError("nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def from_manifest_dict(data: Mapping[str, Any]) -> Resource:
@@ -386,10 +418,13 @@ def dump_manifests(objects: Sequence[Resource], fmt: Literal["yaml", "json"], *,
 
     YAML: one document per object (`---` between them); nothing at all for no objects.
     JSON: one object as itself; otherwise a `<Kind>List` (or `List` when kinds are mixed) with `items`.
-    With `list_kind` (a listing: "WorkloadEndpoint", "Profile"), JSON is always a `<list_kind>List`,
-    whatever the number of items (0 and 1 included), so that `jq '.items[]'` always works.
+    With `list_kind` (a listing: "WorkloadEndpoint", "Profile"), YAML and JSON are always a `<list_kind>List`,
+    whatever the number of items (0 and 1 included), so that `jq '.items[]'` (or `yq`) always works.
     """
     documents = [to_manifest_dict(obj) for obj in objects]
+    if fmt == "yaml" and list_kind is not None:
+        payload = {"apiVersion": API_VERSION, "kind": f"{list_kind}List", "items": documents}
+        return yaml.dump(payload, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 16)
     if fmt == "yaml":
         if not documents:
             return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import grpc
 
 from epsync.client.targets import channel_target
 from epsync.client.view import Backoff, MaterializedView, grpc_stream
-from epsync.errors import EpsyncError, rpc_error
+from epsync.errors import EpsyncError, Unavailable, rpc_error
 from epsync.model.kinds import DEFAULT_NAMESPACE, endpoint_key
 from epsync.v1 import profile_service_pb2 as profile_pb
 from epsync.v1 import profile_service_pb2_grpc as profile_grpc
@@ -109,6 +110,17 @@ class Client:
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
+
+    async def wait_for_connection(self, within: float) -> None:
+        """Return once the channel is connected to a server; raise Unavailable if it is not within `within`
+        seconds. Calls do not need it (they connect by themselves); it bounds how long a start may wait."""
+        try:
+            async with asyncio.timeout(within):
+                await self._channel.channel_ready()
+        except TimeoutError:
+            raise Unavailable(
+                f"cannot connect to {self.target} within {within:g} s: is the address right, and is epsync serving?"
+            ) from None
 
     # --- workload endpoints -------------------------------------------------------------------
 
@@ -239,6 +251,7 @@ class Client:
         selector: str = "",
         allow_bookmarks: bool = True,
         backoff: Backoff | None = None,
+        on_stream_end: Callable[[EpsyncError | None, int], None] | None = None,
     ) -> MaterializedView[WorkloadEndpoint, wep_pb.WatchWorkloadEndpointsRequest]:
         """A live view of the matching endpoints, keyed "namespace/name"; iterate it to run it.
 
@@ -253,17 +266,22 @@ class Client:
             allow_bookmarks=allow_bookmarks,
         )
         stream = grpc_stream(self._endpoints.WatchWorkloadEndpoints)
-        return MaterializedView(stream, request, _endpoint_key, backoff=backoff)
+        return MaterializedView(stream, request, _endpoint_key, backoff=backoff, on_stream_end=on_stream_end)
 
     def watch_profiles(
-        self, *, selector: str = "", allow_bookmarks: bool = True, backoff: Backoff | None = None
+        self,
+        *,
+        selector: str = "",
+        allow_bookmarks: bool = True,
+        backoff: Backoff | None = None,
+        on_stream_end: Callable[[EpsyncError | None, int], None] | None = None,
     ) -> MaterializedView[Profile, profile_pb.WatchProfilesRequest]:
         """A live view of the matching profiles, keyed by name; see `watch`."""
         request = profile_pb.WatchProfilesRequest(
             label_selector=selector, send_initial_events=True, allow_bookmarks=allow_bookmarks
         )
         stream = grpc_stream(self._profiles.WatchProfiles)
-        return MaterializedView(stream, request, _profile_key, backoff=backoff)
+        return MaterializedView(stream, request, _profile_key, backoff=backoff, on_stream_end=on_stream_end)
 
 
 def _endpoint_key(endpoint: WorkloadEndpoint) -> str:

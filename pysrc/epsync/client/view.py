@@ -95,11 +95,15 @@ class MaterializedView(Generic[R, Q]):
         key_of: Callable[[R], str],
         *,
         backoff: Backoff | None = None,
+        on_stream_end: Callable[[EpsyncError | None, int], None] | None = None,
     ) -> None:
         self._open: Callable[[Q], AsyncIterator[_Response[R]]] = open_stream
         self._template = request
         self._key_of: Callable[[R], str] = key_of
         self._backoff = backoff or Backoff()
+        # Told (the error, or None for a stream the server closed, and the revision it resumes from) each
+        # time a stream ends, before the retry; without it, the view logs a warning.
+        self._on_stream_end = on_stream_end
         self.objects: dict[str, R] = {}
         self.revision = 0  # every event up to here is applied (0: not in sync yet)
         self.synced = False  # the current stream has sent its initial_events_end bookmark
@@ -158,10 +162,13 @@ class MaterializedView(Generic[R, Q]):
                     self.revision = 0  # nothing held: start over with the initial state
             self.synced = False
             self.reconnects += 1
-            # A warning: an agent (or `epsync watch`) that cannot reach its server must say so, not wait quietly.
-            log.warning(
-                "watch stream ended (%s); resuming from revision %d, retrying", error or "closed", self.revision
-            )
+            if self._on_stream_end is not None:
+                self._on_stream_end(error, self.revision)
+            else:
+                # A warning: an agent that cannot reach its server must say so, not wait quietly.
+                log.warning(
+                    "watch stream ended (%s); resuming from revision %d, retrying", error or "closed", self.revision
+                )
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self._backoff.maximum)
 

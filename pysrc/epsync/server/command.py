@@ -1,16 +1,15 @@
-"""`epsync serve`: the server's flags, turned into one validated `ServerConfig`, then the server run."""
+"""`epsync serve`: the server's flags, turned into one validated `ServerConfig`, then the server run.
+
+Building the flags imports nothing but argparse: every `epsync` command builds them (for `--help` and
+completion), and only `serve` needs the server, pydantic and gRPC, imported in `run_serve`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from epsync.errors import UsageError
-from epsync.server.config import ServerConfig
-from epsync.server.workers import default_workers
+from epsync.server.cores import default_workers
 
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +94,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--log-format", choices=["text", "json"], default="text", help="log lines as text, or one JSON object each"
     )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    serve.set_defaults(func=run_serve)
+    serve.set_defaults(run="epsync.server.command:run_serve")
 
 
 # ServerConfig fields whose flag is not simply the field's name.
@@ -109,7 +108,13 @@ _FLAG_OF_FIELD = {
 
 def run_serve(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the client commands share this parser and need none of the server.
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from epsync.errors import UsageError
     from epsync.server.app import StartupError, serve
+    from epsync.server.config import ServerConfig
     from epsync.server.logs import configure as configure_logs
 
     configure_logs(args.log_level, args.log_format)

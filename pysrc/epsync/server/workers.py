@@ -44,14 +44,6 @@ OWNER_PID_ENV = "EPSYNC_WORKER_OWNER_PID"
 RESTART_PAUSE_SECONDS = 1.0
 
 
-def default_workers() -> int:
-    """One serving process per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class AddressInUse(Exception):
     """The listen address is held by something else; the message says which and what to do."""
 
