@@ -152,7 +152,7 @@ def test_the_table_covers_every_package() -> None:
         ("epsync.sync.cache", "from epsync.server.status import abort\n", "layer sync may import only"),
         ("epsync.model.kinds", "import epsync.store.base\n", "layer model may import only"),
         ("epsync.client.view", "def f():\n    from epsync.sync import wire\n", "layer client may import only"),
-        ("epsync.cli.commands", "from epsync.server import config\n", "layer cli may import only"),
+        ("epsync.cli.writes", "from epsync.server import config\n", "layer cli may import only"),
         ("epsync.server.app", "from bench.loadtest import run\n", "must not import bench/"),
         ("epsync.store.sqlite.store", "from epsync.store.etcd import client\n", "must not import epsync.store.etcd"),
         ("epsync.sync.cache", "from .hub import WatchHub\n", "must not import epsync.sync.hub"),
