@@ -42,6 +42,35 @@ async def test_apply_seed_sample_then_get_it_as_yaml(server: EpsyncServer) -> No
     assert stored.spec == original.spec
 
 
+async def test_the_current_v3_fields_apply_and_show_in_get_yaml(server: EpsyncServer) -> None:
+    manifest = """
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata:
+  name: web
+  annotations: {example.com/owner: net-team}
+spec:
+  node: n1
+  workload: web
+  endpoint: eth0
+  interfaceName: cali0
+  serviceAccountName: builder
+  allowSpoofedSourcePrefixes: [10.9.8.7/16]
+  ports: [{name: dns, protocol: 17, port: 53}]
+  qosControls: {ingressBandwidth: 1000000, dscp: EF}
+"""
+    code, _, err = await cli(server, "apply", "-f", "-", stdin=manifest.encode())
+    assert code == 0, err
+    code, out, err = await cli(server, "get", "wep", "web", "-o", "yaml")
+    assert code == 0, err
+    doc = yaml.safe_load(out)
+    assert doc["metadata"]["annotations"] == {"example.com/owner": "net-team"}
+    assert doc["spec"]["serviceAccountName"] == "builder"
+    assert doc["spec"]["allowSpoofedSourcePrefixes"] == ["10.9.0.0/16"]
+    assert doc["spec"]["ports"] == [{"name": "dns", "protocol": 17, "port": 53}]
+    assert doc["spec"]["qosControls"] == {"ingressBandwidth": 1000000, "dscp": "EF"}
+
+
 async def test_apply_twice_replaces(server: EpsyncServer) -> None:
     first = await cli(server, "apply", "-f", str(SEED))
     second = await cli(server, "apply", "-f", str(SEED))
@@ -72,6 +101,7 @@ spec:
   endpoint: eth0
   profiles: [web]
   ipNetworks: [10.0.0.1]
+  interfaceName: cali1
 ---
 apiVersion: projectcalico.org/v3
 kind: WorkloadEndpoint
@@ -83,6 +113,7 @@ spec:
   workload: b
   endpoint: eth0
   ipNetworks: [10.0.0.2]
+  interfaceName: cali2
 """
     code, out, err = await cli(server, "create", "-f", "-", stdin=manifest.encode())
     assert code == 0, err
