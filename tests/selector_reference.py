@@ -114,24 +114,35 @@ def quote(value: str) -> str:
     raise ValueError(f"a selector string cannot contain both kinds of quote: {value!r}")
 
 
-def render(node: Node) -> str:
-    """Calico selector text for `node`, with every `&&`, `||` and `!` operand in parentheses."""
+# Calico's one-word spellings of the two-word operators (its tokenizer takes either).
+ONE_WORD = {"starts with": "startswith", "ends with": "endswith", "not in": "notin"}
+
+
+def render(node: Node, *, one_word: bool = False) -> str:
+    """Calico selector text for `node`, with every `&&`, `||` and `!` operand in parentheses.
+
+    With `one_word`, the two-word operators are written `startswith`, `endswith` and `notin`.
+    """
+
+    def spell(op: str) -> str:
+        return ONE_WORD.get(op, op) if one_word else op
+
     match node:
         case All(global_):
             return "global()" if global_ else "all()"
         case Has(key):
             return f"has({key})"
         case Compare(key, op, value):
-            return f"{key} {op} {quote(value)}"
+            return f"{key} {spell(op)} {quote(value)}"
         case InSet(key, values, negated):
-            keyword = "not in" if negated else "in"
+            keyword = spell("not in") if negated else "in"
             return f"{key} {keyword} {{{', '.join(quote(v) for v in values)}}}"
         case Not(operand):
-            return f"!({render(operand)})"
+            return f"!({render(operand, one_word=one_word)})"
         case And(left, right):
-            return f"({render(left)}) && ({render(right)})"
+            return f"({render(left, one_word=one_word)}) && ({render(right, one_word=one_word)})"
         case Or(left, right):
-            return f"({render(left)}) || ({render(right)})"
+            return f"({render(left, one_word=one_word)}) || ({render(right, one_word=one_word)})"
     raise TypeError(f"not a selector node: {node!r}")
 
 

@@ -33,7 +33,17 @@ __all__ = [
 # Calico copies namespace and service-account labels onto endpoints under these prefixes; an endpoint that
 # set them itself could match policy meant for another namespace or service account.
 RESERVED_LABEL_PREFIXES = ("pcns.", "pcsa.")
+# The protocols a port may name, spelled so (Calico's validator takes no other case), and their IP protocol
+# numbers, which Calico's numorstring.Protocol also accepts.
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROTOCOL_NUMBERS = (6, 17, 132)
+PROTOCOL_RULE = "TCP, UDP or SCTP (upper case, as Calico spells them) or their protocol numbers 6, 17 or 132"
+# The DSCP names Calico knows (numorstring.DSCP).
+DSCP_NAMES = (
+    "DF", "EF", "AF11", "AF12", "AF13", "AF21", "AF22", "AF23", "AF31", "AF32", "AF33", "AF41", "AF42", "AF43",
+    "CS0", "CS1", "CS2", "CS3", "CS4", "CS5", "CS6",
+)  # fmt: skip
+MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 MAX_NAME_LENGTH = 253
 _RESOURCE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -142,6 +152,35 @@ def _check_labels(
         for problem in (_label_key_problem(key), _label_value_problem(labels[key])):
             if problem:
                 violations.add(f"{path}[{_q(key)}]", problem)
+
+
+def _check_annotations(annotations: Mapping[str, str], violations: ViolationCollector) -> None:
+    """As Kubernetes: each key a label key once lower-cased, any value, keys and values at most 256 KiB."""
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        violations.add(
+            "metadata.annotations",
+            f"annotations are {size} bytes (keys and values together); at most {MAX_ANNOTATIONS_BYTES}",
+        )
+        return
+    for key in sorted(annotations):
+        if _label_key_problem(key.lower()):
+            violations.add(
+                f"metadata.annotations[{_q(key)}]",
+                f"annotation key {_q(key)} is not valid: it must be a label key in any case, an optional "
+                'DNS-1123 subdomain and "/", then 1-63 letters, digits, "-", "_" or ".", '
+                "starting and ending with a letter or digit",
+            )
+
+
+def _decimal_u8(text: str) -> int | None:
+    """`text` as Go's strconv.ParseUint(text, 10, 8) reads it: ASCII digits, leading zeros allowed, at most 255."""
+    if not re.fullmatch(r"[0-9]+", text):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > 3 or int(significant or "0") > 255:
+        return None
+    return int(significant or "0")
 
 
 # --- WorkloadEndpoint -------------------------------------------------------------------------------------
@@ -315,7 +354,10 @@ def _check_interface(spec: WorkloadEndpointSpec, violations: ViolationCollector)
                 '"-" and ".", each dot-separated part starting and ending with a letter or digit, '
                 "at most 253 characters",
             )
-    if spec.interface_name and not _INTERFACE_NAME.fullmatch(spec.interface_name):
+    if not spec.interface_name:
+        # Calico's validator requires it: Felix programs routes and policy on that interface.
+        violations.add("spec.interfaceName", 'interface name is required: 1-15 letters, digits, "_", "." or "-"')
+    elif not _INTERFACE_NAME.fullmatch(spec.interface_name):
         violations.add(
             "spec.interfaceName",
             f'interface name {_q(spec.interface_name)} must be 1-15 letters, digits, "_", "." or "-"',
@@ -351,13 +393,17 @@ def _check_ports(spec: WorkloadEndpointSpec, violations: ViolationCollector) -> 
         elif port.host_port == 0:
             # Calico allows an unnamed port only when it exists to carry a host port mapping.
             violations.add(f"{base}.name", "port name is required unless hostPort is set")
-        if port.protocol.upper() in PROTOCOLS:
-            # Accept "tcp" as written by hand, but store one spelling, the one Calico and Kubernetes use.
-            port.protocol = port.protocol.upper()
+        number = _decimal_u8(port.protocol)
+        if port.protocol in PROTOCOLS:
+            pass
+        elif number in PROTOCOL_NUMBERS:
+            port.protocol = str(number)  # as Calico reads a number: leading zeros dropped
         elif port.protocol:
-            violations.add(f"{base}.protocol", f"protocol {_q(port.protocol)} is not one of TCP, UDP, SCTP")
+            violations.add(
+                f"{base}.protocol", f"protocol {_q(port.protocol)} is not accepted: ports need {PROTOCOL_RULE}"
+            )
         else:
-            violations.add(f"{base}.protocol", "protocol is required: TCP, UDP or SCTP")
+            violations.add(f"{base}.protocol", f"protocol is required: {PROTOCOL_RULE}")
         if not 1 <= port.port <= 65535:
             violations.add(f"{base}.port", f"port {port.port} is out of range 1-65535")
         if port.host_port and not 1 <= port.host_port <= 65535:
@@ -370,11 +416,93 @@ def _check_ports(spec: WorkloadEndpointSpec, violations: ViolationCollector) -> 
                 port.host_ip = str(address)
 
 
+def _check_spoofed_prefixes(spec: WorkloadEndpointSpec, violations: ViolationCollector) -> None:
+    """Each a CIDR (host bits allowed) or a bare IP, stored as the network it covers."""
+    for i, text in enumerate(spec.allow_spoofed_source_prefixes):
+        address_text, slash, length = text.partition("/")
+        address = _parse_ip(address_text)
+        if address is None or (slash and (not _PREFIX_LENGTH.fullmatch(length) or int(length) > address.max_prefixlen)):
+            violations.add(f"spec.allowSpoofedSourcePrefixes[{i}]", f"{_q(text)} is not an IP address or a CIDR")
+            continue
+        network = ipaddress.ip_network(f"{address}/{length if slash else address.max_prefixlen}", strict=False)
+        spec.allow_spoofed_source_prefixes[i] = f"{network.network_address}/{network.prefixlen}"
+
+
+_BANDWIDTH, _BURST, _PEAKRATE = (1_000, 10**15), (1_000, 34_359_738_360), (1_010, 1_010 * 10**12)
+_MINBURST, _PACKETS, _CONNECTIONS = (1_000, 10**8), (1, 10_000), (1, 2**32 - 1)
+# Each numeric QoS field (JSON name), in field-number order, with its range; 0 always means unset.
+_QOS_RANGES = {
+    "ingressBandwidth": _BANDWIDTH,
+    "ingressBurst": _BURST,
+    "ingressPeakrate": _PEAKRATE,
+    "ingressMinburst": _MINBURST,
+    "egressBandwidth": _BANDWIDTH,
+    "egressBurst": _BURST,
+    "egressPeakrate": _PEAKRATE,
+    "egressMinburst": _MINBURST,
+    "ingressPacketRate": _PACKETS,
+    "ingressPacketBurst": _PACKETS,
+    "egressPacketRate": _PACKETS,
+    "egressPacketBurst": _PACKETS,
+    "ingressMaxConnections": _CONNECTIONS,
+    "egressMaxConnections": _CONNECTIONS,
+}
+
+
+def _check_qos(spec: WorkloadEndpointSpec, violations: ViolationCollector) -> None:
+    qos = spec.qos_controls
+    values = {field.json_name: getattr(qos, field.name) for field in qos.DESCRIPTOR.fields if field.name != "dscp"}
+    for name, (low, high) in _QOS_RANGES.items():
+        value = values[name]
+        if value and not low <= value <= high:
+            violations.add(
+                f"spec.qosControls.{name}", f"{name} {value} is out of range {low}-{high} (0 leaves it unset)"
+            )
+    for d in ("ingress", "egress"):
+        rate, burst, peakrate = values[f"{d}Bandwidth"], values[f"{d}Burst"], values[f"{d}Peakrate"]
+        if burst and not rate:
+            violations.add(f"spec.qosControls.{d}Burst", f"{d}Burst needs {d}Bandwidth")
+        if peakrate and not rate:
+            violations.add(f"spec.qosControls.{d}Peakrate", f"{d}Peakrate needs {d}Bandwidth")
+        elif peakrate and peakrate <= rate:
+            violations.add(
+                f"spec.qosControls.{d}Peakrate", f"{d}Peakrate {peakrate} must be greater than {d}Bandwidth {rate}"
+            )
+        if values[f"{d}Minburst"] and not peakrate:
+            violations.add(f"spec.qosControls.{d}Minburst", f"{d}Minburst needs {d}Peakrate")
+        if values[f"{d}PacketBurst"] and not values[f"{d}PacketRate"]:
+            violations.add(f"spec.qosControls.{d}PacketBurst", f"{d}PacketBurst needs {d}PacketRate")
+    if not qos.dscp or qos.dscp in DSCP_NAMES:
+        return
+    number = _decimal_u8(qos.dscp)
+    if number is not None and number <= 63:
+        qos.dscp = str(number)
+    else:
+        violations.add(
+            "spec.qosControls.dscp", f"dscp {_q(qos.dscp)} is not a number 0-63 or one of {', '.join(DSCP_NAMES)}"
+        )
+
+
+def _check_newer_fields(spec: WorkloadEndpointSpec, violations: ViolationCollector) -> None:
+    """The fields Calico added to WorkloadEndpoint after the resource reference was written."""
+    _check_spoofed_prefixes(spec, violations)
+    if spec.service_account_name and not _is_dns1123_subdomain(spec.service_account_name):
+        violations.add(
+            "spec.serviceAccountName",
+            f"service account name {_q(spec.service_account_name)} is not a valid DNS-1123 subdomain: lowercase "
+            'letters, digits, "-" and ".", each dot-separated part starting and ending with a letter or digit, '
+            "at most 253 characters",
+        )
+    if spec.HasField("qos_controls"):
+        _check_qos(spec, violations)
+
+
 def normalize_workload_endpoint(wep: WorkloadEndpoint) -> WorkloadEndpoint:
     """A validated, normalised copy of `wep`, or `InvalidArgument` listing every violation.
 
     Normalisation: empty namespace -> "default"; ipNetworks as canonical /32 or /128 CIDRs and other IPs in
-    canonical form; protocols upper case; a missing name -> the derived name; the server-set labels
+    canonical form; numeric protocols and DSCP marks without leading zeros; allowSpoofedSourcePrefixes as the
+    networks they cover; a missing name -> the derived name; the server-set labels
     `projectcalico.org/namespace` and (when spec.orchestrator is set) `projectcalico.org/orchestrator` added.
     Server-owned metadata (uid, creation_timestamp, resource_version) is left as given for the caller to judge.
     """
@@ -395,10 +523,12 @@ def normalize_workload_endpoint(wep: WorkloadEndpoint) -> WorkloadEndpoint:
             'digits and "-", starting and ending with a letter or digit',
         )
     _check_endpoint_labels(out, violations)
+    _check_annotations(meta.annotations, violations)
     violations.violations.extend(identity)
     _check_addresses(spec, violations)
     _check_interface(spec, violations)
     _check_ports(spec, violations)
+    _check_newer_fields(spec, violations)
     violations.raise_if_any()
 
     meta.labels[NAMESPACE_LABEL] = meta.namespace
@@ -423,16 +553,22 @@ def normalize_profile(profile: Profile) -> Profile:
     violations = ViolationCollector()
     if not meta.name:
         violations.add("metadata.name", "name is required")
-    else:
-        problem = _resource_name_problem(meta.name)
-        if problem:
-            violations.add("metadata.name", problem)
+    elif not _is_dns1123_subdomain(meta.name):
+        # Endpoints name their profiles in spec.profiles, which takes only such names (as Calico requires of
+        # every profile name).
+        violations.add(
+            "metadata.name",
+            f"name {_q(meta.name)} is not a valid DNS-1123 subdomain: lowercase letters, digits, "
+            '"-" and ".", each dot-separated part starting and ending with a letter or digit, '
+            "at most 253 characters, as spec.profiles requires",
+        )
     if meta.namespace:
         violations.add(
             "metadata.namespace",
             f"profiles are cluster-scoped: namespace must be empty, not {_q(meta.namespace)}",
         )
     _check_labels(meta.labels, "metadata.labels", violations)
+    _check_annotations(meta.annotations, violations)
     to_apply = out.spec.labels_to_apply
     _check_labels(to_apply, "spec.labelsToApply", violations)
     for key in (NAMESPACE_LABEL, ORCHESTRATOR_LABEL):

@@ -54,6 +54,33 @@ async def test_apply_then_get_as_yaml_round_trips_the_seed_sample(server: Epsync
     assert stored.spec == original.spec
 
 
+async def test_the_current_v3_fields_apply_and_show_in_get_yaml(server: EpsyncServer) -> None:
+    manifest = HEADER + """kind: WorkloadEndpoint
+metadata:
+  name: web
+  annotations: {example.com/owner: net-team}
+spec:
+  node: n1
+  workload: web
+  endpoint: eth0
+  interfaceName: cali0
+  serviceAccountName: builder
+  allowSpoofedSourcePrefixes: [10.9.8.7/16]
+  ports: [{name: dns, protocol: 17, port: 53}]
+  qosControls: {ingressBandwidth: 1000000, dscp: EF}
+"""
+    applied = await against(server, "apply", "-f", "-", stdin=manifest.encode())
+    assert applied.code == 0, applied.err
+    got = await against(server, "get", "wep", "web", "-o", "yaml")
+    assert got.code == 0, got.err
+    doc = yaml.safe_load(got.out)
+    assert doc["metadata"]["annotations"] == {"example.com/owner": "net-team"}
+    assert doc["spec"]["serviceAccountName"] == "builder"
+    assert doc["spec"]["allowSpoofedSourcePrefixes"] == ["10.9.0.0/16"]
+    assert doc["spec"]["ports"] == [{"name": "dns", "protocol": 17, "port": 53}]
+    assert doc["spec"]["qosControls"] == {"ingressBandwidth": 1000000, "dscp": "EF"}
+
+
 async def test_apply_takes_the_files_resource_version_as_a_precondition(server: EpsyncServer, tmp_path: Path) -> None:
     assert (await against(server, "apply", "-f", str(SEED))).code == 0
     edited = tmp_path / "edited.yaml"

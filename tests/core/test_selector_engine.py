@@ -57,6 +57,15 @@ def test_canonical_form_parses_back_to_an_equal_selector(tree: Node, labels: dic
     assert again.matches(labels) == evaluate(tree, labels)
 
 
+@given(TREES, LABELS)
+def test_one_word_operators_mean_what_the_two_word_ones_do(tree: Node, labels: dict[str, str]) -> None:
+    """Calico accepts `startswith`, `endswith` and `notin`; the canonical form spells them as two words."""
+    one_word = Selector(render(tree, one_word=True))
+    assert one_word == Selector(render(tree))
+    assert str(one_word) == str(Selector(render(tree)))
+    assert one_word.matches(labels) == evaluate(tree, labels)
+
+
 @given(st.text(alphabet="ab()!&|=' {},", max_size=30))
 def test_arbitrary_text_parses_or_raises_selector_error(text: str) -> None:
     failure: SelectorError | None = None
@@ -98,6 +107,10 @@ def test_a_restricting_selector_is_not_all() -> None:
         ("a contains ''", {}, False),
         ("a starts with ''", {}, False),
         ("a ends with ''", {}, False),
+        ("a startswith 'x'", {"a": "xy"}, True),
+        ("a endswith 'y'", {"a": "xy"}, True),
+        ("a notin {'x'}", {}, True),
+        ("a notin {'x'}", {"a": "x"}, False),
         ("!has(a)", {}, True),
         ("has(a)", {"a": ""}, True),
         ("has(a) || has(b) && has(c)", {"a": "1"}, True),
@@ -112,6 +125,9 @@ def test_selector_semantics(text: str, labels: dict[str, str], expected: bool) -
     assert Selector(text).matches(labels) is expected
 
 
+OPERATORS = "(==, !=, in, not in, contains, starts with, ends with)"
+
+
 @pytest.mark.parametrize(
     ("text", "message", "position"),
     [
@@ -120,8 +136,10 @@ def test_selector_semantics(text: str, labels: dict[str, str], expected: bool) -
         ("app == 'web' && tier == 'unterminated", "unterminated string starting at position 24", 24),
         ("app == 'web' tier == 'a'", "unexpected input after the end of the selector at position 13", 13),
         ("a = 'b'", "expected '==' at position 2", 2),
-        ("a", "expected an operator (==, !=, in, not in, contains, starts with, ends with) at position 1", 1),
+        ("a", f"expected an operator {OPERATORS} at position 1", 1),
         ("a not 'x'", "expected 'in' after 'not' at position 6", 6),
+        ("a startswithx 'x'", f"expected an operator {OPERATORS} at position 2", 2),
+        ("a NotIn {'x'}", f"expected an operator {OPERATORS} at position 2", 2),
         ("(has(a)", "expected ')' at position 7", 7),
         ("a == 'é' b", "unexpected input after the end of the selector at position 9", 9),
     ],

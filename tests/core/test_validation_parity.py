@@ -147,8 +147,29 @@ PORT_NAMES = st.one_of(
     dns_label("ab1-", 4).filter(lambda name: "--" not in name and any(c.isalpha() for c in name)),
 )
 BAD_PORT_NAMES = st.one_of(ODD_TEXT, st.sampled_from(["8080", "HTTP", "a--b", "x234567890123456", "web_1", "-a"]))
-PROTOCOLS = st.sampled_from(["TCP", "UDP", "SCTP", "tcp", "Udp", "sctp", "\u017fctp", "\u017fCTP"])
-BAD_PROTOCOLS = st.one_of(ODD_TEXT, st.sampled_from(["", "icmp", "TCPX", "T CP", "ß"]))
+PROTOCOLS = st.sampled_from(["TCP", "UDP", "SCTP", "6", "17", "132", "006", "0132"])
+BAD_PROTOCOLS = st.one_of(
+    ODD_TEXT,
+    st.sampled_from(
+        ["", "icmp", "TCPX", "T CP", "ß", "tcp", "Udp", "sctp", "\u017fctp", "\u017fCTP", "1", "0", "+6", "6 ", "٦"]
+    ),
+    st.sampled_from(["256", "262", "0" * 300 + "17", "9" * 5000, "-17"]),
+)
+GOOD_ANNOTATION_KEY = st.one_of(LABEL_KEY, LABEL_KEY.map(str.upper), st.just("Example.COM/Owner"))
+ANNOTATIONS = st.dictionaries(GOOD_ANNOTATION_KEY, ODD_TEXT, max_size=3)
+BAD_ANNOTATION_KEY = st.one_of(BAD_LABEL_KEY, st.sampled_from(["\u212a", "\u0130", "A\u212a", "\u03a3a", "a\u03a3"]))
+PREFIX_LENGTHS = st.sampled_from(["", "/0", "/8", "/24", "/32", "/64", "/128", "/33", "/129", "/08", "/", "/x", "/1/2"])
+SPOOFED = st.tuples(st.one_of(GOOD_IP, GOOD_IP, BAD_IP), PREFIX_LENGTHS).map("".join)
+DSCP = st.one_of(
+    st.sampled_from(["", "DF", "EF", "AF11", "AF43", "CS0", "CS6", "0", "63", "063", "46"]),
+    st.sampled_from(["64", "af11", "Cs1", "AF44", "-1", "1.0", "256"]),
+    ODD_TEXT,
+)
+QOS_VALUES = st.one_of(
+    st.just(0),
+    st.sampled_from([1, 5, 999, 1000, 1010, 1500, 10_000, 10_001, 10**8, 10**8 + 1, 34_359_738_360, 10**15]),
+    st.sampled_from([10**15 + 1, 1_010 * 10**12, 2**32 - 1, 2**32, -1, -(2**63), 2**63 - 1]),
+)
 PORT_NUMBERS = st.integers(1, 65535)
 BAD_PORT_NUMBERS = st.sampled_from([0, -1, 65536, 2**31 - 1, -(2**31)])
 
@@ -179,7 +200,7 @@ def valid_endpoints(draw: st.DrawFn) -> WorkloadEndpoint:
         endpoint=draw(st.one_of(SUBDOMAIN, st.just(""))),
         container_id=draw(st.one_of(st.just(""), dns_label("aB1-", 8))),
         profiles=draw(st.lists(SUBDOMAIN, max_size=3)),
-        interface_name=draw(st.sampled_from(["cali0ef24ba", "eth0", "", "a.b_c-d", "x" * 15])),
+        interface_name=draw(st.sampled_from(["cali0ef24ba", "eth0", "a.b_c-d", "x" * 15])),
         mac=draw(MACS),
         ports=draw(ports()),
     )
@@ -195,8 +216,28 @@ def valid_endpoints(draw: st.DrawFn) -> WorkloadEndpoint:
         spec.ipv4_gateway = draw(V4)
     if draw(st.booleans()):
         spec.ipv6_gateway = draw(v6_text())
+    for address in draw(st.lists(GOOD_IP, max_size=2)):
+        longest = 128 if ":" in address else 32
+        length = draw(st.one_of(st.just(""), st.integers(0, longest).map(lambda n: f"/{n}")))
+        spec.allow_spoofed_source_prefixes.append(address + length)
+    if draw(st.booleans()):
+        spec.service_account_name = draw(SUBDOMAIN)
+    if draw(st.booleans()):
+        spec.qos_controls.SetInParent()
+        if draw(st.booleans()):
+            spec.qos_controls.ingress_bandwidth = draw(st.integers(1000, 10**15))
+            spec.qos_controls.ingress_burst = draw(st.sampled_from([0, 1000, 34_359_738_360]))
+            spec.qos_controls.ingress_peakrate = draw(
+                st.sampled_from([0, min(spec.qos_controls.ingress_bandwidth + 1010, 1_010 * 10**12)])
+            )
+        if draw(st.booleans()):
+            spec.qos_controls.egress_packet_rate = draw(st.integers(1, 10_000))
+            spec.qos_controls.egress_packet_burst = draw(st.integers(0, 10_000))
+        spec.qos_controls.egress_max_connections = draw(st.sampled_from([0, 1, 2**32 - 1]))
+        spec.qos_controls.dscp = draw(st.sampled_from(["", "EF", "CS6", "0", "63", "007"]))
     namespace = draw(st.one_of(st.just(""), st.just("default"), dns_label()))
     meta = ObjectMeta(namespace=namespace, labels=draw(GOOD_LABELS), resource_version=draw(st.integers(0, 2**63 - 1)))
+    meta.annotations.update(draw(ANNOTATIONS))
     if draw(st.booleans()):
         meta.uid = draw(ODD_TEXT)
     if draw(st.booleans()):
@@ -308,12 +349,44 @@ def _many_labels(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
         wep.metadata.labels[f"k{i}" if i % 50 else f"bad key {i}"] = "v"
 
 
+def _annotation(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    wep.metadata.annotations[draw(st.one_of(GOOD_ANNOTATION_KEY, BAD_ANNOTATION_KEY))] = draw(ODD_TEXT)
+
+
+def _huge_annotations(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    """Annotations around Kubernetes' 256 KiB bound, counted in bytes (é is two), with a bad key among them."""
+    size = draw(st.sampled_from([256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1]))
+    wep.metadata.annotations.clear()
+    wep.metadata.annotations["a b"] = ""
+    wep.metadata.annotations["k"] = draw(st.sampled_from(["v", "é"])) * (size - 4)
+
+
+def _spoofed(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    wep.spec.allow_spoofed_source_prefixes.append(draw(SPOOFED))
+
+
+def _service_account(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    wep.spec.service_account_name = draw(st.one_of(ODD_TEXT, st.sampled_from(["Default", "a_b", "a" * 254])))
+
+
+def _qos(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
+    qos = wep.spec.qos_controls
+    for field in draw(st.lists(st.sampled_from([f.name for f in qos.DESCRIPTOR.fields if f.name != "dscp"]))):
+        setattr(qos, field, draw(QOS_VALUES))
+    qos.dscp = draw(DSCP)
+
+
 def _huge(wep: WorkloadEndpoint, draw: st.DrawFn) -> None:
     """An object around the size limit (512 KiB encoded), by one long field that is also invalid."""
     wep.spec.endpoint = "e" * draw(st.sampled_from([500 * 1024, 512 * 1024, 600 * 1024]))
 
 
 MUTATIONS: Sequence[Mutation] = (
+    _annotation,
+    _huge_annotations,
+    _spoofed,
+    _service_account,
+    _qos,
     _many_labels,
     _huge,
     _set_label,
@@ -351,8 +424,14 @@ def profiles(draw: st.DrawFn) -> Profile:
         st.one_of(LABEL_KEY, BAD_LABEL_KEY), st.one_of(LABEL_VALUE, BAD_LABEL_VALUE), min_size=1, max_size=3
     )
     some_labels = st.one_of(GOOD_LABELS, GOOD_LABELS, GOOD_LABELS, bad_labels)
-    name = st.one_of(SUBDOMAIN, SUBDOMAIN, SUBDOMAIN, st.sampled_from(["", "kns.a", "a_b", "x" * 254]), ODD_TEXT)
+    name = st.one_of(
+        SUBDOMAIN, SUBDOMAIN, SUBDOMAIN, st.sampled_from(["", "kns.a", "a_b", "tHiNg", "x" * 254, "x" * 253]), ODD_TEXT
+    )
     meta = ObjectMeta(name=draw(name), labels=draw(some_labels), resource_version=draw(st.integers(0, 2**63 - 1)))
+    if draw(st.integers(0, 3)) == 0:
+        meta.annotations.update(
+            draw(st.dictionaries(st.one_of(GOOD_ANNOTATION_KEY, BAD_ANNOTATION_KEY), ODD_TEXT, max_size=3))
+        )
     if draw(st.integers(0, 5)) == 0:
         meta.namespace = draw(st.one_of(DNS_LABEL, ODD_TEXT))
     profile = Profile(metadata=meta)

@@ -114,6 +114,50 @@ def _label(key: str, value: str) -> Change:
     return lambda wep: wep.metadata.labels.__setitem__(key, value)
 
 
+def _annotation(key: str, value: str) -> Change:
+    return lambda wep: wep.metadata.annotations.__setitem__(key, value)
+
+
+def _qos(**fields: object) -> Change:
+    def change(wep: WorkloadEndpoint) -> None:
+        wep.spec.qos_controls.SetInParent()
+        for name, value in fields.items():
+            setattr(wep.spec.qos_controls, name, value)
+
+    return change
+
+
+_SPOOFED = "spec.allowSpoofedSourcePrefixes[0]"
+_EGRESS_PEAK = "spec.qosControls.egressPeakrate"
+_INGRESS_MINBURST = "spec.qosControls.ingressMinburst"
+_QOS_LOWEST = {
+    f"{d}_{field}": value
+    for d in ("ingress", "egress")
+    for field, value in (
+        ("bandwidth", 1000),
+        ("burst", 1000),
+        ("peakrate", 1010),
+        ("minburst", 1000),
+        ("packet_rate", 1),
+        ("packet_burst", 1),
+        ("max_connections", 1),
+    )
+}
+_QOS_HIGHEST = {
+    f"{d}_{field}": value
+    for d in ("ingress", "egress")
+    for field, value in (
+        ("bandwidth", 10**15),
+        ("burst", 34_359_738_360),
+        ("peakrate", 1_010 * 10**12),
+        ("minburst", 10**8),
+        ("packet_rate", 10_000),
+        ("packet_burst", 10_000),
+        ("max_connections", 2**32 - 1),
+    )
+}
+
+
 def _port(index: int, **fields: object) -> Change:
     def change(wep: WorkloadEndpoint) -> None:
         for name, value in fields.items():
@@ -258,6 +302,8 @@ RULES: list[tuple[str, Change, str | None]] = [
     ("interfaceName of 15 characters", _set("spec.interface_name", "cali_0123456.-9"), None),
     ("interfaceName of 16 characters", _set("spec.interface_name", "cali0123456789ab"), "spec.interfaceName"),
     ("interfaceName with a space", _set("spec.interface_name", "cali 0"), "spec.interfaceName"),
+    ("interfaceName missing", _set("spec.interface_name", ""), "spec.interfaceName"),
+    ("interfaceName a wildcard", _set("spec.interface_name", "*"), "spec.interfaceName"),
     # ports
     ("port name with digits and a dash", _port(0, name="http-8080"), None),
     ("port name with capitals", _port(0, name="HTTP"), "spec.ports[0].name"),
@@ -269,7 +315,15 @@ RULES: list[tuple[str, Change, str | None]] = [
     ("port name empty with a host port", _port(1, name=""), None),
     ("port name empty without a host port", _port(0, name=""), "spec.ports[0].name"),
     ("protocol SCTP", _port(0, protocol="SCTP"), None),
-    ("protocol in lower case", _port(0, protocol="udp"), None),
+    ("protocol in lower case", _port(0, protocol="udp"), "spec.ports[0].protocol"),
+    ("protocol in mixed case", _port(0, protocol="Tcp"), "spec.ports[0].protocol"),
+    ("protocol number of TCP", _port(0, protocol="6"), None),
+    ("protocol number of UDP", _port(0, protocol="17"), None),
+    ("protocol number of SCTP", _port(0, protocol="132"), None),
+    ("protocol number of ICMP", _port(0, protocol="1"), "spec.ports[0].protocol"),
+    ("protocol number 0", _port(0, protocol="0"), "spec.ports[0].protocol"),
+    ("protocol number signed", _port(0, protocol="+6"), "spec.ports[0].protocol"),
+    ("protocol number past 255", _port(0, protocol="262"), "spec.ports[0].protocol"),
     ("protocol ICMP", _port(0, protocol="ICMP"), "spec.ports[0].protocol"),
     ("protocol missing", _port(0, protocol=""), "spec.ports[0].protocol"),
     ("port 1", _port(0, port=1), None),
@@ -282,6 +336,42 @@ RULES: list[tuple[str, Change, str | None]] = [
     ("hostPort negative", _port(1, host_port=-5), "spec.ports[1].hostPort"),
     ("hostIP IPv6", _port(1, host_ip="2001:db8::1"), None),
     ("hostIP not an IP", _port(1, host_ip="1-65535"), "spec.ports[1].hostIP"),
+    # annotations: label-key syntax in any case, any value, 256 KiB of keys and values
+    ("annotation with a prefix and any value", _annotation("example.com/note", "any text: {}\n"), None),
+    ("annotation key in upper case", _annotation("Example.COM/Owner", "x"), None),
+    ("annotation key with a space", _annotation("a b", "x"), 'metadata.annotations["a b"]'),
+    ("annotation key with two slashes", _annotation("a/b/c", "x"), 'metadata.annotations["a/b/c"]'),
+    ("annotation key empty", _annotation("", "x"), 'metadata.annotations[""]'),
+    ("annotations of exactly 256 KiB", _annotation("k", "v" * (256 * 1024 - 1)), None),
+    ("annotations past 256 KiB", _annotation("k", "v" * (256 * 1024)), "metadata.annotations"),
+    # allowSpoofedSourcePrefixes: CIDRs (host bits allowed) or bare IPs
+    ("spoofed prefix CIDR", _spec_list("allow_spoofed_source_prefixes", ["10.0.0.0/8", "fd00::/64"]), None),
+    ("spoofed prefix bare IP", _spec_list("allow_spoofed_source_prefixes", ["192.168.1.1"]), None),
+    ("spoofed prefix /0", _spec_list("allow_spoofed_source_prefixes", ["0.0.0.0/0"]), None),
+    ("spoofed prefix too long", _spec_list("allow_spoofed_source_prefixes", ["10.0.0.0/33"]), _SPOOFED),
+    ("spoofed prefix not an IP", _spec_list("allow_spoofed_source_prefixes", ["10.0.0/8"]), _SPOOFED),
+    ("spoofed prefix leading zero", _spec_list("allow_spoofed_source_prefixes", ["10.0.0.0/08"]), _SPOOFED),
+    # serviceAccountName: a DNS-1123 subdomain
+    ("serviceAccountName", _set("spec.service_account_name", "build-bot.ci"), None),
+    ("serviceAccountName with capitals", _set("spec.service_account_name", "BuildBot"), "spec.serviceAccountName"),
+    # qosControls: each limit 0 or in Calico's documented range, and the pairs that go together
+    ("qos bandwidth and burst", _qos(ingress_bandwidth=10**6, ingress_burst=10**6), None),
+    ("qos everything at its limits", _qos(**_QOS_HIGHEST), None),
+    ("qos everything at its floors", _qos(**_QOS_LOWEST), None),
+    ("qos bandwidth below 1k", _qos(egress_bandwidth=999), "spec.qosControls.egressBandwidth"),
+    ("qos bandwidth past 1P", _qos(ingress_bandwidth=10**15 + 1), "spec.qosControls.ingressBandwidth"),
+    ("qos negative", _qos(ingress_packet_rate=-1), "spec.qosControls.ingressPacketRate"),
+    ("qos packet rate past 10k", _qos(egress_packet_rate=10_001), "spec.qosControls.egressPacketRate"),
+    ("qos connections past 2^32-1", _qos(ingress_max_connections=2**32), "spec.qosControls.ingressMaxConnections"),
+    ("qos burst without bandwidth", _qos(ingress_burst=10**6), "spec.qosControls.ingressBurst"),
+    ("qos peakrate not above bandwidth", _qos(egress_bandwidth=10**6, egress_peakrate=10**6), _EGRESS_PEAK),
+    ("qos minburst without peakrate", _qos(ingress_bandwidth=10**6, ingress_minburst=1500), _INGRESS_MINBURST),
+    ("qos packet burst without rate", _qos(egress_packet_burst=5), "spec.qosControls.egressPacketBurst"),
+    ("qos dscp name", _qos(dscp="AF21"), None),
+    ("qos dscp number", _qos(dscp="46"), None),
+    ("qos dscp 64", _qos(dscp="64"), "spec.qosControls.dscp"),
+    ("qos dscp lower case", _qos(dscp="ef"), "spec.qosControls.dscp"),
+    ("qos empty", _qos(), None),
 ]
 
 
@@ -319,7 +409,50 @@ def test_rule(change: Change, path: str | None) -> None:
             "spec.ports[1].hostPort",
             "host port 70000 is out of range 1-65535 (0 leaves it unset)",
         ),
-        (_port(0, protocol="ICMP"), "spec.ports[0].protocol", 'protocol "ICMP" is not one of TCP, UDP, SCTP'),
+        (
+            _port(0, protocol="tcp"),
+            "spec.ports[0].protocol",
+            'protocol "tcp" is not accepted: ports need TCP, UDP or SCTP (upper case, as Calico spells them) or '
+            "their protocol numbers 6, 17 or 132",
+        ),
+        (
+            _set("spec.interface_name", ""),
+            "spec.interfaceName",
+            'interface name is required: 1-15 letters, digits, "_", "." or "-"',
+        ),
+        (
+            _annotation("a b", "x"),
+            'metadata.annotations["a b"]',
+            'annotation key "a b" is not valid: it must be a label key in any case, an optional DNS-1123 subdomain '
+            'and "/", then 1-63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit',
+        ),
+        (
+            _annotation("k", "v" * (256 * 1024)),
+            "metadata.annotations",
+            "annotations are 262145 bytes (keys and values together); at most 262144",
+        ),
+        (
+            _spec_list("allow_spoofed_source_prefixes", ["10.0.0.0/33"]),
+            "spec.allowSpoofedSourcePrefixes[0]",
+            '"10.0.0.0/33" is not an IP address or a CIDR',
+        ),
+        (
+            _qos(ingress_bandwidth=999),
+            "spec.qosControls.ingressBandwidth",
+            "ingressBandwidth 999 is out of range 1000-1000000000000000 (0 leaves it unset)",
+        ),
+        (_qos(egress_burst=4096), "spec.qosControls.egressBurst", "egressBurst needs egressBandwidth"),
+        (
+            _qos(ingress_bandwidth=2000, ingress_peakrate=1500),
+            "spec.qosControls.ingressPeakrate",
+            "ingressPeakrate 1500 must be greater than ingressBandwidth 2000",
+        ),
+        (
+            _qos(dscp="af11"),
+            "spec.qosControls.dscp",
+            'dscp "af11" is not a number 0-63 or one of DF, EF, AF11, AF12, AF13, AF21, AF22, AF23, AF31, AF32, '
+            "AF33, AF41, AF42, AF43, CS0, CS1, CS2, CS3, CS4, CS5, CS6",
+        ),
         (_set("spec.ipv6_gateway", "10.0.0.1"), "spec.ipv6Gateway", 'IPv6 gateway "10.0.0.1" is not an IPv6 address'),
         (
             _nat("10.0.0.1", "2001:db8::1"),
@@ -348,7 +481,9 @@ def test_orchestrator_label_without_orchestrator_is_refused() -> None:
 
 
 def test_missing_name_that_cannot_be_derived_says_what_would_derive_it() -> None:
-    wep = WorkloadEndpoint(spec=WorkloadEndpointSpec(node="node1", orchestrator="cni", endpoint="eth0"))
+    wep = WorkloadEndpoint(
+        spec=WorkloadEndpointSpec(node="node1", orchestrator="cni", endpoint="eth0", interface_name="cali0")
+    )
     (violation,) = violations_of(wep)
     assert violation.field == "metadata.name"
     assert "spec.containerID" in violation.description
@@ -403,7 +538,9 @@ def test_empty_namespace_becomes_default_and_gets_its_label() -> None:
 def test_missing_name_becomes_the_derived_name() -> None:
     wep = WorkloadEndpoint(
         metadata=ObjectMeta(namespace="prod"),
-        spec=WorkloadEndpointSpec(node="node-1", orchestrator="cni", container_id="ab-12", endpoint="eth0"),
+        spec=WorkloadEndpointSpec(
+            node="node-1", orchestrator="cni", container_id="ab-12", endpoint="eth0", interface_name="cali0"
+        ),
     )
     out = normalize_workload_endpoint(wep)
     assert out.metadata.name == "node--1-cni-ab--12-eth0"
@@ -411,12 +548,41 @@ def test_missing_name_becomes_the_derived_name() -> None:
 
 
 def test_no_orchestrator_label_without_an_orchestrator() -> None:
-    wep = WorkloadEndpoint(metadata=ObjectMeta(name="plain"), spec=WorkloadEndpointSpec(node="n"))
+    wep = WorkloadEndpoint(
+        metadata=ObjectMeta(name="plain"), spec=WorkloadEndpointSpec(node="n", interface_name="cali0")
+    )
     assert dict(normalize_workload_endpoint(wep).metadata.labels) == {NAMESPACE_LABEL: "default"}
 
 
-def test_lower_case_protocol_is_stored_upper_case() -> None:
-    out = normalize_workload_endpoint(endpoint_with(_port(0, protocol="sctp")))
+def test_a_protocol_number_is_stored_without_leading_zeros() -> None:
+    """As Calico reads numorstring.Protocol: "006" is the number 6."""
+    out = normalize_workload_endpoint(endpoint_with(_port(0, protocol="006")))
+    assert out.spec.ports[0].protocol == "6"
+
+
+def test_spoofed_prefixes_are_stored_as_the_networks_they_cover() -> None:
+    wep = endpoint_with(_spec_list("allow_spoofed_source_prefixes", ["10.1.2.3/16", "FD00::7/64", "192.168.0.9"]))
+    out = normalize_workload_endpoint(wep)
+    assert list(out.spec.allow_spoofed_source_prefixes) == ["10.1.0.0/16", "fd00::/64", "192.168.0.9/32"]
+
+
+def test_a_dscp_number_is_stored_without_leading_zeros() -> None:
+    out = normalize_workload_endpoint(endpoint_with(_qos(dscp="010")))
+    assert out.spec.qos_controls.dscp == "10"
+
+
+def test_the_newer_fields_pass_through_unchanged() -> None:
+    """Annotations, serviceAccountName and qosControls in normal form are stored as given."""
+    wep = valid_endpoint()
+    wep.metadata.annotations.update({"example.com/owner": "net team", "Note": ""})
+    wep.spec.service_account_name = "default"
+    wep.spec.allow_spoofed_source_prefixes.append("10.9.0.0/16")
+    _qos(ingress_bandwidth=10**7, ingress_burst=10**6, egress_packet_rate=100, dscp="EF")(wep)
+    assert normalize_workload_endpoint(wep) == wep
+
+
+def test_a_protocol_name_is_stored_as_spelled() -> None:
+    out = normalize_workload_endpoint(endpoint_with(_port(0, protocol="SCTP")))
     assert out.spec.ports[0].protocol == "SCTP"
 
 
@@ -435,7 +601,9 @@ def test_server_owned_metadata_is_left_as_given() -> None:
 
 def test_input_is_not_modified_and_normalising_twice_changes_nothing() -> None:
     wep = WorkloadEndpoint(
-        spec=WorkloadEndpointSpec(node="n", orchestrator="k8s", pod="p", endpoint="e", ip_networks=["10.0.0.1"])
+        spec=WorkloadEndpointSpec(
+            node="n", orchestrator="k8s", pod="p", endpoint="e", ip_networks=["10.0.0.1"], interface_name="cali0"
+        )
     )
     before = WorkloadEndpoint()
     before.CopyFrom(wep)
@@ -465,11 +633,16 @@ def _profile_name(name: str) -> Callable[[Profile], object]:
 
 
 PROFILE_RULES: list[tuple[str, Callable[[Profile], object], str | None]] = [
-    ("name with capitals and underscores", _profile_name("Team_A.v2"), None),
+    ("name a DNS-1123 subdomain", _profile_name("team-a.v2"), None),
+    ("name with capitals", _profile_name("tHiNg"), "metadata.name"),
+    ("name with an underscore", _profile_name("team_a"), "metadata.name"),
+    ("name with a trailing dot", _profile_name("team."), "metadata.name"),
     ("name missing", _profile_name(""), "metadata.name"),
     ("name with a slash", _profile_name("a/b"), "metadata.name"),
     ("name too long", _profile_name("p" * 254), "metadata.name"),
     ("namespace set", lambda p: setattr(p.metadata, "namespace", "default"), "metadata.namespace"),
+    ("annotation", lambda p: p.metadata.annotations.__setitem__("example.com/why", "shared"), None),
+    ("annotation bad key", lambda p: p.metadata.annotations.__setitem__("a b", ""), 'metadata.annotations["a b"]'),
     ("label bad key", lambda p: p.metadata.labels.__setitem__("a b", "x"), 'metadata.labels["a b"]'),
     ("labelsToApply empty value", lambda p: p.spec.labels_to_apply.__setitem__("flag", ""), None),
     ("labelsToApply bad value", lambda p: p.spec.labels_to_apply.__setitem__("k", "a b"), 'spec.labelsToApply["k"]'),

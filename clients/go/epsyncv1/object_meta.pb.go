@@ -41,8 +41,12 @@ type ObjectMeta struct {
 	Uid string `protobuf:"bytes,5,opt,name=uid,proto3" json:"uid,omitempty"`
 	// Server-owned; set on create and never changed.
 	CreationTimestamp *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=creation_timestamp,json=creationTimestamp,proto3" json:"creation_timestamp,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Free-form notes for tools and people, as in Kubernetes: keys follow the label-key syntax (checked
+	// case-insensitively), values are any text, and all keys and values together are at most 256 KiB.
+	// Selectors never see them.
+	Annotations   map[string]string `protobuf:"bytes,7,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectMeta) Reset() {
@@ -117,11 +121,18 @@ func (x *ObjectMeta) GetCreationTimestamp() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ObjectMeta) GetAnnotations() map[string]string {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
 var File_epsync_v1_object_meta_proto protoreflect.FileDescriptor
 
 const file_epsync_v1_object_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x1bepsync/v1/object_meta.proto\x12\tepsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n" +
+	"\x1bepsync/v1/object_meta.proto\x12\tepsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -129,8 +140,12 @@ const file_epsync_v1_object_meta_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2!.epsync.v1.ObjectMeta.LabelsEntryR\x06labels\x12)\n" +
 	"\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion\x12\x10\n" +
 	"\x03uid\x18\x05 \x01(\tR\x03uid\x12I\n" +
-	"\x12creation_timestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11creationTimestamp\x1a9\n" +
+	"\x12creation_timestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11creationTimestamp\x12H\n" +
+	"\vannotations\x18\a \x03(\v2&.epsync.v1.ObjectMeta.AnnotationsEntryR\vannotations\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B7Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3"
 
@@ -146,20 +161,22 @@ func file_epsync_v1_object_meta_proto_rawDescGZIP() []byte {
 	return file_epsync_v1_object_meta_proto_rawDescData
 }
 
-var file_epsync_v1_object_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_epsync_v1_object_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_epsync_v1_object_meta_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: epsync.v1.ObjectMeta
 	nil,                           // 1: epsync.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	nil,                           // 2: epsync.v1.ObjectMeta.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_epsync_v1_object_meta_proto_depIdxs = []int32{
 	1, // 0: epsync.v1.ObjectMeta.labels:type_name -> epsync.v1.ObjectMeta.LabelsEntry
-	2, // 1: epsync.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 1: epsync.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	2, // 2: epsync.v1.ObjectMeta.annotations:type_name -> epsync.v1.ObjectMeta.AnnotationsEntry
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_epsync_v1_object_meta_proto_init() }
@@ -173,7 +190,7 @@ func file_epsync_v1_object_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_epsync_v1_object_meta_proto_rawDesc), len(file_epsync_v1_object_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -109,7 +109,15 @@ type WorkloadEndpointSpec struct {
 	// The interface's MAC address: MAC-48, EUI-48 or EUI-64 in colon, dash or dot notation.
 	Mac string `protobuf:"bytes,14,opt,name=mac,proto3" json:"mac,omitempty"`
 	// Named ports, so that policy can refer to them by name; names unique within the endpoint.
-	Ports         []*WorkloadEndpointPort `protobuf:"bytes,15,rep,name=ports,proto3" json:"ports,omitempty"`
+	Ports []*WorkloadEndpointPort `protobuf:"bytes,15,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Source prefixes the endpoint may send from besides its own addresses (Calico skips its RPF check for
+	// them): CIDRs or bare IPs, stored as the network they cover (10.0.0.7/24 as 10.0.0.0/24, an IP as /32 or /128).
+	AllowSpoofedSourcePrefixes []string `protobuf:"bytes,16,rep,name=allow_spoofed_source_prefixes,json=allowSpoofedSourcePrefixes,proto3" json:"allow_spoofed_source_prefixes,omitempty"`
+	// The Kubernetes service account of the endpoint's pod; a DNS-1123 subdomain.
+	ServiceAccountName string `protobuf:"bytes,17,opt,name=service_account_name,json=serviceAccountName,proto3" json:"service_account_name,omitempty"`
+	// Bandwidth, packet-rate and connection limits and the DSCP mark for the endpoint's traffic, as Calico's
+	// QoSControls; unset means no limits.
+	QosControls   *QoSControls `protobuf:"bytes,18,opt,name=qos_controls,json=qosControls,proto3" json:"qos_controls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +257,201 @@ func (x *WorkloadEndpointSpec) GetPorts() []*WorkloadEndpointPort {
 	return nil
 }
 
+func (x *WorkloadEndpointSpec) GetAllowSpoofedSourcePrefixes() []string {
+	if x != nil {
+		return x.AllowSpoofedSourcePrefixes
+	}
+	return nil
+}
+
+func (x *WorkloadEndpointSpec) GetServiceAccountName() string {
+	if x != nil {
+		return x.ServiceAccountName
+	}
+	return ""
+}
+
+func (x *WorkloadEndpointSpec) GetQosControls() *QoSControls {
+	if x != nil {
+		return x.QosControls
+	}
+	return nil
+}
+
+// QoSControls limits an endpoint's traffic. Every number is 0 (unset) or within the range given; the
+// ranges are those Calico documents for the fields and enforces when it reads them from pod annotations.
+type QoSControls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ingress rate limit in bits per second: 1000 (1k) to 10^15 (1P).
+	IngressBandwidth int64 `protobuf:"varint,1,opt,name=ingress_bandwidth,json=ingressBandwidth,proto3" json:"ingress_bandwidth,omitempty"`
+	// Ingress burst size in bits: 1000 to 34359738360 (32Gi - 8); needs ingress_bandwidth.
+	IngressBurst int64 `protobuf:"varint,2,opt,name=ingress_burst,json=ingressBurst,proto3" json:"ingress_burst,omitempty"`
+	// Ingress peak rate in bits per second: 1010 to 1.01 x 10^15, above ingress_bandwidth (which it needs).
+	IngressPeakrate int64 `protobuf:"varint,3,opt,name=ingress_peakrate,json=ingressPeakrate,proto3" json:"ingress_peakrate,omitempty"`
+	// Ingress minimum burst in bytes (typically the MTU): 1000 to 10^8; needs ingress_peakrate.
+	IngressMinburst int64 `protobuf:"varint,4,opt,name=ingress_minburst,json=ingressMinburst,proto3" json:"ingress_minburst,omitempty"`
+	// Egress rate limit in bits per second: 1000 (1k) to 10^15 (1P).
+	EgressBandwidth int64 `protobuf:"varint,5,opt,name=egress_bandwidth,json=egressBandwidth,proto3" json:"egress_bandwidth,omitempty"`
+	// Egress burst size in bits: 1000 to 34359738360 (32Gi - 8); needs egress_bandwidth.
+	EgressBurst int64 `protobuf:"varint,6,opt,name=egress_burst,json=egressBurst,proto3" json:"egress_burst,omitempty"`
+	// Egress peak rate in bits per second: 1010 to 1.01 x 10^15, above egress_bandwidth (which it needs).
+	EgressPeakrate int64 `protobuf:"varint,7,opt,name=egress_peakrate,json=egressPeakrate,proto3" json:"egress_peakrate,omitempty"`
+	// Egress minimum burst in bytes (typically the MTU): 1000 to 10^8; needs egress_peakrate.
+	EgressMinburst int64 `protobuf:"varint,8,opt,name=egress_minburst,json=egressMinburst,proto3" json:"egress_minburst,omitempty"`
+	// Ingress packet rate limit in packets per second: 1 to 10^4.
+	IngressPacketRate int64 `protobuf:"varint,9,opt,name=ingress_packet_rate,json=ingressPacketRate,proto3" json:"ingress_packet_rate,omitempty"`
+	// Ingress packet burst in packets: 1 to 10^4; needs ingress_packet_rate.
+	IngressPacketBurst int64 `protobuf:"varint,10,opt,name=ingress_packet_burst,json=ingressPacketBurst,proto3" json:"ingress_packet_burst,omitempty"`
+	// Egress packet rate limit in packets per second: 1 to 10^4.
+	EgressPacketRate int64 `protobuf:"varint,11,opt,name=egress_packet_rate,json=egressPacketRate,proto3" json:"egress_packet_rate,omitempty"`
+	// Egress packet burst in packets: 1 to 10^4; needs egress_packet_rate.
+	EgressPacketBurst int64 `protobuf:"varint,12,opt,name=egress_packet_burst,json=egressPacketBurst,proto3" json:"egress_packet_burst,omitempty"`
+	// Most ingress connections at once: 1 to 4294967295.
+	IngressMaxConnections int64 `protobuf:"varint,13,opt,name=ingress_max_connections,json=ingressMaxConnections,proto3" json:"ingress_max_connections,omitempty"`
+	// Most egress connections at once: 1 to 4294967295.
+	EgressMaxConnections int64 `protobuf:"varint,14,opt,name=egress_max_connections,json=egressMaxConnections,proto3" json:"egress_max_connections,omitempty"`
+	// DSCP mark for the endpoint's egress traffic leaving the cluster: a number 0-63 or one of DF, EF,
+	// AF11-AF43 (AF11, AF12, AF13, AF21, ... AF43) and CS0-CS6, upper case as written here.
+	Dscp          string `protobuf:"bytes,15,opt,name=dscp,proto3" json:"dscp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QoSControls) Reset() {
+	*x = QoSControls{}
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QoSControls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QoSControls) ProtoMessage() {}
+
+func (x *QoSControls) ProtoReflect() protoreflect.Message {
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QoSControls.ProtoReflect.Descriptor instead.
+func (*QoSControls) Descriptor() ([]byte, []int) {
+	return file_epsync_v1_workload_endpoint_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QoSControls) GetIngressBandwidth() int64 {
+	if x != nil {
+		return x.IngressBandwidth
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressBurst() int64 {
+	if x != nil {
+		return x.IngressBurst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressPeakrate() int64 {
+	if x != nil {
+		return x.IngressPeakrate
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressMinburst() int64 {
+	if x != nil {
+		return x.IngressMinburst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressBandwidth() int64 {
+	if x != nil {
+		return x.EgressBandwidth
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressBurst() int64 {
+	if x != nil {
+		return x.EgressBurst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressPeakrate() int64 {
+	if x != nil {
+		return x.EgressPeakrate
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressMinburst() int64 {
+	if x != nil {
+		return x.EgressMinburst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressPacketRate() int64 {
+	if x != nil {
+		return x.IngressPacketRate
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressPacketBurst() int64 {
+	if x != nil {
+		return x.IngressPacketBurst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressPacketRate() int64 {
+	if x != nil {
+		return x.EgressPacketRate
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressPacketBurst() int64 {
+	if x != nil {
+		return x.EgressPacketBurst
+	}
+	return 0
+}
+
+func (x *QoSControls) GetIngressMaxConnections() int64 {
+	if x != nil {
+		return x.IngressMaxConnections
+	}
+	return 0
+}
+
+func (x *QoSControls) GetEgressMaxConnections() int64 {
+	if x != nil {
+		return x.EgressMaxConnections
+	}
+	return 0
+}
+
+func (x *QoSControls) GetDscp() string {
+	if x != nil {
+		return x.Dscp
+	}
+	return ""
+}
+
 // IPNAT is a single 1:1 NAT mapping.
 type IPNAT struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -262,7 +465,7 @@ type IPNAT struct {
 
 func (x *IPNAT) Reset() {
 	*x = IPNAT{}
-	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[2]
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +477,7 @@ func (x *IPNAT) String() string {
 func (*IPNAT) ProtoMessage() {}
 
 func (x *IPNAT) ProtoReflect() protoreflect.Message {
-	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[2]
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +490,7 @@ func (x *IPNAT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPNAT.ProtoReflect.Descriptor instead.
 func (*IPNAT) Descriptor() ([]byte, []int) {
-	return file_epsync_v1_workload_endpoint_proto_rawDescGZIP(), []int{2}
+	return file_epsync_v1_workload_endpoint_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IPNAT) GetInternalIp() string {
@@ -309,7 +512,8 @@ type WorkloadEndpointPort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The port's name; a valid port name, unique within the endpoint.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "TCP", "UDP" or "SCTP", spelled as in the calicoctl YAML.
+	// "TCP", "UDP" or "SCTP", spelled so, or their IP protocol numbers 6, 17 and 132 (as Calico's
+	// numorstring.Protocol allows); a number is stored in decimal without leading zeros.
 	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// 1-65535. Signed so that an out-of-range value reaches validation and is reported there.
 	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
@@ -323,7 +527,7 @@ type WorkloadEndpointPort struct {
 
 func (x *WorkloadEndpointPort) Reset() {
 	*x = WorkloadEndpointPort{}
-	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[3]
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +539,7 @@ func (x *WorkloadEndpointPort) String() string {
 func (*WorkloadEndpointPort) ProtoMessage() {}
 
 func (x *WorkloadEndpointPort) ProtoReflect() protoreflect.Message {
-	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[3]
+	mi := &file_epsync_v1_workload_endpoint_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +552,7 @@ func (x *WorkloadEndpointPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadEndpointPort.ProtoReflect.Descriptor instead.
 func (*WorkloadEndpointPort) Descriptor() ([]byte, []int) {
-	return file_epsync_v1_workload_endpoint_proto_rawDescGZIP(), []int{3}
+	return file_epsync_v1_workload_endpoint_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WorkloadEndpointPort) GetName() string {
@@ -393,7 +597,7 @@ const file_epsync_v1_workload_endpoint_proto_rawDesc = "" +
 	"!epsync/v1/workload_endpoint.proto\x12\tepsync.v1\x1a\x1bepsync/v1/object_meta.proto\"z\n" +
 	"\x10WorkloadEndpoint\x121\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x15.epsync.v1.ObjectMetaR\bmetadata\x123\n" +
-	"\x04spec\x18\x02 \x01(\v2\x1f.epsync.v1.WorkloadEndpointSpecR\x04spec\"\x81\x04\n" +
+	"\x04spec\x18\x02 \x01(\v2\x1f.epsync.v1.WorkloadEndpointSpecR\x04spec\"\xb1\x05\n" +
 	"\x14WorkloadEndpointSpec\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\"\n" +
 	"\forchestrator\x18\x02 \x01(\tR\forchestrator\x12\x12\n" +
@@ -411,7 +615,27 @@ const file_epsync_v1_workload_endpoint_proto_rawDesc = "" +
 	"\bprofiles\x18\f \x03(\tR\bprofiles\x12%\n" +
 	"\x0einterface_name\x18\r \x01(\tR\rinterfaceName\x12\x10\n" +
 	"\x03mac\x18\x0e \x01(\tR\x03mac\x125\n" +
-	"\x05ports\x18\x0f \x03(\v2\x1f.epsync.v1.WorkloadEndpointPortR\x05ports\"I\n" +
+	"\x05ports\x18\x0f \x03(\v2\x1f.epsync.v1.WorkloadEndpointPortR\x05ports\x12A\n" +
+	"\x1dallow_spoofed_source_prefixes\x18\x10 \x03(\tR\x1aallowSpoofedSourcePrefixes\x120\n" +
+	"\x14service_account_name\x18\x11 \x01(\tR\x12serviceAccountName\x129\n" +
+	"\fqos_controls\x18\x12 \x01(\v2\x16.epsync.v1.QoSControlsR\vqosControls\"\x97\x05\n" +
+	"\vQoSControls\x12+\n" +
+	"\x11ingress_bandwidth\x18\x01 \x01(\x03R\x10ingressBandwidth\x12#\n" +
+	"\ringress_burst\x18\x02 \x01(\x03R\fingressBurst\x12)\n" +
+	"\x10ingress_peakrate\x18\x03 \x01(\x03R\x0fingressPeakrate\x12)\n" +
+	"\x10ingress_minburst\x18\x04 \x01(\x03R\x0fingressMinburst\x12)\n" +
+	"\x10egress_bandwidth\x18\x05 \x01(\x03R\x0fegressBandwidth\x12!\n" +
+	"\fegress_burst\x18\x06 \x01(\x03R\vegressBurst\x12'\n" +
+	"\x0fegress_peakrate\x18\a \x01(\x03R\x0eegressPeakrate\x12'\n" +
+	"\x0fegress_minburst\x18\b \x01(\x03R\x0eegressMinburst\x12.\n" +
+	"\x13ingress_packet_rate\x18\t \x01(\x03R\x11ingressPacketRate\x120\n" +
+	"\x14ingress_packet_burst\x18\n" +
+	" \x01(\x03R\x12ingressPacketBurst\x12,\n" +
+	"\x12egress_packet_rate\x18\v \x01(\x03R\x10egressPacketRate\x12.\n" +
+	"\x13egress_packet_burst\x18\f \x01(\x03R\x11egressPacketBurst\x126\n" +
+	"\x17ingress_max_connections\x18\r \x01(\x03R\x15ingressMaxConnections\x124\n" +
+	"\x16egress_max_connections\x18\x0e \x01(\x03R\x14egressMaxConnections\x12\x12\n" +
+	"\x04dscp\x18\x0f \x01(\tR\x04dscp\"I\n" +
 	"\x05IPNAT\x12\x1f\n" +
 	"\vinternal_ip\x18\x01 \x01(\tR\n" +
 	"internalIP\x12\x1f\n" +
@@ -436,24 +660,26 @@ func file_epsync_v1_workload_endpoint_proto_rawDescGZIP() []byte {
 	return file_epsync_v1_workload_endpoint_proto_rawDescData
 }
 
-var file_epsync_v1_workload_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_epsync_v1_workload_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_epsync_v1_workload_endpoint_proto_goTypes = []any{
 	(*WorkloadEndpoint)(nil),     // 0: epsync.v1.WorkloadEndpoint
 	(*WorkloadEndpointSpec)(nil), // 1: epsync.v1.WorkloadEndpointSpec
-	(*IPNAT)(nil),                // 2: epsync.v1.IPNAT
-	(*WorkloadEndpointPort)(nil), // 3: epsync.v1.WorkloadEndpointPort
-	(*ObjectMeta)(nil),           // 4: epsync.v1.ObjectMeta
+	(*QoSControls)(nil),          // 2: epsync.v1.QoSControls
+	(*IPNAT)(nil),                // 3: epsync.v1.IPNAT
+	(*WorkloadEndpointPort)(nil), // 4: epsync.v1.WorkloadEndpointPort
+	(*ObjectMeta)(nil),           // 5: epsync.v1.ObjectMeta
 }
 var file_epsync_v1_workload_endpoint_proto_depIdxs = []int32{
-	4, // 0: epsync.v1.WorkloadEndpoint.metadata:type_name -> epsync.v1.ObjectMeta
+	5, // 0: epsync.v1.WorkloadEndpoint.metadata:type_name -> epsync.v1.ObjectMeta
 	1, // 1: epsync.v1.WorkloadEndpoint.spec:type_name -> epsync.v1.WorkloadEndpointSpec
-	2, // 2: epsync.v1.WorkloadEndpointSpec.ip_nats:type_name -> epsync.v1.IPNAT
-	3, // 3: epsync.v1.WorkloadEndpointSpec.ports:type_name -> epsync.v1.WorkloadEndpointPort
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 2: epsync.v1.WorkloadEndpointSpec.ip_nats:type_name -> epsync.v1.IPNAT
+	4, // 3: epsync.v1.WorkloadEndpointSpec.ports:type_name -> epsync.v1.WorkloadEndpointPort
+	2, // 4: epsync.v1.WorkloadEndpointSpec.qos_controls:type_name -> epsync.v1.QoSControls
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_epsync_v1_workload_endpoint_proto_init() }
@@ -468,7 +694,7 @@ func file_epsync_v1_workload_endpoint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_epsync_v1_workload_endpoint_proto_rawDesc), len(file_epsync_v1_workload_endpoint_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

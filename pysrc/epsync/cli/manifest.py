@@ -319,9 +319,16 @@ class _Dumper(yaml.SafeDumper):
     """SafeDumper that also quotes YAML 1.2 number look-alikes, so every reader gets a string back."""
 
 
+# Characters that do not survive a YAML reader as written: what PyYAML's reader refuses in a stream (its
+# Reader.NON_PRINTABLE), and the line breaks YAML folds or normalises (CR, NEL, LS, PS). PyYAML's emitter writes
+# them unescaped in plain and single-quoted scalars, so a value holding one (annotations may hold any text) is
+# double-quoted, where they are escaped; JSON output escapes them too, since it is read back as YAML.
+_UNSAFE = re.compile("[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     # With style None PyYAML still quotes whatever its own (YAML 1.1) resolver would not read back as a string.
-    style = "'" if _NUMBER_OR_BOOL.fullmatch(value) else None
+    style = '"' if _UNSAFE.search(value) else "'" if _NUMBER_OR_BOOL.fullmatch(value) else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -398,6 +405,10 @@ def from_manifest_dict(data: Mapping[str, Any]) -> Resource:
     return objects[0]
 
 
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def to_manifest_dict(obj: Resource) -> dict[str, Any]:
     """The calicoctl shape of `obj`: proto JSON names, empty fields left out, resourceVersion a string."""
     if not isinstance(obj, WorkloadEndpoint | Profile):
@@ -407,9 +418,19 @@ def to_manifest_dict(obj: Resource) -> dict[str, Any]:
     metadata: dict[str, Any] = body.get("metadata", {})
     spec: dict[str, Any] = body.get("spec", {})
     # Map order is not defined by protobuf: sort so that output is stable and diffable.
-    for section, key in ((metadata, "labels"), (spec, "labelsToApply")):
+    for section, key in ((metadata, "labels"), (metadata, "annotations"), (spec, "labelsToApply")):
         if key in section:
             section[key] = dict(sorted(section[key].items()))
+    # Calico prints qosControls' limits as integers and a numeric protocol or DSCP mark as a number
+    # (numorstring): so here, rather than proto JSON's quoted int64 and the stored text.
+    if "qosControls" in spec:
+        spec["qosControls"] = {
+            name: value if name == "dscp" and not _is_number(value) else int(value)
+            for name, value in spec["qosControls"].items()
+        }
+    for port in spec.get("ports", []):
+        if _is_number(port.get("protocol", "")):
+            port["protocol"] = int(port["protocol"])
     return {"apiVersion": API_VERSION, "kind": obj.DESCRIPTOR.name, "metadata": metadata, "spec": spec}
 
 
@@ -440,5 +461,7 @@ def dump_manifests(objects: Sequence[Resource], fmt: Literal["yaml", "json"], *,
             kinds = {document["kind"] for document in documents}
             kind = f"{kinds.pop()}List" if len(kinds) == 1 else "List"
             payload = {"apiVersion": API_VERSION, "kind": kind, "items": documents}
-        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(payload, indent=2, ensure_ascii=False)
+        # Characters a YAML reader (ours included) would refuse or fold are escaped; they can only be in strings.
+        return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
     raise ValueError(f"unknown format {fmt!r}: expected yaml or json")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65psync/v1/object_meta.proto\x12\tepsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.epsync.v1.ObjectMeta.LabelsEntry\x12)\n\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x05 \x01(\t\x12I\n\x12\x63reation_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x63reationTimestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x37Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65psync/v1/object_meta.proto\x12\tepsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x03\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.epsync.v1.ObjectMeta.LabelsEntry\x12)\n\x10resource_version\x18\x04 \x01(\x03R\x0fresourceVersion\x12\x0b\n\x03uid\x18\x05 \x01(\t\x12I\n\x12\x63reation_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x63reationTimestamp\x12;\n\x0b\x61nnotations\x18\x07 \x03(\x0b\x32&.epsync.v1.ObjectMeta.AnnotationsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x37Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/epsync/epsync/clients/go/epsyncv1;epsyncv1'
   _globals['_OBJECTMETA_LABELSENTRY']._loaded_options = None
   _globals['_OBJECTMETA_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._loaded_options = None
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_OBJECTMETA']._serialized_start=76
-  _globals['_OBJECTMETA']._serialized_end=350
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=305
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=350
+  _globals['_OBJECTMETA']._serialized_end=463
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=366
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=411
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=413
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=463
 # @@protoc_insertion_point(module_scope)

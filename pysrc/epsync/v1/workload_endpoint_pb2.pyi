@@ -70,6 +70,9 @@ class WorkloadEndpointSpec(_message.Message):
     INTERFACE_NAME_FIELD_NUMBER: _builtins.int
     MAC_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    ALLOW_SPOOFED_SOURCE_PREFIXES_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    QOS_CONTROLS_FIELD_NUMBER: _builtins.int
     workload: _builtins.str
     """The workload (container or VM) the endpoint belongs to; a DNS-1123 subdomain."""
     orchestrator: _builtins.str
@@ -90,6 +93,8 @@ class WorkloadEndpointSpec(_message.Message):
     """The name of the host-side interface (veth or tap); required, ^[a-zA-Z0-9_.-]{1,15}$."""
     mac: _builtins.str
     """The interface's MAC address: MAC-48, EUI-48 or EUI-64 in colon, dash or dot notation."""
+    service_account_name: _builtins.str
+    """The Kubernetes service account of the endpoint's pod; a DNS-1123 subdomain."""
     @_builtins.property
     def ip_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The endpoint's addresses as single-address CIDRs (/32 or /128); a bare IP is stored as one."""
@@ -112,6 +117,18 @@ class WorkloadEndpointSpec(_message.Message):
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkloadEndpointPort]:
         """Named ports, so that policy can refer to them by name; names unique within the endpoint."""
 
+    @_builtins.property
+    def allow_spoofed_source_prefixes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Source prefixes the endpoint may send from besides its own addresses (Calico skips its RPF check for
+        them): CIDRs or bare IPs, stored as the network they cover (10.0.0.7/24 as 10.0.0.0/24, an IP as /32 or /128).
+        """
+
+    @_builtins.property
+    def qos_controls(self) -> Global___QoSControls:
+        """Bandwidth, packet-rate and connection limits and the DSCP mark for the endpoint's traffic, as Calico's
+        QoSControls; unset means no limits.
+        """
+
     def __init__(
         self,
         *,
@@ -130,14 +147,99 @@ class WorkloadEndpointSpec(_message.Message):
         interface_name: _builtins.str = ...,
         mac: _builtins.str = ...,
         ports: _abc.Iterable[Global___WorkloadEndpointPort] | None = ...,
+        allow_spoofed_source_prefixes: _abc.Iterable[_builtins.str] | None = ...,
+        service_account_name: _builtins.str = ...,
+        qos_controls: Global___QoSControls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["qos_controls", b"qos_controls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_elastic_ips", b"aws_elastic_ips", "container_id", b"container_id", "endpoint", b"endpoint", "interface_name", b"interface_name", "ip_nats", b"ip_nats", "ip_networks", b"ip_networks", "ipv4_gateway", b"ipv4_gateway", "ipv6_gateway", b"ipv6_gateway", "mac", b"mac", "node", b"node", "orchestrator", b"orchestrator", "pod", b"pod", "ports", b"ports", "profiles", b"profiles", "workload", b"workload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_spoofed_source_prefixes", b"allow_spoofed_source_prefixes", "aws_elastic_ips", b"aws_elastic_ips", "container_id", b"container_id", "endpoint", b"endpoint", "interface_name", b"interface_name", "ip_nats", b"ip_nats", "ip_networks", b"ip_networks", "ipv4_gateway", b"ipv4_gateway", "ipv6_gateway", b"ipv6_gateway", "mac", b"mac", "node", b"node", "orchestrator", b"orchestrator", "pod", b"pod", "ports", b"ports", "profiles", b"profiles", "qos_controls", b"qos_controls", "service_account_name", b"service_account_name", "workload", b"workload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkloadEndpointSpec: _TypeAlias = WorkloadEndpointSpec  # noqa: Y015
+
+@_typing.final
+class QoSControls(_message.Message):
+    """QoSControls limits an endpoint's traffic. Every number is 0 (unset) or within the range given; the
+    ranges are those Calico documents for the fields and enforces when it reads them from pod annotations.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INGRESS_BANDWIDTH_FIELD_NUMBER: _builtins.int
+    INGRESS_BURST_FIELD_NUMBER: _builtins.int
+    INGRESS_PEAKRATE_FIELD_NUMBER: _builtins.int
+    INGRESS_MINBURST_FIELD_NUMBER: _builtins.int
+    EGRESS_BANDWIDTH_FIELD_NUMBER: _builtins.int
+    EGRESS_BURST_FIELD_NUMBER: _builtins.int
+    EGRESS_PEAKRATE_FIELD_NUMBER: _builtins.int
+    EGRESS_MINBURST_FIELD_NUMBER: _builtins.int
+    INGRESS_PACKET_RATE_FIELD_NUMBER: _builtins.int
+    INGRESS_PACKET_BURST_FIELD_NUMBER: _builtins.int
+    EGRESS_PACKET_RATE_FIELD_NUMBER: _builtins.int
+    EGRESS_PACKET_BURST_FIELD_NUMBER: _builtins.int
+    INGRESS_MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    EGRESS_MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    DSCP_FIELD_NUMBER: _builtins.int
+    ingress_bandwidth: _builtins.int
+    """Ingress rate limit in bits per second: 1000 (1k) to 10^15 (1P)."""
+    ingress_burst: _builtins.int
+    """Ingress burst size in bits: 1000 to 34359738360 (32Gi - 8); needs ingress_bandwidth."""
+    ingress_peakrate: _builtins.int
+    """Ingress peak rate in bits per second: 1010 to 1.01 x 10^15, above ingress_bandwidth (which it needs)."""
+    ingress_minburst: _builtins.int
+    """Ingress minimum burst in bytes (typically the MTU): 1000 to 10^8; needs ingress_peakrate."""
+    egress_bandwidth: _builtins.int
+    """Egress rate limit in bits per second: 1000 (1k) to 10^15 (1P)."""
+    egress_burst: _builtins.int
+    """Egress burst size in bits: 1000 to 34359738360 (32Gi - 8); needs egress_bandwidth."""
+    egress_peakrate: _builtins.int
+    """Egress peak rate in bits per second: 1010 to 1.01 x 10^15, above egress_bandwidth (which it needs)."""
+    egress_minburst: _builtins.int
+    """Egress minimum burst in bytes (typically the MTU): 1000 to 10^8; needs egress_peakrate."""
+    ingress_packet_rate: _builtins.int
+    """Ingress packet rate limit in packets per second: 1 to 10^4."""
+    ingress_packet_burst: _builtins.int
+    """Ingress packet burst in packets: 1 to 10^4; needs ingress_packet_rate."""
+    egress_packet_rate: _builtins.int
+    """Egress packet rate limit in packets per second: 1 to 10^4."""
+    egress_packet_burst: _builtins.int
+    """Egress packet burst in packets: 1 to 10^4; needs egress_packet_rate."""
+    ingress_max_connections: _builtins.int
+    """Most ingress connections at once: 1 to 4294967295."""
+    egress_max_connections: _builtins.int
+    """Most egress connections at once: 1 to 4294967295."""
+    dscp: _builtins.str
+    """DSCP mark for the endpoint's egress traffic leaving the cluster: a number 0-63 or one of DF, EF,
+    AF11-AF43 (AF11, AF12, AF13, AF21, ... AF43) and CS0-CS6, upper case as written here.
+    """
+    def __init__(
+        self,
+        *,
+        ingress_bandwidth: _builtins.int = ...,
+        ingress_burst: _builtins.int = ...,
+        ingress_peakrate: _builtins.int = ...,
+        ingress_minburst: _builtins.int = ...,
+        egress_bandwidth: _builtins.int = ...,
+        egress_burst: _builtins.int = ...,
+        egress_peakrate: _builtins.int = ...,
+        egress_minburst: _builtins.int = ...,
+        ingress_packet_rate: _builtins.int = ...,
+        ingress_packet_burst: _builtins.int = ...,
+        egress_packet_rate: _builtins.int = ...,
+        egress_packet_burst: _builtins.int = ...,
+        ingress_max_connections: _builtins.int = ...,
+        egress_max_connections: _builtins.int = ...,
+        dscp: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dscp", b"dscp", "egress_bandwidth", b"egress_bandwidth", "egress_burst", b"egress_burst", "egress_max_connections", b"egress_max_connections", "egress_minburst", b"egress_minburst", "egress_packet_burst", b"egress_packet_burst", "egress_packet_rate", b"egress_packet_rate", "egress_peakrate", b"egress_peakrate", "ingress_bandwidth", b"ingress_bandwidth", "ingress_burst", b"ingress_burst", "ingress_max_connections", b"ingress_max_connections", "ingress_minburst", b"ingress_minburst", "ingress_packet_burst", b"ingress_packet_burst", "ingress_packet_rate", b"ingress_packet_rate", "ingress_peakrate", b"ingress_peakrate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QoSControls: _TypeAlias = QoSControls  # noqa: Y015
 
 @_typing.final
 class IPNAT(_message.Message):
@@ -179,7 +281,9 @@ class WorkloadEndpointPort(_message.Message):
     name: _builtins.str
     """The port's name; a valid port name, unique within the endpoint."""
     protocol: _builtins.str
-    """"TCP", "UDP" or "SCTP", spelled as in the calicoctl YAML."""
+    """"TCP", "UDP" or "SCTP", spelled so, or their IP protocol numbers 6, 17 and 132 (as Calico's
+    numorstring.Protocol allows); a number is stored in decimal without leading zeros.
+    """
     port: _builtins.int
     """1-65535. Signed so that an out-of-range value reaches validation and is reported there."""
     host_port: _builtins.int

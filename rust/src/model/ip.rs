@@ -299,6 +299,21 @@ impl Ip {
         out
     }
 
+    /// The first address of the `length`-bit network holding this one (host bits cleared),
+    /// as Python's `ip_network(f"{address}/{length}", strict=False).network_address`.
+    /// `length` is at most [`Ip::max_prefix_len`].
+    #[must_use]
+    pub fn network(self, length: u8) -> Ip {
+        match self {
+            Ip::V4(value) => {
+                Ip::V4(value & u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0))
+            }
+            Ip::V6(value) => {
+                Ip::V6(value & u128::MAX.checked_shl(128 - u32::from(length)).unwrap_or(0))
+            }
+        }
+    }
+
     /// The single-address CIDR: `text()` and `/32` or `/128`.
     #[must_use]
     pub fn cidr_text(self) -> IpText {

@@ -52,6 +52,8 @@ pub struct ObjectMeta {
     pub uid: String,
     /// 6
     pub creation_timestamp: Option<Timestamp>,
+    /// 7
+    pub annotations: Labels,
 }
 
 /// `epsync.v1.WorkloadEndpoint`.
@@ -96,6 +98,47 @@ pub struct WorkloadEndpointSpec {
     pub mac: String,
     #[prost(message, repeated, tag = "15")]
     pub ports: Vec<WorkloadEndpointPort>,
+    #[prost(string, repeated, tag = "16")]
+    pub allow_spoofed_source_prefixes: Vec<String>,
+    #[prost(string, tag = "17")]
+    pub service_account_name: String,
+    #[prost(message, optional, tag = "18")]
+    pub qos_controls: Option<QoSControls>,
+}
+
+/// `epsync.v1.QoSControls`.
+#[derive(Clone, PartialEq, Message)]
+pub struct QoSControls {
+    #[prost(int64, tag = "1")]
+    pub ingress_bandwidth: i64,
+    #[prost(int64, tag = "2")]
+    pub ingress_burst: i64,
+    #[prost(int64, tag = "3")]
+    pub ingress_peakrate: i64,
+    #[prost(int64, tag = "4")]
+    pub ingress_minburst: i64,
+    #[prost(int64, tag = "5")]
+    pub egress_bandwidth: i64,
+    #[prost(int64, tag = "6")]
+    pub egress_burst: i64,
+    #[prost(int64, tag = "7")]
+    pub egress_peakrate: i64,
+    #[prost(int64, tag = "8")]
+    pub egress_minburst: i64,
+    #[prost(int64, tag = "9")]
+    pub ingress_packet_rate: i64,
+    #[prost(int64, tag = "10")]
+    pub ingress_packet_burst: i64,
+    #[prost(int64, tag = "11")]
+    pub egress_packet_rate: i64,
+    #[prost(int64, tag = "12")]
+    pub egress_packet_burst: i64,
+    #[prost(int64, tag = "13")]
+    pub ingress_max_connections: i64,
+    #[prost(int64, tag = "14")]
+    pub egress_max_connections: i64,
+    #[prost(string, tag = "15")]
+    pub dscp: String,
 }
 
 /// `epsync.v1.IPNAT`.
@@ -237,6 +280,7 @@ impl Message for ObjectMeta {
         if let Some(timestamp) = &self.creation_timestamp {
             message::encode(6, timestamp, buf);
         }
+        encode_map(7, &self.annotations, buf);
     }
 
     fn merge_field(
@@ -272,6 +316,11 @@ impl Message for ObjectMeta {
                 ),
                 "creation_timestamp",
             ),
+            7 => (
+                expect_wire_type(wire_type, WireType::LengthDelimited)
+                    .and_then(|()| merge_map(&mut self.annotations, buf, ctx)),
+                "annotations",
+            ),
             _ => return skip_field(wire_type, tag, buf, ctx),
         };
         result.map_err(|mut error| {
@@ -298,6 +347,7 @@ impl Message for ObjectMeta {
         if let Some(timestamp) = &self.creation_timestamp {
             len += message::encoded_len(6, timestamp);
         }
+        len += encoded_map_len(7, &self.annotations);
         len
     }
 

@@ -160,12 +160,13 @@ fn addresses_are_stored_in_canonical_form() {
 }
 
 #[test]
-fn protocols_are_upper_cased_as_python_upper_cases_them() {
+fn protocol_names_stay_as_spelled_and_numbers_lose_leading_zeros() {
     let mut wep = endpoint();
     spec(&mut wep).ports = vec![
-        port("a", "tcp", 1),
-        port("b", "Udp", 2),
-        port("c", "\u{17f}ctp", 3),
+        port("a", "SCTP", 1),
+        port("b", "006", 2),
+        port("c", "0132", 3),
+        port("d", "17", 4),
     ];
     let mut wep = normalized(wep);
     let protocols: Vec<&str> = spec(&mut wep)
@@ -173,19 +174,45 @@ fn protocols_are_upper_cased_as_python_upper_cases_them() {
         .iter()
         .map(|port| port.protocol.as_str())
         .collect();
-    assert_eq!(protocols, ["TCP", "UDP", "SCTP"]);
+    assert_eq!(protocols, ["SCTP", "6", "132", "17"]);
 }
 
 #[test]
-fn an_absent_spec_stays_absent() {
-    let wep = normalized(WorkloadEndpoint {
+fn protocols_in_another_case_or_without_ports_are_refused() {
+    // Calico's validator takes TCP, UDP and SCTP only as spelled, and numbers only of
+    // protocols with ports.
+    for protocol in [
+        "tcp",
+        "Udp",
+        "\u{17f}ctp",
+        "1",
+        "0",
+        "+6",
+        "256",
+        "ICMP",
+        "6 ",
+    ] {
+        let mut wep = endpoint();
+        spec(&mut wep).ports = vec![port("a", protocol, 1)];
+        let (field, description) = one_violation(wep);
+        assert_eq!(field, "spec.ports[0].protocol", "{protocol:?}");
+        assert!(
+            description.ends_with("ports need TCP, UDP or SCTP (upper case, as Calico spells them) or their protocol numbers 6, 17 or 132"),
+            "{description}"
+        );
+    }
+}
+
+#[test]
+fn an_absent_spec_lacks_the_interface_name() {
+    let wep = WorkloadEndpoint {
         metadata: Some(ObjectMeta {
             name: "bare".into(),
             ..ObjectMeta::default()
         }),
         spec: None,
-    });
-    assert!(wep.spec.is_none());
+    };
+    assert_eq!(one_violation(wep).0, "spec.interfaceName");
 }
 
 // ---- names ----
@@ -493,10 +520,16 @@ fn profiles_interface_and_mac() {
 }
 
 #[test]
-fn the_interface_name_may_be_empty() {
+fn the_interface_name_is_required() {
     let mut wep = endpoint();
     spec(&mut wep).interface_name.clear();
-    assert_eq!(violations(wep), []);
+    assert_eq!(
+        one_violation(wep),
+        (
+            "spec.interfaceName".to_owned(),
+            r#"interface name is required: 1-15 letters, digits, "_", "." or "-""#.to_owned()
+        )
+    );
 }
 
 // ---- ports ----
@@ -506,7 +539,7 @@ fn ports() {
     let mut wep = endpoint();
     spec(&mut wep).ports = vec![
         port("http", "TCP", 80),
-        port("http", "tcp", 0),
+        port("http", "TCP", 0),
         port("", "", 65536),
         WorkloadEndpointPort {
             host_port: -1,
@@ -532,7 +565,9 @@ fn ports() {
             ),
             (
                 "spec.ports[2].protocol".to_owned(),
-                "protocol is required: TCP, UDP or SCTP".to_owned()
+                "protocol is required: TCP, UDP or SCTP (upper case, as Calico spells them) or \
+                 their protocol numbers 6, 17 or 132"
+                    .to_owned()
             ),
             (
                 "spec.ports[2].port".to_owned(),
@@ -540,7 +575,9 @@ fn ports() {
             ),
             (
                 "spec.ports[3].protocol".to_owned(),
-                r#"protocol "icmp" is not one of TCP, UDP, SCTP"#.to_owned()
+                "protocol \"icmp\" is not accepted: ports need TCP, UDP or SCTP (upper case, as \
+                 Calico spells them) or their protocol numbers 6, 17 or 132"
+                    .to_owned()
             ),
             (
                 "spec.ports[3].port".to_owned(),
@@ -848,4 +885,161 @@ fn the_profile_view_reads_labels_to_apply_of_python_bytes() {
 fn undecodable_bytes_are_an_error_of_the_views() {
     assert!(super::view::endpoint_fields(b"\x0a\x05ab").is_err());
     assert!(super::view::profile_labels(b"\x12\x09").is_err());
+}
+
+// ---- fields of the current projectcalico.org/v3 resource ----
+
+#[test]
+fn a_profile_name_must_be_one_spec_profiles_can_name() {
+    for (name, accepted) in [
+        ("kns.default", true),
+        ("team-a.v2", true),
+        ("tHiNg", false),
+        ("team_a", false),
+        ("a..b", false),
+    ] {
+        let result = normalize_profile(&profile(name, &[]));
+        assert_eq!(result.is_ok(), accepted, "{name:?}");
+    }
+    let found = normalize_profile(&profile("tHiNg", &[])).unwrap_err();
+    assert_eq!(found[0].field, "metadata.name");
+    assert!(
+        found[0]
+            .description
+            .starts_with(r#"name "tHiNg" is not a valid DNS-1123 subdomain"#)
+            && found[0]
+                .description
+                .ends_with(", as spec.profiles requires"),
+        "{}",
+        found[0].description
+    );
+}
+
+#[test]
+fn annotations_are_label_keys_in_any_case_within_256_kib() {
+    let mut wep = endpoint();
+    meta(&mut wep).annotations = labels(&[("Example.COM/Owner", "any text"), ("note", "")]);
+    assert_eq!(violations(wep), []);
+
+    let mut wep = endpoint();
+    meta(&mut wep).annotations = labels(&[("a b", "x")]);
+    assert_eq!(one_violation(wep).0, r#"metadata.annotations["a b"]"#);
+
+    let mut wep = endpoint();
+    let value = "v".repeat(256 * 1024);
+    meta(&mut wep).annotations = labels(&[("k", &value), ("a b", "")]);
+    assert_eq!(
+        one_violation(wep),
+        (
+            "metadata.annotations".to_owned(),
+            "annotations are 262148 bytes (keys and values together); at most 262144".to_owned()
+        )
+    );
+}
+
+#[test]
+fn spoofed_source_prefixes_are_stored_as_networks() {
+    let mut wep = endpoint();
+    spec(&mut wep).allow_spoofed_source_prefixes = vec![
+        "10.1.2.3/16".into(),
+        "FD00::7/64".into(),
+        "10.0.0.9".into(),
+        "0.0.0.0/0".into(),
+    ];
+    let mut wep = normalized(wep);
+    assert_eq!(
+        spec(&mut wep).allow_spoofed_source_prefixes,
+        ["10.1.0.0/16", "fd00::/64", "10.0.0.9/32", "0.0.0.0/0"]
+    );
+    for bad in ["10.0.0.0/33", "10.0.0/8", "10.0.0.0/08", "::/129", "x"] {
+        let mut wep = endpoint();
+        spec(&mut wep).allow_spoofed_source_prefixes = vec![bad.into()];
+        assert_eq!(
+            one_violation(wep).0,
+            "spec.allowSpoofedSourcePrefixes[0]",
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn qos_controls_follow_calicos_ranges_and_pairs() {
+    use super::messages::QoSControls;
+    let check = |qos: QoSControls| {
+        let mut wep = endpoint();
+        spec(&mut wep).qos_controls = Some(qos);
+        violations(wep)
+    };
+    assert_eq!(
+        check(QoSControls {
+            ingress_bandwidth: 1_000_000,
+            ingress_burst: 4_294_967_296,
+            ingress_peakrate: 2_000_000,
+            ingress_minburst: 1500,
+            egress_packet_rate: 100,
+            egress_packet_burst: 5,
+            egress_max_connections: 4_294_967_295,
+            dscp: "AF41".into(),
+            ..QoSControls::default()
+        }),
+        []
+    );
+    assert_eq!(
+        check(QoSControls {
+            ingress_packet_rate: 10_001,
+            ingress_burst: 1000,
+            egress_bandwidth: 2000,
+            egress_peakrate: 1500,
+            ingress_minburst: 1000,
+            dscp: "64".into(),
+            ..QoSControls::default()
+        }),
+        [
+            (
+                "spec.qosControls.ingressPacketRate".to_owned(),
+                "ingressPacketRate 10001 is out of range 1-10000 (0 leaves it unset)".to_owned()
+            ),
+            (
+                "spec.qosControls.ingressBurst".to_owned(),
+                "ingressBurst needs ingressBandwidth".to_owned()
+            ),
+            (
+                "spec.qosControls.ingressMinburst".to_owned(),
+                "ingressMinburst needs ingressPeakrate".to_owned()
+            ),
+            (
+                "spec.qosControls.egressPeakrate".to_owned(),
+                "egressPeakrate 1500 must be greater than egressBandwidth 2000".to_owned()
+            ),
+            (
+                "spec.qosControls.dscp".to_owned(),
+                "dscp \"64\" is not a number 0-63 or one of DF, EF, AF11, AF12, AF13, AF21, AF22, \
+                 AF23, AF31, AF32, AF33, AF41, AF42, AF43, CS0, CS1, CS2, CS3, CS4, CS5, CS6"
+                    .to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_newer_fields_round_trip_through_the_structs() {
+    use super::messages::QoSControls;
+    let mut wep = endpoint();
+    meta(&mut wep).annotations = labels(&[("ab", "1"), ("a", ""), ("b", "2")]);
+    let s = spec(&mut wep);
+    s.service_account_name = "default".into();
+    s.allow_spoofed_source_prefixes = vec!["10.0.0.0/8".into()];
+    s.qos_controls = Some(QoSControls {
+        ingress_bandwidth: 1_000_000,
+        dscp: "EF".into(),
+        ..QoSControls::default()
+    });
+    let bytes = wep.encode_to_vec();
+    assert_eq!(WorkloadEndpoint::decode(bytes.as_slice()).unwrap(), wep);
+    let out = normalized(wep.clone());
+    assert_eq!(out.spec, wep.spec);
+    assert_eq!(
+        out.metadata.unwrap().annotations,
+        wep.metadata.unwrap().annotations
+    );
 }

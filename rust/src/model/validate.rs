@@ -9,7 +9,8 @@
 
 use super::ip::{self, Ip};
 use super::messages::{
-    Labels, ObjectMeta, Profile, WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec,
+    Labels, ObjectMeta, Profile, QoSControls, WorkloadEndpoint, WorkloadEndpointPort,
+    WorkloadEndpointSpec,
 };
 use super::naming::{derived_name, is_derivable, is_derived_name, name_sources};
 use super::syntax::{
@@ -26,7 +27,10 @@ pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
 /// an endpoint that set them itself could match policy meant for another namespace or
 /// service account.
 pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["pcns.", "pcsa."];
+/// The protocols a port may name, spelled so (Calico's validator takes no other case), and
+/// their IP protocol numbers, which Calico's `numorstring.Protocol` also accepts.
 pub const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+pub const PROTOCOL_NUMBERS: [u8; 3] = [6, 17, 132];
 
 /// One problem with one field; `field` is a path such as `spec.ports[1].port`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -153,6 +157,40 @@ fn check_labels(labels: &Labels, path: &str, violations: &mut Violations, skip: 
             .flatten()
         {
             violations.add(label_path(path, key), problem);
+        }
+    }
+}
+
+/// Kubernetes' bound on an object's annotations: the bytes of every key and value together.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Annotations as Kubernetes checks them: each key a label key once lower-cased (upper case
+/// is allowed), any value, and at most [`MAX_ANNOTATIONS_BYTES`] of keys and values.
+fn check_annotations(annotations: &Labels, violations: &mut Violations) {
+    let size: usize = annotations
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    if size > MAX_ANNOTATIONS_BYTES {
+        // As for too many labels: the keys are not judged one by one.
+        violations.add(
+            "metadata.annotations",
+            format!(
+                "annotations are {size} bytes (keys and values together); at most {MAX_ANNOTATIONS_BYTES}"
+            ),
+        );
+        return;
+    }
+    for key in annotations.keys() {
+        if label_key_problem(&key.to_lowercase()).is_some() {
+            violations.add(
+                label_path("metadata.annotations", key),
+                format!(
+                    "annotation key {} is not valid: it must be a label key in any case, an optional \
+                     DNS-1123 subdomain and \"/\", then 1-63 letters, digits, {LABEL_NAME_RULE}",
+                    quote(key)
+                ),
+            );
         }
     }
 }
@@ -465,7 +503,13 @@ fn check_interface(spec: &WorkloadEndpointSpec, violations: &mut Violations) {
             );
         }
     }
-    if !spec.interface_name.is_empty() && !is_interface_name(&spec.interface_name) {
+    if spec.interface_name.is_empty() {
+        // Calico's validator requires it: Felix programs routes and policy on that interface.
+        violations.add(
+            "spec.interfaceName",
+            "interface name is required: 1-15 letters, digits, \"_\", \".\" or \"-\"",
+        );
+    } else if !is_interface_name(&spec.interface_name) {
         violations.add(
             "spec.interfaceName",
             format!(
@@ -485,19 +529,37 @@ fn check_interface(spec: &WorkloadEndpointSpec, violations: &mut Violations) {
     }
 }
 
-/// The stored spelling of a protocol when Python's `protocol.upper()` is TCP, UDP or SCTP.
-fn known_protocol(protocol: &str) -> Option<&'static str> {
-    if let Some(known) = PROTOCOLS.iter().find(|known| **known == protocol) {
-        return Some(known);
+/// The stored form of a port's protocol, or None when Calico would refuse it: TCP, UDP or
+/// SCTP exactly as spelled, or their numbers in decimal (leading zeros dropped, as Calico
+/// reads a number).
+fn port_protocol(protocol: &str) -> Option<String> {
+    if PROTOCOLS.contains(&protocol) {
+        return Some(protocol.to_owned());
     }
-    // Full Unicode upper-casing, as Python's: "ſctp" (long s) is "SCTP" too. Every character
-    // upper-cases to at least one, so a match has at most four characters of four bytes.
-    if protocol.len() > 16 {
+    decimal_u8(protocol)
+        .filter(|number| PROTOCOL_NUMBERS.contains(number))
+        .map(|number| number.to_string())
+}
+
+/// `text` as Go's `strconv.ParseUint(text, 10, 8)` reads it: ASCII digits only, any number
+/// of leading zeros, at most 255.
+fn decimal_u8(text: &str) -> Option<u8> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    let upper = protocol.to_uppercase();
-    PROTOCOLS.iter().copied().find(|known| *known == upper)
+    let significant = text.trim_start_matches('0');
+    if significant.len() > 3 {
+        return None;
+    }
+    // All zeros leaves nothing: the number 0.
+    significant
+        .parse::<u8>()
+        .ok()
+        .or((significant.is_empty()).then_some(0))
 }
+
+const PROTOCOL_RULE: &str = "TCP, UDP or SCTP (upper case, as Calico spells them) or their \
+protocol numbers 6, 17 or 132";
 
 /// What is wrong with a port's name, if anything.
 enum PortName {
@@ -574,22 +636,18 @@ fn check_ports(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
                 ),
             ),
         }
-        if let Some(known) = known_protocol(&port.protocol) {
-            // Accept "tcp" as written by hand, but store one spelling, the one Calico and
-            // Kubernetes use.
-            if port.protocol != known {
-                known.clone_into(&mut port.protocol);
-            }
+        if let Some(stored) = port_protocol(&port.protocol) {
+            set_text(&mut port.protocol, &stored);
         } else if port.protocol.is_empty() {
             violations.add(
                 format!("spec.ports[{i}].protocol"),
-                "protocol is required: TCP, UDP or SCTP",
+                format!("protocol is required: {PROTOCOL_RULE}"),
             );
         } else {
             violations.add(
                 format!("spec.ports[{i}].protocol"),
                 format!(
-                    "protocol {} is not one of TCP, UDP, SCTP",
+                    "protocol {} is not accepted: ports need {PROTOCOL_RULE}",
                     quote(&port.protocol)
                 ),
             );
@@ -618,10 +676,234 @@ fn check_ports(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
     }
 }
 
+/// allowSpoofedSourcePrefixes: each a CIDR (host bits allowed) or a bare IP, stored as the
+/// network it covers.
+fn check_spoofed_prefixes(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
+    for (i, text) in spec.allow_spoofed_source_prefixes.iter_mut().enumerate() {
+        let (address_text, length) = match text.as_bytes().iter().position(|&byte| byte == b'/') {
+            Some(slash) => (&text[..slash], Some(&text[slash + 1..])),
+            None => (text.as_str(), None),
+        };
+        let network = ip::parse(address_text).and_then(|address| {
+            let length = match length {
+                None => address.max_prefix_len(),
+                Some(length) if is_prefix_length(length) => length.parse::<u8>().ok()?,
+                Some(_) => return None,
+            };
+            (length <= address.max_prefix_len()).then(|| (address.network(length), length))
+        });
+        match network {
+            Some((network, length)) => {
+                let stored = format!("{network}/{length}");
+                set_text(text, &stored);
+            }
+            None => violations.add(
+                format!("spec.allowSpoofedSourcePrefixes[{i}]"),
+                format!("{} is not an IP address or a CIDR", quote(text)),
+            ),
+        }
+    }
+}
+
+/// Each numeric `qosControls` field: its JSON name, value and accepted range (0 always
+/// means unset).
+fn qos_fields(qos: &QoSControls) -> [(&'static str, i64, i64, i64); 14] {
+    const BANDWIDTH: (i64, i64) = (1_000, 1_000_000_000_000_000);
+    const BURST: (i64, i64) = (1_000, 34_359_738_360);
+    const PEAKRATE: (i64, i64) = (1_010, 1_010_000_000_000_000);
+    const MINBURST: (i64, i64) = (1_000, 100_000_000);
+    const PACKETS: (i64, i64) = (1, 10_000);
+    const CONNECTIONS: (i64, i64) = (1, 4_294_967_295);
+    [
+        (
+            "ingressBandwidth",
+            qos.ingress_bandwidth,
+            BANDWIDTH.0,
+            BANDWIDTH.1,
+        ),
+        ("ingressBurst", qos.ingress_burst, BURST.0, BURST.1),
+        (
+            "ingressPeakrate",
+            qos.ingress_peakrate,
+            PEAKRATE.0,
+            PEAKRATE.1,
+        ),
+        (
+            "ingressMinburst",
+            qos.ingress_minburst,
+            MINBURST.0,
+            MINBURST.1,
+        ),
+        (
+            "egressBandwidth",
+            qos.egress_bandwidth,
+            BANDWIDTH.0,
+            BANDWIDTH.1,
+        ),
+        ("egressBurst", qos.egress_burst, BURST.0, BURST.1),
+        (
+            "egressPeakrate",
+            qos.egress_peakrate,
+            PEAKRATE.0,
+            PEAKRATE.1,
+        ),
+        (
+            "egressMinburst",
+            qos.egress_minburst,
+            MINBURST.0,
+            MINBURST.1,
+        ),
+        (
+            "ingressPacketRate",
+            qos.ingress_packet_rate,
+            PACKETS.0,
+            PACKETS.1,
+        ),
+        (
+            "ingressPacketBurst",
+            qos.ingress_packet_burst,
+            PACKETS.0,
+            PACKETS.1,
+        ),
+        (
+            "egressPacketRate",
+            qos.egress_packet_rate,
+            PACKETS.0,
+            PACKETS.1,
+        ),
+        (
+            "egressPacketBurst",
+            qos.egress_packet_burst,
+            PACKETS.0,
+            PACKETS.1,
+        ),
+        (
+            "ingressMaxConnections",
+            qos.ingress_max_connections,
+            CONNECTIONS.0,
+            CONNECTIONS.1,
+        ),
+        (
+            "egressMaxConnections",
+            qos.egress_max_connections,
+            CONNECTIONS.0,
+            CONNECTIONS.1,
+        ),
+    ]
+}
+
+/// The DSCP names Calico knows (`numorstring.DSCP`).
+pub const DSCP_NAMES: [&str; 21] = [
+    "DF", "EF", "AF11", "AF12", "AF13", "AF21", "AF22", "AF23", "AF31", "AF32", "AF33", "AF41",
+    "AF42", "AF43", "CS0", "CS1", "CS2", "CS3", "CS4", "CS5", "CS6",
+];
+
+/// qosControls: each number 0 or in its range, the pairs Calico ties together (a burst
+/// needs its rate, a peak rate exceeds its rate, a minimum burst needs its peak rate), and
+/// the DSCP mark a number 0-63 (stored without leading zeros) or one of Calico's names.
+fn check_qos(qos: &mut QoSControls, violations: &mut Violations) {
+    for (field, value, low, high) in qos_fields(qos) {
+        if value != 0 && !(low..=high).contains(&value) {
+            violations.add(
+                format!("spec.qosControls.{field}"),
+                format!("{field} {value} is out of range {low}-{high} (0 leaves it unset)"),
+            );
+        }
+    }
+    for (direction, rate, burst, peakrate, minburst, packet_rate, packet_burst) in [
+        (
+            "ingress",
+            qos.ingress_bandwidth,
+            qos.ingress_burst,
+            qos.ingress_peakrate,
+            qos.ingress_minburst,
+            qos.ingress_packet_rate,
+            qos.ingress_packet_burst,
+        ),
+        (
+            "egress",
+            qos.egress_bandwidth,
+            qos.egress_burst,
+            qos.egress_peakrate,
+            qos.egress_minburst,
+            qos.egress_packet_rate,
+            qos.egress_packet_burst,
+        ),
+    ] {
+        let path = |field: &str| format!("spec.qosControls.{direction}{field}");
+        if burst != 0 && rate == 0 {
+            violations.add(
+                path("Burst"),
+                format!("{direction}Burst needs {direction}Bandwidth"),
+            );
+        }
+        if peakrate != 0 && rate == 0 {
+            violations.add(
+                path("Peakrate"),
+                format!("{direction}Peakrate needs {direction}Bandwidth"),
+            );
+        } else if peakrate != 0 && peakrate <= rate {
+            violations.add(
+                path("Peakrate"),
+                format!(
+                    "{direction}Peakrate {peakrate} must be greater than {direction}Bandwidth {rate}"
+                ),
+            );
+        }
+        if minburst != 0 && peakrate == 0 {
+            violations.add(
+                path("Minburst"),
+                format!("{direction}Minburst needs {direction}Peakrate"),
+            );
+        }
+        if packet_burst != 0 && packet_rate == 0 {
+            violations.add(
+                path("PacketBurst"),
+                format!("{direction}PacketBurst needs {direction}PacketRate"),
+            );
+        }
+    }
+    if qos.dscp.is_empty() || DSCP_NAMES.contains(&qos.dscp.as_str()) {
+        return;
+    }
+    match decimal_u8(&qos.dscp).filter(|number| *number <= 63) {
+        Some(number) => {
+            let stored = number.to_string();
+            set_text(&mut qos.dscp, &stored);
+        }
+        None => violations.add(
+            "spec.qosControls.dscp",
+            format!(
+                "dscp {} is not a number 0-63 or one of {}",
+                quote(&qos.dscp),
+                DSCP_NAMES.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The fields Calico added to WorkloadEndpoint after the resource reference was written.
+fn check_newer_fields(spec: &mut WorkloadEndpointSpec, violations: &mut Violations) {
+    check_spoofed_prefixes(spec, violations);
+    if !spec.service_account_name.is_empty() && !is_dns1123_subdomain(&spec.service_account_name) {
+        violations.add(
+            "spec.serviceAccountName",
+            format!(
+                "service account name {} {SUBDOMAIN_RULE}",
+                quote(&spec.service_account_name)
+            ),
+        );
+    }
+    if let Some(qos) = &mut spec.qos_controls {
+        check_qos(qos, violations);
+    }
+}
+
 /// Validates and normalises `wep` in place (SPEC §3), or returns every violation.
 ///
 /// Normalisation: empty namespace -> "default"; ipNetworks as canonical /32 or /128 CIDRs
-/// and other IPs in canonical form; protocols upper case; a missing name -> the derived
+/// and other IPs in canonical form; numeric protocols and DSCP marks without leading zeros;
+/// allowSpoofedSourcePrefixes as the networks they cover; a missing name -> the derived
 /// name; the server-set labels `projectcalico.org/namespace` and (when spec.orchestrator is
 /// set) `projectcalico.org/orchestrator` added. Server-owned metadata (uid,
 /// `creation_timestamp`, `resource_version`) is left as given for the caller to judge. An
@@ -651,10 +933,12 @@ pub fn normalize_workload_endpoint(wep: &mut WorkloadEndpoint) -> Result<(), Vec
         );
     }
     check_endpoint_labels(meta, &spec.orchestrator, &mut violations);
+    check_annotations(&meta.annotations, &mut violations);
     violations.0.extend(identity.0);
     check_addresses(&mut spec, &mut violations);
     check_interface(&spec, &mut violations);
     check_ports(&mut spec, &mut violations);
+    check_newer_fields(&mut spec, &mut violations);
     violations.into_result()?;
 
     if meta.labels.get(NAMESPACE_LABEL) != Some(&meta.namespace) {
@@ -691,8 +975,16 @@ pub fn normalize_profile(profile: &Profile) -> Result<(), Vec<Violation>> {
     let mut violations = Violations::default();
     if meta.name.is_empty() {
         violations.add("metadata.name", "name is required");
-    } else if let Some(problem) = resource_name_problem(&meta.name) {
-        violations.add("metadata.name", problem);
+    } else if !is_dns1123_subdomain(&meta.name) {
+        // Endpoints name their profiles in spec.profiles, which takes only such names (as
+        // Calico requires of every profile name).
+        violations.add(
+            "metadata.name",
+            format!(
+                "name {} {SUBDOMAIN_RULE}, as spec.profiles requires",
+                quote(&meta.name)
+            ),
+        );
     }
     if !meta.namespace.is_empty() {
         violations.add(
@@ -704,6 +996,7 @@ pub fn normalize_profile(profile: &Profile) -> Result<(), Vec<Violation>> {
         );
     }
     check_labels(&meta.labels, "metadata.labels", &mut violations, &[]);
+    check_annotations(&meta.annotations, &mut violations);
     let empty_labels = Labels::new();
     let to_apply = profile
         .spec

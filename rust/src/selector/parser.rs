@@ -9,7 +9,9 @@
 //!           | key ('==' | '!=' | 'contains' | 'starts' 'with' | 'ends' 'with') string
 //!           | key ('in' | 'not' 'in') '{' (string (',' string)*)? '}'
 //! ```
-//! Keywords are recognised by position, so a label may be called `in` or `has`. Each `(`
+//! As in Calico, the two-word operators may also be written as one word (`startswith`,
+//! `endswith`, `notin`); the canonical form spells them as two. Keywords are recognised by
+//! position, so a label may be called `in` or `has`. Each `(`
 //! and each `!` is one level of nesting, checked before recursing, so hostile input fails
 //! with an error and never overflows the stack.
 
@@ -203,6 +205,9 @@ impl Parser {
         };
         match keyword {
             "in" => Ok(Expr::in_set(key, self.set()?)),
+            "notin" => Ok(Expr::not_in_set(key, self.set()?)),
+            "startswith" => Ok(Expr::StartsWith(key, self.string()?)),
+            "endswith" => Ok(Expr::EndsWith(key, self.string()?)),
             "not" => {
                 let next = self.peek()?.pos;
                 if !self.eat_keyword("in")? {

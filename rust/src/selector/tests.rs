@@ -217,6 +217,47 @@ fn keywords_are_ordinary_keys_where_a_key_is_expected() {
 }
 
 #[test]
+fn one_word_operators_are_calicos_spellings_of_the_two_word_ones() {
+    // Calico's tokenizer takes `startswith`, `endswith` and `notin` as the same operators.
+    assert!(matches("a startswith 'he'", &[("a", "hello")]));
+    assert!(!matches("a startswith 'lo'", &[("a", "hello")]));
+    assert!(matches("a endswith 'lo'", &[("a", "hello")]));
+    assert!(!matches("a endswith 'he'", &[("a", "hello")]));
+    assert!(matches("a notin {'x'}", &[("a", "y")]));
+    assert!(!matches("a notin {'x'}", &[("a", "x")]));
+    assert!(matches("a notin {'x'}", &[]));
+    assert!(matches("a startswith'he'", &[("a", "hello")]));
+    assert!(matches("a notin{}", &[]));
+    for (one, two) in [
+        ("a startswith 'x'", "a starts with 'x'"),
+        ("a endswith 'x'", "a ends with 'x'"),
+        ("a notin {'y', 'x'}", "a not in {'x', 'y'}"),
+    ] {
+        assert_eq!(sel(one).expr(), sel(two).expr(), "{one:?}");
+        assert_eq!(sel(one).canonical(), sel(two).canonical(), "{one:?}");
+    }
+    // Keys where a key is expected, as the two-word keywords are.
+    assert!(matches("startswith == 'x'", &[("startswith", "x")]));
+    assert!(matches("notin notin {'x'}", &[]));
+}
+
+#[test]
+fn one_word_operators_need_a_word_boundary_and_their_exact_spelling() {
+    for text in [
+        "a startswithx 'x'",
+        "a startswith-x 'x'",
+        "a StartsWith 'x'",
+        "a starts_with 'x'",
+        "a notinx {}",
+        "a NOTIN {}",
+        "a endswith {'x'}",
+        "a notin 'x'",
+    ] {
+        assert!(Selector::parse(text).is_err(), "{text:?} should not parse");
+    }
+}
+
+#[test]
 fn key_length_limit() {
     let key = "k".repeat(MAX_KEY_LENGTH);
     assert!(matches(&format!("has({key})"), &[(&key, "")]));
@@ -447,6 +488,9 @@ fn canonical_rendering() {
         ("a not in {}", "a not in {}"),
         ("a contains 'x'", "a contains \"x\""),
         ("a starts   with 'x'", "a starts with \"x\""),
+        ("a startswith 'x'", "a starts with \"x\""),
+        ("a endswith 'x'", "a ends with \"x\""),
+        ("a notin {'x'}", "a not in {\"x\"}"),
         ("a ends with 'x'", "a ends with \"x\""),
         ("a == 'say \"hi\"'", "a == 'say \"hi\"'"),
         ("((has(a)))", "has(a)"),
