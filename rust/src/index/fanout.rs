@@ -188,11 +188,92 @@ impl Transition {
     }
 }
 
-/// The transitions of every revision after `start`, oldest first.
+/// The transitions of every revision after `start`, oldest first, with the positions of
+/// those touching each node.
+///
+/// A node watcher resuming after revision R is replayed the transitions after R that touch
+/// its node. Scanning every transition after R for each of them made a reconnect storm cost
+/// (watchers x logged changes): 10,000 node watchers resuming over 5,000 changes spent a
+/// sixth of the server's time in the scan. `by_node` holds, per node, the sequence numbers
+/// of the transitions whose old or new state is on it (a transition's sequence number is its
+/// position counted from the first ever logged), so a node's replay visits only its own.
 #[derive(Debug, Default)]
 pub(super) struct TransitionLog {
     entries: VecDeque<Transition>,
     start: u64,
+    /// The sequence number of `entries[0]`.
+    first_seq: u64,
+    by_node: HashMap<Arc<str>, VecDeque<u64>>,
+}
+
+impl TransitionLog {
+    /// The nodes a transition touches: its old state's and its new state's, once each.
+    fn nodes(transition: &Transition) -> impl Iterator<Item = &Arc<str>> {
+        let old = transition.old.as_ref().map(|state| &state.node);
+        let new = transition
+            .new
+            .as_ref()
+            .map(|state| &state.node)
+            .filter(|node| Some(*node) != old);
+        old.into_iter().chain(new)
+    }
+
+    fn push(&mut self, transition: Transition) {
+        let seq = self.first_seq + self.entries.len() as u64;
+        for node in Self::nodes(&transition) {
+            match self.by_node.get_mut(&**node) {
+                Some(positions) => positions.push_back(seq),
+                None => {
+                    self.by_node.insert(Arc::clone(node), VecDeque::from([seq]));
+                }
+            }
+        }
+        self.entries.push_back(transition);
+    }
+
+    fn pop_front(&mut self) {
+        let Some(transition) = self.entries.pop_front() else {
+            return;
+        };
+        for node in Self::nodes(&transition) {
+            if let Some(positions) = self.by_node.get_mut(&**node) {
+                positions.pop_front(); // this transition's: positions are in log order
+                if positions.is_empty() {
+                    self.by_node.remove(&**node);
+                }
+            }
+        }
+        self.first_seq += 1;
+    }
+
+    fn clear(&mut self) {
+        self.first_seq += self.entries.len() as u64;
+        self.entries.clear();
+        self.by_node.clear();
+    }
+
+    /// The transitions after revision `after`, in log order: every one, or only those
+    /// touching `node` when it is not "".
+    fn after<'a>(
+        &'a self,
+        after: u64,
+        node: &str,
+    ) -> Box<dyn Iterator<Item = &'a Transition> + 'a> {
+        if node.is_empty() {
+            let from = self.entries.partition_point(|t| t.revision <= after);
+            return Box::new(self.entries.range(from..));
+        }
+        let Some(positions) = self.by_node.get(node) else {
+            return Box::new(std::iter::empty());
+        };
+        let entry = move |seq: u64| {
+            let index =
+                usize::try_from(seq - self.first_seq).expect("a logged position fits memory");
+            &self.entries[index]
+        };
+        let from = positions.partition_point(|&seq| entry(seq).revision <= after);
+        Box::new(positions.range(from..).map(move |&seq| entry(seq)))
+    }
 }
 
 /// An endpoint a revision touches, before the revision is applied.
@@ -300,7 +381,7 @@ impl EndpointIndex {
 
     /// Empties the log and declares the index to be at `revision` (after loading a snapshot).
     pub fn reset_log(&mut self, revision: u64) {
-        self.log.entries.clear();
+        self.log.clear();
         self.log.start = revision;
         self.revision = revision;
     }
@@ -313,7 +394,7 @@ impl EndpointIndex {
             .front()
             .is_some_and(|t| t.revision <= revision)
         {
-            self.log.entries.pop_front();
+            self.log.pop_front();
         }
         self.log.start = self.log.start.max(revision);
     }
@@ -488,7 +569,7 @@ impl EndpointIndex {
                 own_change,
             };
             self.plan(&transition, scratch, subjects);
-            self.log.entries.push_back(transition);
+            self.log.push(transition);
         }
         scratch.touched = touched;
     }
@@ -556,9 +637,8 @@ impl EndpointIndex {
             return Ok(Replay::Expired);
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let from = self.log.entries.partition_point(|t| t.revision <= after);
         let mut events = Vec::new();
-        for transition in self.log.entries.range(from..) {
+        for transition in self.log.after(after, &group.node) {
             if let Some(kind) = transition.event_for(group) {
                 if events.len() == limit {
                     return Ok(Replay::TooMany);

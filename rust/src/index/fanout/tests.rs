@@ -566,6 +566,46 @@ fn replay_equals_what_apply_delivered_and_respects_log_start_and_limit() {
     assert_eq!((index.log_start(), index.revision()), (7, 7));
 }
 
+#[test]
+fn a_node_replay_sees_only_its_node_and_endpoints_that_move_on_or_off_it() {
+    let mut index = EndpointIndex::new();
+    let n1 = index.add_group("", "n1", None);
+    let n2 = index.add_group("", "n2", None);
+    let n3 = index.add_group("", "n3", None);
+    index.reset_log(0);
+    apply(&mut index, vec![put(1, "ns", "a", "n1", &[], &[])], vec![]);
+    apply(&mut index, vec![put(2, "ns", "b", "n2", &[], &[])], vec![]);
+    apply(&mut index, vec![put(3, "ns", "a", "n2", &[], &[])], vec![]); // moves n1 -> n2
+    apply(&mut index, vec![delete(4, "ns", "b")], vec![]);
+    assert_eq!(
+        replayed(&index, n1, 0),
+        [ev("ns", "a", 1, Added), ev("ns", "a", 3, Deleted)]
+    );
+    assert_eq!(
+        replayed(&index, n2, 0),
+        [
+            ev("ns", "b", 2, Added),
+            ev("ns", "a", 3, Added),
+            ev("ns", "b", 4, Deleted)
+        ]
+    );
+    assert_eq!(
+        replayed(&index, n2, 2),
+        [ev("ns", "a", 3, Added), ev("ns", "b", 4, Deleted)]
+    );
+    assert_eq!(replayed(&index, n3, 0), []);
+    // Trimming drops each node's oldest positions with the transitions they point at.
+    index.trim_log(2);
+    assert_eq!(replayed(&index, n1, 2), [ev("ns", "a", 3, Deleted)]);
+    assert_eq!(replayed(&index, n2, 3), [ev("ns", "b", 4, Deleted)]);
+    index.trim_log(4);
+    assert_eq!(replayed(&index, n2, 4), []);
+    index.reset_log(4);
+    apply(&mut index, vec![put(5, "ns", "c", "n3", &[], &[])], vec![]);
+    assert_eq!(replayed(&index, n3, 4), [ev("ns", "c", 5, Added)]);
+    assert_eq!(replayed(&index, n1, 4), []);
+}
+
 // ---- diff ----
 
 #[test]
