@@ -55,7 +55,9 @@ async def test_apply_then_get_as_yaml_round_trips_the_seed_sample(server: Epsync
 
 
 async def test_the_current_v3_fields_apply_and_show_in_get_yaml(server: EpsyncServer) -> None:
-    manifest = HEADER + """kind: WorkloadEndpoint
+    manifest = (
+        HEADER
+        + """kind: WorkloadEndpoint
 metadata:
   name: web
   annotations: {example.com/owner: net-team}
@@ -69,6 +71,7 @@ spec:
   ports: [{name: dns, protocol: 17, port: 53}]
   qosControls: {ingressBandwidth: 1000000, dscp: EF}
 """
+    )
     applied = await against(server, "apply", "-f", "-", stdin=manifest.encode())
     assert applied.code == 0, applied.err
     got = await against(server, "get", "wep", "web", "-o", "yaml")
