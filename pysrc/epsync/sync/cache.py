@@ -235,6 +235,14 @@ class ResourceCache:
         found = self._endpoints.get(key)
         return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
 
+    def stored_value(self, kind: Kind, key: str) -> bytes | None:
+        """The object under `key` as the datastore stored it (without resource_version); None if there is none."""
+        if kind is Kind.WORKLOAD_ENDPOINT:
+            found = self._endpoints.get(key)
+            return None if found is None else found[1]
+        profile = self._profiles.get(key)
+        return None if profile is None else PROFILES.encode(profile)
+
     def endpoint_state_at(self, key: str, revision: int) -> State:
         """The endpoint under `key` as it was at `revision` (within the retained window), as stored."""
         if self._endpoint_history.tracks(key):
