@@ -355,6 +355,7 @@ async def serve(config: ServerConfig, log_level: str = "INFO") -> None:
     except (StartupError, DatastoreError) as error:
         await server.stop(grace=0)  # whatever did open (the datastore, its lock) is released
         raise StartupError(str(error)) from None
+    gcpolicy.freeze_startup()
     pool: WorkerPool | None = None
     if config.workers > 1:
         pool = WorkerPool(config, server.store, log_level)
