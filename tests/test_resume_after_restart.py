@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 
 from epsync.client import Client
 from epsync.errors import OutOfRange
+from epsync.server.app import EpsyncServer
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.watch_pb2 import ADDED, DELETED, MODIFIED
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
+from tests.conftest import server_config
 from tests.factories import endpoint, profile
 from tests.selector_reference import render
+from tests.store.conftest import WorkerStore
 from tests.test_watch_property import (
     DELETE_ENDPOINT,
     LABELS,
@@ -136,6 +139,23 @@ async def test_a_revision_before_the_retained_history_is_out_of_range_naming_the
         assert [e.object.metadata.name for e in objects(replayed)] == [
             f"e{i}" for i in range(20 - (restart_revision - oldest), 20)
         ]
+
+
+async def test_a_worker_process_resumes_from_its_owners_retained_history(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data") as server, Client(f"127.0.0.1:{server.port}") as client:
+        first = await client.create_endpoint(endpoint("a"))
+        second = await client.update_endpoint(endpoint("a", labels={"v": "2"}))
+    # A worker of `--workers`: a whole server whose datastore is its owner's, over the owner's socket.
+    worker_store = WorkerStore(tmp_path / "data" / "epsync.db", Path(tempfile.mkdtemp(prefix="epsync-owner-")))
+    worker = EpsyncServer(server_config(tmp_path / "worker"), store=worker_store)
+    await worker.start()
+    try:
+        assert worker.cache.oldest_replayable == 0
+        async with channel(worker) as opened:
+            events = await watch_endpoints(opened, resource_version=first.metadata.resource_version).until_synced()
+        assert summary(events) == [(MODIFIED, "a", rv(second), rv(second), {"v": "2"})]
+    finally:
+        await worker.stop(grace=0)
 
 
 # --- the materialised-view property (SPEC §6.1) across a restart ----------------------------------------
