@@ -9,9 +9,11 @@ OUT_OF_RANGE, naming the oldest revision that can be resumed from, not the resta
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
 from pathlib import Path
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ from epsync.server.app import EpsyncServer
 from epsync.v1.profile_pb2 import Profile
 from epsync.v1.watch_pb2 import ADDED, DELETED, MODIFIED
 from epsync.v1.workload_endpoint_pb2 import WorkloadEndpoint
-from tests.conftest import server_config
+from tests.conftest import serve_process, server_config
 from tests.factories import endpoint, profile
 from tests.selector_reference import render
 from tests.store.conftest import WorkerStore
@@ -139,6 +141,25 @@ async def test_a_revision_before_the_retained_history_is_out_of_range_naming_the
         assert [e.object.metadata.name for e in objects(replayed)] == [
             f"e{i}" for i in range(20 - (restart_revision - oldest), 20)
         ]
+
+
+async def test_the_epsync_command_killed_with_kill_9_then_restarted_replays_what_a_watcher_missed(
+    tmp_path: Path,
+) -> None:
+    args = ("--data-dir", str(tmp_path / "data"), "--workers", "1")
+    async with serve_process(*args) as server, Client(f"127.0.0.1:{server.port}") as client:
+        held = await client.create_endpoint(endpoint("a", labels={"app": "web"}))
+        changed = await client.update_endpoint(endpoint("a", labels={"app": "web", "v": "2"}))
+        added = await client.create_endpoint(endpoint("b", labels={"app": "web"}))
+        server.process.send_signal(signal.SIGKILL)
+        await server.process.wait()
+    async with serve_process(*args) as restarted, grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as opened:
+        stream = watch_endpoints(opened, label_selector="app == 'web'", resource_version=rv(held))
+        events = await stream.until_synced()
+    assert summary(events) == [
+        (MODIFIED, "a", rv(changed), rv(changed), {"app": "web", "v": "2"}),
+        (ADDED, "b", rv(added), rv(added), {"app": "web"}),
+    ]
 
 
 async def test_a_worker_process_resumes_from_its_owners_retained_history(tmp_path: Path) -> None:
