@@ -135,6 +135,17 @@ def test_history_whose_previous_revisions_are_unknown_is_not_loaded() -> None:
     assert cache.oldest_replayable == 2  # replays start after the last change it cannot undo
 
 
+def test_history_that_does_not_end_in_the_stored_objects_is_not_loaded() -> None:
+    # A file edited by hand or restored in part: the objects are the truth the cache serves.
+    model = build([("endpoint", name, "n1", {}, False) for name in NAMES])
+    snapshot = model.snapshot()
+    edited = [*snapshot.records[:-1], Record(Kind.WORKLOAD_ENDPOINT, "default/e3", b"", 4, 4)]
+    cache = ResourceCache()
+    cache.load(Snapshot(snapshot.revision, edited), model.changes, 0)
+    assert cache.oldest_replayable == snapshot.revision
+    assert cache.stored_value(Kind.WORKLOAD_ENDPOINT, "default/e3") == b""
+
+
 async def test_a_long_replay_yields_the_event_loop_and_misses_nothing_published_meanwhile() -> None:
     cache = ResourceCache()
     cache.load(Snapshot(0, []))

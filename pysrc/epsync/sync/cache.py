@@ -106,6 +106,13 @@ class ResourceCache:
             if change.previous_revision is None:
                 start = change.revision
         retained = [c for c in retained if c.revision > start]
+        if retained and not _ends_in(retained, snapshot):
+            log.warning(
+                "the datastore's history does not end in the objects it stores (edited by hand, or restored in part): "
+                "it is not used, and watches resume from revision %d on",
+                snapshot.revision,
+            )
+            retained, start = [], snapshot.revision
         self._load(_state_before(snapshot, retained, start))
         for first in range(0, len(retained), _HISTORY_CHUNK):
             self.apply(retained[first : first + _HISTORY_CHUNK])
@@ -335,6 +342,20 @@ class ResourceCache:
                     return Page(items, more=True)
                 items.append(profile)
         return Page(items, more=False)
+
+
+def _ends_in(changes: Sequence[Change], snapshot: Snapshot) -> bool:
+    """Whether each key's last change in `changes` is what `snapshot` holds for it (its value and revision)."""
+    last = {(c.kind, c.key): c for c in changes}
+    held = {(r.kind, r.key): r for r in snapshot.records}
+    for name, change in last.items():
+        record = held.get(name)
+        if record is None or change.value is None:
+            if record is not None or change.value is not None:
+                return False
+        elif record.value != change.value or record.mod_revision != change.revision:
+            return False
+    return True
 
 
 def _state_before(snapshot: Snapshot, changes: Sequence[Change], revision: int) -> Snapshot:
