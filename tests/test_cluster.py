@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from epsync.client import Client
 from epsync.client.view import Backoff
-from epsync.errors import NotFound, Unavailable
+from epsync.errors import NotFound, OutOfRange, Unavailable
 from epsync.server.app import EpsyncServer
 from epsync.server.config import ServerConfig
 from epsync.store.etcd import EtcdDatastore
@@ -111,6 +111,28 @@ async def test_a_watcher_resumes_on_another_replica_without_a_full_resend(
             resumed = watch_endpoints(opened, resource_version=revision, known_resource_versions=held)
             events = await resumed.until_synced()
         assert named(events) == [(MODIFIED, "e3")]  # the one change, not the 20 it holds
+
+
+async def test_a_restarted_replica_resumes_by_known_versions_and_its_history_starts_at_its_start(
+    tmp_path: Path, etcd_settings: dict[str, Any]
+) -> None:
+    # README "Resuming a watch": on etcd a replica does not replay etcd's own history (measured: the
+    # known-versions difference is far cheaper); a bare revision from before its start is OUT_OF_RANGE.
+    async with running_server(tmp_path / "a", **etcd_settings) as a, Client(f"127.0.0.1:{a.port}") as client:
+        held = await client.create_endpoint(endpoint("held"))
+        since = held.metadata.resource_version
+        changed = await client.update_endpoint(endpoint("held", labels={"v": "2"}))
+    async with running_server(tmp_path / "a", **etcd_settings) as restarted, channel(restarted) as opened:
+        start = restarted.cache.oldest_replayable
+        assert start >= changed.metadata.resource_version
+        error = await watch_endpoints(opened, resource_version=since).until_end()
+        assert isinstance(error, OutOfRange)
+        assert int(error.metadata["oldestResourceVersion"]) == start
+        known = {"default/held": since}
+        events = await watch_endpoints(opened, resource_version=since, known_resource_versions=known).until_synced()
+        assert [(e.type, e.object.metadata.resource_version) for e in objects(events)] == [
+            (MODIFIED, changed.metadata.resource_version)
+        ]
 
 
 async def test_a_replica_that_has_not_heard_of_an_object_yet_upserts_and_deletes_it_all_the_same(

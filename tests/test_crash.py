@@ -162,12 +162,13 @@ async def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path: Path) -> None:
         view = watching.watch(backoff=Backoff(initial=0.05, maximum=0.5))
         watch = asyncio.create_task(_run(view))
         try:
-            for _ in range(ROUNDS):
+            for round_number in range(ROUNDS):
                 async with serve_process(*args) as server, Client(f"127.0.0.1:{server.port}", timeout=10) as client:
                     lost += await check_round(client, ledger)
                     before = ledger.highest_revision
                     try:
-                        probe = await client.update_endpoint(versioned("probe", 0), allow_missing=True)
+                        # New content each round: an identical update would change nothing (SPEC §5).
+                        probe = await client.update_endpoint(versioned("probe", round_number), allow_missing=True)
                     except EpsyncError:
                         print("".join(server.log))
                         raise

@@ -51,6 +51,17 @@ async def test_change_carries_value_previous_value_and_create_revision(store: Da
         assert len(recorder.batches) == 1, "one group commit, one batch"
 
 
+async def test_changes_name_the_revision_of_the_value_they_replace(store: Datastore) -> None:
+    # What a reader of the history needs to rebuild the state before its oldest change (sync/cache.py).
+    recorder = Recorder()
+    store.add_listener(recorder)
+    start = store.current_revision
+    results = await store.write([Put(PR, "q", b"one"), Put(PR, "q", b"two"), Delete(PR, "q")])
+    r = [committed(result).revision for result in results]
+    assert [c.previous_revision for c in recorder.changes] == [0, r[0], r[1]]
+    assert [c.previous_revision for c in await store.changes_since(start)] == [0, r[0], r[1]]
+
+
 async def test_listener_has_seen_a_write_before_the_writer_resumes(store: Datastore) -> None:
     seen: dict[str, int] = {}
 

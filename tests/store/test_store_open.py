@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from epsync.store.base import Datastore, DatastoreError
+from epsync.store.base import Datastore, DatastoreError, Kind, Put
 from epsync.store.sqlite import SCHEMA_VERSION, SqliteDatastore
 from tests.store.conftest import put
 
@@ -83,6 +83,27 @@ async def test_the_file_is_in_wal_mode_with_the_schema_version_recorded(db_path:
             assert {"meta", "objects", "history"} <= tables
             assert dict(conn.execute("SELECT name, value FROM meta")) == {"revision": 1, "compacted": 0}
         conn.close()
+    finally:
+        await store.close()
+
+
+async def test_a_schema_2_file_is_migrated_and_its_older_history_rows_have_no_previous_revision(
+    db_path: Path,
+) -> None:
+    store = SqliteDatastore(db_path)
+    await store.open()
+    await store.write([Put(Kind.PROFILE, "p", b"one"), Put(Kind.PROFILE, "p", b"two")])
+    await store.close()
+    with sqlite3.connect(db_path) as conn:  # as schema 2 left it: no previous_revision column
+        conn.execute("ALTER TABLE history DROP COLUMN previous_revision")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    store = SqliteDatastore(db_path)
+    await store.open()
+    try:
+        await store.write([Put(Kind.PROFILE, "p", b"three")])
+        history = await store.changes_since(0)
+        assert [(c.value, c.previous_revision) for c in history] == [(b"one", None), (b"two", None), (b"three", 2)]
     finally:
         await store.close()
 

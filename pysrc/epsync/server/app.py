@@ -2,7 +2,10 @@
 
 Start-up order matters: the cache subscribes to the store's change feed before it loads the
 snapshot, and ignores any batch the snapshot already covers, so no committed change can fall
-between the two. Shutdown flips health to NOT_SERVING first (load balancers stop sending), then
+between the two. The store's retained history is read after the snapshot (sync/retained.py);
+batches that arrive meanwhile are held and applied after it.
+
+Shutdown flips health to NOT_SERVING first (load balancers stop sending), then
 lets in-flight calls finish within the grace period, then closes the store (which finishes any
 writes still in its commit queue).
 """
@@ -44,6 +47,7 @@ from epsync.sync.cache import ResourceCache
 from epsync.sync.endpoint_hub import EndpointWatchHub
 from epsync.sync.hub import BookmarkPolicy
 from epsync.sync.profile_hub import ProfileWatchHub
+from epsync.sync.retained import retained_history
 from epsync.sync.watcher import WatcherLimits
 from epsync.v1 import profile_service_pb2, status_service_pb2, workload_endpoint_service_pb2
 
@@ -151,12 +155,25 @@ class EpsyncServer:
         self._background: set[asyncio.Task[None]] = set()
         self.port = 0
         self.tls: ReloadingTls | None = None
+        self._held: list[Sequence[Change]] | None = None  # batches held back while the cache loads
 
     async def start(self) -> int:
         """Open the store, fill the cache, and listen; returns the bound port (useful with port 0)."""
         await self.store.open()
+        # Batches committed while the history is read wait until the cache has it (they follow it).
+        self._held = []
         self.store.add_listener(self._apply)
-        self.cache.load(await self.store.snapshot())
+        snapshot = await self.store.snapshot()
+        since, history = await retained_history(self.store, snapshot.revision, self.config.history_window)
+        self.cache.load(snapshot, history, since)
+        held, self._held = self._held, None
+        for batch in held:
+            self._apply(batch)
+        log.info(
+            "watches can resume from revision %d on (history of %d revisions retained)",
+            self.cache.oldest_replayable,
+            snapshot.revision - self.cache.oldest_replayable,
+        )
 
         max_connections = connection_limit(self.config)  # raises the descriptor limit, once
         server = grpc.aio.server(options=grpc_options(self.config, max_connections))
@@ -277,6 +294,9 @@ class EpsyncServer:
 
     def _apply(self, changes: Sequence[Change]) -> None:
         """The change feed: advance the cache, then tell the watchers (before the writers hear back)."""
+        if self._held is not None:
+            self._held.append(changes)
+            return
         started = time.perf_counter()
         applied = self.cache.apply(changes)
         if applied is not None:
@@ -335,6 +355,7 @@ async def serve(config: ServerConfig, log_level: str = "INFO") -> None:
     except (StartupError, DatastoreError) as error:
         await server.stop(grace=0)  # whatever did open (the datastore, its lock) is released
         raise StartupError(str(error)) from None
+    gcpolicy.freeze_startup()
     pool: WorkerPool | None = None
     if config.workers > 1:
         pool = WorkerPool(config, server.store, log_level)

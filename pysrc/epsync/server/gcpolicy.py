@@ -20,3 +20,12 @@ def apply() -> None:
     """Collect the youngest generation less often; the older generations keep their settings."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+
+
+def freeze_startup() -> None:
+    """Once start-up has filled the cache (with the retained history, some hundreds of thousands of objects that
+    live long): collect once, then leave those objects out of every later collection. A full collection would
+    otherwise walk them each time, some 50 ms with a full default window (bench/bench_resume_history.py);
+    they are still freed by reference count when the history moves on."""
+    gc.collect()
+    gc.freeze()

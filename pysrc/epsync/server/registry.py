@@ -19,6 +19,19 @@ is retried against the winner's record, which the conflict hands back, unless th
 resource_version, in which case losing is the client's ABORTED. A time budget bounds the retries.
 Server-owned metadata (uid, creation_timestamp) is set on create and carried over on every update,
 so identity never changes.
+
+No-op updates. An update whose stored bytes (validated, normalised, identity carried over) equal what
+is stored changes nothing: no commit, no new revision, no event, and the caller gets the stored
+object (Kubernetes' GuaranteedUpdate skips such writes too). The cache only suggests it: another
+replica (etcd) or another worker process may have written the key since the cache heard of it, and
+an update declared a no-op against a stale copy would lose the caller's write. So a suggested no-op
+is confirmed by reading the key from the datastore: still the same revision, it is a no-op;
+changed, the write is planned again against what the datastore holds (a compare-and-swap on it,
+or a no-op if it holds the same bytes), like a lost race. The embedded store's owner could trust
+its cache (no write is acknowledged before its cache has it, and the batcher keeps one write per
+key in flight), but one read is cheap beside a commit, and one rule for every store is easier to
+trust. A resource_version precondition is checked first: a mismatch is ABORTED, identical content
+or not.
 """
 
 from __future__ import annotations
@@ -105,6 +118,9 @@ class _Pending(Generic[R]):
     winner: Record | None = None  # set after a lost race: what won, fresher than the cache may be
     raced: bool = False
     write: Put | Delete | None = None
+    # Set instead of `write` for an update that would store what the cache holds: the Put that would change
+    # nothing, to be confirmed against the datastore (see the module docs).
+    unchanged: Put | None = None
 
 
 def _shutting_down() -> Unavailable:
@@ -253,7 +269,7 @@ class Registry(Generic[R]):
         items: list[NormalizeItem] = []
         puts: list[tuple[_Pending[R], R | None]] = []
         for pending in candidates:
-            pending.write = None
+            pending.write = pending.unchanged = None
             operation = pending.operation
             try:
                 current = self._current(pending)
@@ -283,7 +299,7 @@ class Registry(Generic[R]):
                 self._plan_put(pending, current, normalized)
             except Exception as error:
                 pending.future.set_exception(error)
-        return [p for p in candidates if p.write is not None and not p.future.done()]
+        return [p for p in candidates if (p.write is not None or p.unchanged is not None) and not p.future.done()]
 
     def _current(self, pending: _Pending[R]) -> R | None:
         """What the write is judged against: the winner of a race it lost, else the cache's object."""
@@ -321,7 +337,14 @@ class Registry(Generic[R]):
             return
         if precondition and precondition != current.metadata.resource_version:
             raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
-        pending.write = Put(self.rtype.kind, key, stored, current.metadata.resource_version)
+        put = Put(self.rtype.kind, key, stored, current.metadata.resource_version)
+        if pending.raced and pending.winner is not None and pending.winner.value == stored:
+            # Just read from the datastore, so current: nothing to write.
+            pending.future.set_result(pending.winner)
+        elif not pending.raced and stored == self._cache.stored_value(self.rtype.kind, key):
+            pending.unchanged = put
+        else:
+            pending.write = put
 
     def _plan_delete(self, pending: _Pending[R], current: R | None) -> None:
         operation, key = pending.operation, pending.key
@@ -351,20 +374,23 @@ class Registry(Generic[R]):
         pending.write = Delete(self.rtype.kind, key, current.metadata.resource_version)
 
     async def _commit(self, batch: list[_Pending[R]]) -> None:
-        writes = [p.write for p in batch if p.write is not None]
-        retry: list[_Pending[R]] = []
+        writing = [p for p in batch if p.write is not None]
+        writes = [p.write for p in writing if p.write is not None]
+        retrying: set[_Pending[R]] = set()
         try:
             try:
-                results: list[WriteResult | Exception] = list(await self._store.write(writes))
+                # Called first, before any other await: batches reach the store in the order they were taken.
+                results: list[WriteResult | Exception] = list(await self._store.write(writes)) if writes else []
             except WriteFailed as error:
                 # Each write failed or stood alone: answer each as it went.
                 results = [o if not isinstance(o, Exception) else WriteFailed([o]) for o in error.outcomes]
             except Exception as error:
-                for pending in batch:
+                for pending in writing:
                     if not pending.future.done():
                         pending.future.set_exception(error)
-                return
-            for pending, result in zip(batch, results, strict=True):
+                results = []
+                writing = []
+            for pending, result in zip(writing, results, strict=True):
                 if pending.future.done():
                     continue
                 if isinstance(result, Exception):
@@ -376,17 +402,45 @@ class Registry(Generic[R]):
                     pending.future.set_exception(error)
                     continue
                 if outcome is None:
-                    retry.append(pending)
+                    retrying.add(pending)
                 else:
                     pending.future.set_result(outcome)
+            # After the writes are answered: they need not wait for these reads.
+            retrying.update(await self._confirm_unchanged([p for p in batch if p.unchanged is not None]))
         finally:
             self._busy_keys.difference_update(p.key for p in batch if p.key is not None)
+        retry = [p for p in batch if p in retrying]  # in the order they were taken
         for pending in reversed(retry):
             # At the head of its lane: the lane's later writes were submitted after it.
             lane_key = pending if pending.stream is None else pending.stream
             self._lanes.setdefault(lane_key, deque()).appendleft(pending)
         if self._lanes:
             self._wakeup.set()
+
+    async def _confirm_unchanged(self, checks: list[_Pending[R]]) -> list[_Pending[R]]:
+        """Answer each update the cache says changes nothing with the datastore's record, if that is still the one
+        the cache has; returns the others, to be planned again against the record read (see the module docs)."""
+        if not checks:
+            return []
+        records = await asyncio.gather(
+            *(self._store.get(self.rtype.kind, p.unchanged.key) for p in checks if p.unchanged is not None),
+            return_exceptions=True,
+        )
+        retry: list[_Pending[R]] = []
+        for pending, record in zip(checks, records, strict=True):
+            put, pending.unchanged = pending.unchanged, None
+            assert put is not None
+            if pending.future.done():
+                continue
+            if isinstance(record, BaseException):
+                pending.future.set_exception(record)
+            elif record is not None and record.mod_revision == put.expected_mod_revision and record.value == put.value:
+                pending.future.set_result(record)
+            else:
+                # Written meanwhile, where this cache had not heard of it yet: judge the update against what is stored.
+                pending.raced, pending.winner = True, record
+                retry.append(pending)
+        return retry
 
     def _interpret(self, pending: _Pending[R], result: Committed | Conflict) -> Outcome | None:
         """The caller's outcome, or None to retry after a lost race."""

@@ -31,7 +31,7 @@ async def serve_watch(
         _check_versions(request, known)
         hub.check_store(request)
         await wait_until_servable(request.resource_version)
-        watcher = hub.start(request, known)
+        watcher = await hub.start(request, known)
     except Exception as error:
         await abort(context, status_error(error, "starting a watch"))
         return

@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from epsync.server import gcpolicy
 from epsync.server.app import EpsyncServer, StartupError
 from epsync.server.config import ServerConfig
 from epsync.server.logs import configure as configure_logs
@@ -47,6 +48,7 @@ async def serve_worker(config: ServerConfig, socket_path: Path, index: int) -> i
         log.error("worker %d cannot start: %s", index, error)
         await server.stop(grace=0)
         return 1
+    gcpolicy.freeze_startup()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -124,6 +124,10 @@ class Change:
     value: bytes | None  # None: deleted
     previous: bytes | None  # value before this change; None for a create
     create_revision: int  # of the object as it now is (for deletes: of the deleted object)
+    # The mod_revision of `previous` (0 for a create): what lets a reader of the history rebuild the state
+    # before its oldest change. None where the backend does not know it (history written before it kept it).
+    # Not part of ==: it only dates `previous`, which is.
+    previous_revision: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from sortedcontainers import SortedDict
 
 from epsync._core import EndpointIndex, KnownVersions, Selector, undecodable
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, Kind, ResourceType, endpoint_key, split_endpoint_key
-from epsync.store.base import Change, Snapshot
+from epsync.store.base import Change, Record, Snapshot
 from epsync.store.feed import RevisionWaiters
 from epsync.sync.history import ObjectHistory, State, Transition
 from epsync.sync.plan import Applied
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
 _PROFILE_CHUNK = 512
+# The retained history is applied at start in batches of this many changes (start-up serves nobody yet;
+# the batches only keep the lists handed to the index small).
+_HISTORY_CHUNK = 10_000
 
 
 T = TypeVar("T")
@@ -83,12 +86,39 @@ class ResourceCache:
         """Every change up to this revision is applied."""
         return self._revisions.revision
 
-    def load(self, snapshot: Snapshot) -> None:
+    def load(self, snapshot: Snapshot, history: Sequence[Change] = (), since: int | None = None) -> None:
         """Start from a consistent snapshot; every later batch must come through `apply`.
+
+        `history`: every change the datastore retains after revision `since` up to the snapshot's
+        (`changes_since(since)`), so that watches can resume from before the start (SPEC §7: a restart
+        keeps history). The cache then starts from the state at `since`, rebuilt by undoing the changes
+        on the snapshot, and applies them as it would have live: the index logs their transitions and
+        the object histories their states, exactly as if this server had been up throughout. Only the
+        last `history_window` revisions are kept, and only changes that name their previous revision
+        can be undone: the history starts after the last one that does not.
 
         A record whose value does not decode (written by something other than epsync, or damaged)
         is left out, named in the log and in `undecodable`: it must not keep the server from starting.
         """
+        start = snapshot.revision if since is None else max(since, snapshot.revision - self.history_window)
+        retained = [c for c in history if start < c.revision <= snapshot.revision]
+        for change in retained:
+            if change.previous_revision is None:
+                start = change.revision
+        retained = [c for c in retained if c.revision > start]
+        if retained and not _ends_in(retained, snapshot):
+            log.warning(
+                "the datastore's history does not end in the objects it stores (edited by hand, or restored in part): "
+                "it is not used, and watches resume from revision %d on",
+                snapshot.revision,
+            )
+            retained, start = [], snapshot.revision
+        self._load(_state_before(snapshot, retained, start))
+        for first in range(0, len(retained), _HISTORY_CHUNK):
+            self.apply(retained[first : first + _HISTORY_CHUNK])
+        self._revisions.advance(snapshot.revision)
+
+    def _load(self, snapshot: Snapshot) -> None:
         self.undecodable = {}
         bad = _undecodable_indexes([(r.kind, r.value) for r in snapshot.records])
         if bad:
@@ -212,6 +242,14 @@ class ResourceCache:
         found = self._endpoints.get(key)
         return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
 
+    def stored_value(self, kind: Kind, key: str) -> bytes | None:
+        """The object under `key` as the datastore stored it (without resource_version); None if there is none."""
+        if kind is Kind.WORKLOAD_ENDPOINT:
+            found = self._endpoints.get(key)
+            return None if found is None else found[1]
+        profile = self._profiles.get(key)
+        return None if profile is None else PROFILES.encode(profile)
+
     def endpoint_state_at(self, key: str, revision: int) -> State:
         """The endpoint under `key` as it was at `revision` (within the retained window), as stored."""
         if self._endpoint_history.tracks(key):
@@ -304,6 +342,37 @@ class ResourceCache:
                     return Page(items, more=True)
                 items.append(profile)
         return Page(items, more=False)
+
+
+def _ends_in(changes: Sequence[Change], snapshot: Snapshot) -> bool:
+    """Whether each key's last change in `changes` is what `snapshot` holds for it (its value and revision)."""
+    last = {(c.kind, c.key): c for c in changes}
+    held = {(r.kind, r.key): r for r in snapshot.records}
+    for name, change in last.items():
+        record = held.get(name)
+        if record is None or change.value is None:
+            if record is not None or change.value is not None:
+                return False
+        elif record.value != change.value or record.mod_revision != change.revision:
+            return False
+    return True
+
+
+def _state_before(snapshot: Snapshot, changes: Sequence[Change], revision: int) -> Snapshot:
+    """The records as they were at `revision`: `snapshot` with `changes` (every change after `revision` up to
+    the snapshot's, each naming its previous revision) undone, last first."""
+    if not changes:
+        return snapshot
+    records = {(r.kind, r.key): r for r in snapshot.records}
+    for change in reversed(changes):
+        if change.previous is None:
+            records.pop((change.kind, change.key), None)
+        else:
+            assert change.previous_revision is not None
+            records[(change.kind, change.key)] = Record(
+                change.kind, change.key, change.previous, change.create_revision, change.previous_revision
+            )
+    return Snapshot(revision, sorted(records.values(), key=lambda r: (r.kind.value, r.key)))
 
 
 def _undecodable_indexes(values: Sequence[tuple[Kind, bytes | None]]) -> set[int]:

@@ -6,10 +6,12 @@ distinct event encoded once (`EndpointIndex.apply_stored`), and the same bytes o
 buffer of every watcher of every group that receives it. Initial events and the known-versions
 difference come encoded from the index too (`EndpointIndex.initial_entries`/`difference_entries`),
 each ADDED entry once per snapshot revision for every watcher that starts there; replay is encoded
-here, from the cache's history.
+here, from the cache's history, a chunk at a time.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from epsync._core import KnownVersions
 from epsync.model.kinds import endpoint_key
@@ -22,6 +24,9 @@ from epsync.sync.wire import DELETED, EventType, event_entry, object_with_versio
 from epsync.v1.workload_endpoint_service_pb2 import WatchWorkloadEndpointsRequest
 
 Subject = tuple[str, str, int, int]  # namespace, name, revision, event type
+
+# Replayed events encoded between two yields of the event loop: about 2 ms of work.
+REPLAY_CHUNK = 100
 
 
 class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
@@ -93,11 +98,29 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
         self.subjects_encoded += encoded
         return entries
 
-    def _replay(self, group: int, after: int) -> list[bytes] | None:
-        subjects = self._cache.replay_endpoint_group(group, after, self.limits.max_events)
-        if subjects is None:
-            return None
-        return [self._subject_entry(subject) for subject in subjects]
+    async def _replay(self, group: int, after: int) -> list[bytes] | None:
+        # Encoding an event from the history takes some 20 µs, so a replay of a watcher's buffer of them would hold
+        # the event loop for a fifth of a second: it is encoded REPLAY_CHUNK events at a time, yielding between
+        # chunks (bench/bench_resume_history.py measures the longest hold). What was published meanwhile is
+        # replayed next, until a look at the cache finds nothing new.
+        entries: list[bytes] = []
+        position = after
+        while True:
+            room = self.limits.max_events - len(entries)
+            subjects = self._cache.replay_endpoint_group(group, position, room) if room > 0 else None
+            if subjects is None:
+                return None
+            reached = self._cache.revision
+            for first in range(0, len(subjects), REPLAY_CHUNK):
+                if len(subjects) > REPLAY_CHUNK:  # also before the first chunk: working out the events took a while
+                    await asyncio.sleep(0)
+                    # The states an event is encoded from (its revision's and the one before) must still be kept.
+                    if subjects[first][2] - 1 < self._cache.oldest_replayable:
+                        return None
+                entries.extend(self._subject_entry(subject) for subject in subjects[first : first + REPLAY_CHUNK])
+            if self._cache.revision == reached:
+                return entries
+            position = reached
 
     def _difference(self, group: int, known: KnownVersions, revision: int) -> list[bytes]:
         # A DELETED event carries the client's key only, stamped with S: its copy is all there is to go by (SPEC §6.4).

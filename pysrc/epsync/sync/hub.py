@@ -1,10 +1,13 @@
 """What the endpoint and profile watch hubs share: membership, bookmarks, shutdown, resume rules.
 
 A hub is fed every committed batch synchronously (from the datastore's change feed, right after
-the cache applied it) and pushes the resulting events into its watchers' buffers. Starting a
-watch is synchronous too: the catch-up events (initial state, replay or known-versions diff) are
-computed at the cache's current revision S and the watcher joins its group before the next batch
-can be published, so it receives exactly the events after S, with nothing lost or repeated.
+the cache applied it) and pushes the resulting events into its watchers' buffers. A watch joins
+its group synchronously with the end of its catch-up: the catch-up events (initial state, replay
+or known-versions diff) reach the cache's current revision S and the watcher joins before the next
+batch can be published, so it receives exactly the events after S, with nothing lost or repeated.
+A long replay is the one catch-up that yields the event loop on the way (a chunk of events at a
+time, so other clients are served meanwhile; see `EndpointWatchHub._replay`): it then catches up
+with what was published meanwhile, and its last stretch and the join run without a pause.
 """
 
 from __future__ import annotations
@@ -151,29 +154,35 @@ class WatchHub(abc.ABC, Generic[G, Q]):
                 metadata={"oldestResourceVersion": str(self._cache.oldest_replayable), "storeId": self.store_id},
             )
 
-    def start(self, request: Q, known: KnownVersions) -> Watcher:
-        """A new watcher, caught up to the cache's revision S and joined to its group (synchronous). The
-        caller has had the request's store checked (`check_store`) before waiting for its revision."""
+    async def start(self, request: Q, known: KnownVersions) -> Watcher:
+        """A new watcher, caught up to the cache's revision S and joined to its group. The caller has had the
+        request's store checked (`check_store`) before waiting for its revision."""
         if self.draining:
             raise _shutting_down()
-        revision = self._cache.revision
         group = self._group(request)
         try:
-            catch_up = self._catch_up(group, request, known, revision)
+            catch_up = await self._catch_up(group, request, known)
+            if self.draining:  # the server began to shut down while a replay yielded
+                raise _shutting_down()
         except BaseException:
             self._release(group)
             raise
+        # No await since the catch-up's last look at the cache: it reaches exactly this revision.
+        revision = self._cache.revision
         watcher = Watcher(self.limits, allow_bookmarks=request.allow_bookmarks)
         watcher.push(revision, [*catch_up, bookmark_entry(revision, initial_events_end=True, store_id=self.store_id)])
         self._join(group, watcher)
         return watcher
 
-    def _catch_up(self, group: G, request: Q, known: KnownVersions, revision: int) -> list[bytes]:
-        """SPEC §6.3-4: initial state, replay after R, or the known-versions difference."""
+    async def _catch_up(self, group: G, request: Q, known: KnownVersions) -> list[bytes]:
+        """SPEC §6.3-4: initial state, replay after R, or the known-versions difference, up to the cache's
+        revision when it returns."""
         if request.send_initial_events:
+            revision = self._cache.revision
             return self._difference(group, known, revision) if known else self._initial(group, revision)
         if request.resource_version > 0:
-            replayed = self._replay(group, request.resource_version)
+            replayed = await self._replay(group, request.resource_version)
+            revision = self._cache.revision
             if replayed is not None:
                 return replayed
             if known:
@@ -187,7 +196,7 @@ class WatchHub(abc.ABC, Generic[G, Q]):
                     metadata={"oldestResourceVersion": str(oldest)},
                 )
             raise resource_version_too_old(request.resource_version, oldest)
-        return self._difference(group, known, revision) if known else []
+        return self._difference(group, known, self._cache.revision) if known else []
 
     @abc.abstractmethod
     def _group(self, request: Q) -> G:
@@ -198,9 +207,10 @@ class WatchHub(abc.ABC, Generic[G, Q]):
         """ADDED entries, at `revision`, for everything the group's filter matches now."""
 
     @abc.abstractmethod
-    def _replay(self, group: G, after: int) -> list[bytes] | None:
-        """The entries the group would have received after `after`; None when that cannot be served
-        (history gone, or more than a watcher's buffer holds)."""
+    async def _replay(self, group: G, after: int) -> list[bytes] | None:
+        """The entries the group would have received after `after`, up to the cache's revision when it returns
+        (it may yield the event loop on the way, never after its last look at the cache); None when that cannot
+        be served (history gone, or more than a watcher's buffer holds)."""
 
     @abc.abstractmethod
     def _difference(self, group: G, known: KnownVersions, revision: int) -> list[bytes]:

@@ -87,7 +87,8 @@ class ProfileWatchHub(WatchHub[str, WatchProfilesRequest]):
     def _initial(self, group: str, revision: int) -> list[bytes]:
         return [_current_entry(profile, ADDED, revision) for profile in self._matching(group)]
 
-    def _replay(self, group: str, after: int) -> list[bytes] | None:
+    async def _replay(self, group: str, after: int) -> list[bytes] | None:
+        # Profiles are few: their replay is encoded in one go.
         if after < self._cache.oldest_replayable:
             return None
         chunks = self._plan(self._cache.profile_transitions_after(after), [group]).get(group, [])

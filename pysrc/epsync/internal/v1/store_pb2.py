@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65psync/internal/v1/store.proto\x12\x12\x65psync.internal.v1\"a\n\x06Record\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63reate_revision\x18\x04 \x01(\x03\x12\x14\n\x0cmod_revision\x18\x05 \x01(\x03\"\x90\x01\n\x06\x43hange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x15\n\x08previous\x18\x05 \x01(\x0cH\x01\x88\x01\x01\x12\x17\n\x0f\x63reate_revision\x18\x06 \x01(\x03\x42\x08\n\x06_valueB\x0b\n\t_previous\"\x0f\n\rFollowRequest\"\x83\x02\n\x0e\x46ollowResponse\x12\x39\n\rsnapshot_part\x18\x01 \x01(\x0b\x32 .epsync.internal.v1.SnapshotPartH\x00\x12\x1b\n\x11snapshot_revision\x18\x02 \x01(\x03H\x00\x12\x30\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1f.epsync.internal.v1.ChangeBatchH\x00\x12\x11\n\x07healthy\x18\x04 \x01(\x08H\x00\x12\x17\n\x0foldest_revision\x18\x05 \x01(\x03\x12\x33\n\x08identity\x18\x06 \x01(\x0b\x32!.epsync.internal.v1.StoreIdentityB\x06\n\x04step\"1\n\rStoreIdentity\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\";\n\x0cSnapshotPart\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Record\":\n\x0b\x43hangeBatch\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Change\"\'\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"I\n\x0bGetResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x42\t\n\x07_record\"~\n\x05Write\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\x05value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\"\n\x15\x65xpected_mod_revision\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06_valueB\x18\n\x16_expected_mod_revision\"9\n\x0cWriteRequest\x12)\n\x06writes\x18\x01 \x03(\x0b\x32\x19.epsync.internal.v1.Write\"\xaf\x01\n\x0cWriteOutcome\x12\x32\n\tcommitted\x18\x01 \x01(\x0b\x32\x1d.epsync.internal.v1.CommittedH\x00\x12\x30\n\x08\x63onflict\x18\x02 \x01(\x0b\x32\x1c.epsync.internal.v1.ConflictH\x00\x12.\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1b.epsync.internal.v1.FailureH\x00\x42\t\n\x07outcome\"=\n\x07\x46\x61ilure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x13\n\x0bunavailable\x18\x02 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\"\x99\x01\n\tCommitted\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x12\x31\n\x08previous\x18\x03 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x01\x88\x01\x01\x42\t\n\x07_recordB\x0b\n\t_previous\"H\n\x08\x43onflict\x12\x30\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x42\n\n\x08_current\"C\n\rWriteResponse\x12\x32\n\x08outcomes\x18\x01 \x03(\x0b\x32 .epsync.internal.v1.WriteOutcome\"6\n\x13\x43hangesSinceRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x03\"C\n\x14\x43hangesSinceResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Change\"\x1e\n\x0e\x43ompactRequest\x12\x0c\n\x04keep\x18\x01 \x01(\x03\"*\n\x0f\x43ompactResponse\x12\x17\n\x0foldest_revision\x18\x01 \x01(\x03\x32\xb0\x03\n\x0cStoreService\x12Q\n\x06\x46ollow\x12!.epsync.internal.v1.FollowRequest\x1a\".epsync.internal.v1.FollowResponse0\x01\x12\x46\n\x03Get\x12\x1e.epsync.internal.v1.GetRequest\x1a\x1f.epsync.internal.v1.GetResponse\x12L\n\x05Write\x12 .epsync.internal.v1.WriteRequest\x1a!.epsync.internal.v1.WriteResponse\x12\x63\n\x0c\x43hangesSince\x12\'.epsync.internal.v1.ChangesSinceRequest\x1a(.epsync.internal.v1.ChangesSinceResponse0\x01\x12R\n\x07\x43ompact\x12\".epsync.internal.v1.CompactRequest\x1a#.epsync.internal.v1.CompactResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65psync/internal/v1/store.proto\x12\x12\x65psync.internal.v1\"a\n\x06Record\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63reate_revision\x18\x04 \x01(\x03\x12\x14\n\x0cmod_revision\x18\x05 \x01(\x03\"\xc6\x01\n\x06\x43hange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x15\n\x08previous\x18\x05 \x01(\x0cH\x01\x88\x01\x01\x12\x17\n\x0f\x63reate_revision\x18\x06 \x01(\x03\x12\x1e\n\x11previous_revision\x18\x07 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_valueB\x0b\n\t_previousB\x14\n\x12_previous_revision\"\x0f\n\rFollowRequest\"\x83\x02\n\x0e\x46ollowResponse\x12\x39\n\rsnapshot_part\x18\x01 \x01(\x0b\x32 .epsync.internal.v1.SnapshotPartH\x00\x12\x1b\n\x11snapshot_revision\x18\x02 \x01(\x03H\x00\x12\x30\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1f.epsync.internal.v1.ChangeBatchH\x00\x12\x11\n\x07healthy\x18\x04 \x01(\x08H\x00\x12\x17\n\x0foldest_revision\x18\x05 \x01(\x03\x12\x33\n\x08identity\x18\x06 \x01(\x0b\x32!.epsync.internal.v1.StoreIdentityB\x06\n\x04step\"1\n\rStoreIdentity\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\";\n\x0cSnapshotPart\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Record\":\n\x0b\x43hangeBatch\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Change\"\'\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"I\n\x0bGetResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x42\t\n\x07_record\"~\n\x05Write\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\x05value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\"\n\x15\x65xpected_mod_revision\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06_valueB\x18\n\x16_expected_mod_revision\"9\n\x0cWriteRequest\x12)\n\x06writes\x18\x01 \x03(\x0b\x32\x19.epsync.internal.v1.Write\"\xaf\x01\n\x0cWriteOutcome\x12\x32\n\tcommitted\x18\x01 \x01(\x0b\x32\x1d.epsync.internal.v1.CommittedH\x00\x12\x30\n\x08\x63onflict\x18\x02 \x01(\x0b\x32\x1c.epsync.internal.v1.ConflictH\x00\x12.\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1b.epsync.internal.v1.FailureH\x00\x42\t\n\x07outcome\"=\n\x07\x46\x61ilure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x13\n\x0bunavailable\x18\x02 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\"\x99\x01\n\tCommitted\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x12\x31\n\x08previous\x18\x03 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x01\x88\x01\x01\x42\t\n\x07_recordB\x0b\n\t_previous\"H\n\x08\x43onflict\x12\x30\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x1a.epsync.internal.v1.RecordH\x00\x88\x01\x01\x42\n\n\x08_current\"C\n\rWriteResponse\x12\x32\n\x08outcomes\x18\x01 \x03(\x0b\x32 .epsync.internal.v1.WriteOutcome\"6\n\x13\x43hangesSinceRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x03\"C\n\x14\x43hangesSinceResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.epsync.internal.v1.Change\"\x1e\n\x0e\x43ompactRequest\x12\x0c\n\x04keep\x18\x01 \x01(\x03\"*\n\x0f\x43ompactResponse\x12\x17\n\x0foldest_revision\x18\x01 \x01(\x03\x32\xb0\x03\n\x0cStoreService\x12Q\n\x06\x46ollow\x12!.epsync.internal.v1.FollowRequest\x1a\".epsync.internal.v1.FollowResponse0\x01\x12\x46\n\x03Get\x12\x1e.epsync.internal.v1.GetRequest\x1a\x1f.epsync.internal.v1.GetResponse\x12L\n\x05Write\x12 .epsync.internal.v1.WriteRequest\x1a!.epsync.internal.v1.WriteResponse\x12\x63\n\x0c\x43hangesSince\x12\'.epsync.internal.v1.ChangesSinceRequest\x1a(.epsync.internal.v1.ChangesSinceResponse0\x01\x12R\n\x07\x43ompact\x12\".epsync.internal.v1.CompactRequest\x1a#.epsync.internal.v1.CompactResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,43 +34,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORD']._serialized_start=54
   _globals['_RECORD']._serialized_end=151
   _globals['_CHANGE']._serialized_start=154
-  _globals['_CHANGE']._serialized_end=298
-  _globals['_FOLLOWREQUEST']._serialized_start=300
-  _globals['_FOLLOWREQUEST']._serialized_end=315
-  _globals['_FOLLOWRESPONSE']._serialized_start=318
-  _globals['_FOLLOWRESPONSE']._serialized_end=577
-  _globals['_STOREIDENTITY']._serialized_start=579
-  _globals['_STOREIDENTITY']._serialized_end=628
-  _globals['_SNAPSHOTPART']._serialized_start=630
-  _globals['_SNAPSHOTPART']._serialized_end=689
-  _globals['_CHANGEBATCH']._serialized_start=691
-  _globals['_CHANGEBATCH']._serialized_end=749
-  _globals['_GETREQUEST']._serialized_start=751
-  _globals['_GETREQUEST']._serialized_end=790
-  _globals['_GETRESPONSE']._serialized_start=792
-  _globals['_GETRESPONSE']._serialized_end=865
-  _globals['_WRITE']._serialized_start=867
-  _globals['_WRITE']._serialized_end=993
-  _globals['_WRITEREQUEST']._serialized_start=995
-  _globals['_WRITEREQUEST']._serialized_end=1052
-  _globals['_WRITEOUTCOME']._serialized_start=1055
-  _globals['_WRITEOUTCOME']._serialized_end=1230
-  _globals['_FAILURE']._serialized_start=1232
-  _globals['_FAILURE']._serialized_end=1293
-  _globals['_COMMITTED']._serialized_start=1296
-  _globals['_COMMITTED']._serialized_end=1449
-  _globals['_CONFLICT']._serialized_start=1451
-  _globals['_CONFLICT']._serialized_end=1523
-  _globals['_WRITERESPONSE']._serialized_start=1525
-  _globals['_WRITERESPONSE']._serialized_end=1592
-  _globals['_CHANGESSINCEREQUEST']._serialized_start=1594
-  _globals['_CHANGESSINCEREQUEST']._serialized_end=1648
-  _globals['_CHANGESSINCERESPONSE']._serialized_start=1650
-  _globals['_CHANGESSINCERESPONSE']._serialized_end=1717
-  _globals['_COMPACTREQUEST']._serialized_start=1719
-  _globals['_COMPACTREQUEST']._serialized_end=1749
-  _globals['_COMPACTRESPONSE']._serialized_start=1751
-  _globals['_COMPACTRESPONSE']._serialized_end=1793
-  _globals['_STORESERVICE']._serialized_start=1796
-  _globals['_STORESERVICE']._serialized_end=2228
+  _globals['_CHANGE']._serialized_end=352
+  _globals['_FOLLOWREQUEST']._serialized_start=354
+  _globals['_FOLLOWREQUEST']._serialized_end=369
+  _globals['_FOLLOWRESPONSE']._serialized_start=372
+  _globals['_FOLLOWRESPONSE']._serialized_end=631
+  _globals['_STOREIDENTITY']._serialized_start=633
+  _globals['_STOREIDENTITY']._serialized_end=682
+  _globals['_SNAPSHOTPART']._serialized_start=684
+  _globals['_SNAPSHOTPART']._serialized_end=743
+  _globals['_CHANGEBATCH']._serialized_start=745
+  _globals['_CHANGEBATCH']._serialized_end=803
+  _globals['_GETREQUEST']._serialized_start=805
+  _globals['_GETREQUEST']._serialized_end=844
+  _globals['_GETRESPONSE']._serialized_start=846
+  _globals['_GETRESPONSE']._serialized_end=919
+  _globals['_WRITE']._serialized_start=921
+  _globals['_WRITE']._serialized_end=1047
+  _globals['_WRITEREQUEST']._serialized_start=1049
+  _globals['_WRITEREQUEST']._serialized_end=1106
+  _globals['_WRITEOUTCOME']._serialized_start=1109
+  _globals['_WRITEOUTCOME']._serialized_end=1284
+  _globals['_FAILURE']._serialized_start=1286
+  _globals['_FAILURE']._serialized_end=1347
+  _globals['_COMMITTED']._serialized_start=1350
+  _globals['_COMMITTED']._serialized_end=1503
+  _globals['_CONFLICT']._serialized_start=1505
+  _globals['_CONFLICT']._serialized_end=1577
+  _globals['_WRITERESPONSE']._serialized_start=1579
+  _globals['_WRITERESPONSE']._serialized_end=1646
+  _globals['_CHANGESSINCEREQUEST']._serialized_start=1648
+  _globals['_CHANGESSINCEREQUEST']._serialized_end=1702
+  _globals['_CHANGESSINCERESPONSE']._serialized_start=1704
+  _globals['_CHANGESSINCERESPONSE']._serialized_end=1771
+  _globals['_COMPACTREQUEST']._serialized_start=1773
+  _globals['_COMPACTREQUEST']._serialized_end=1803
+  _globals['_COMPACTRESPONSE']._serialized_start=1805
+  _globals['_COMPACTRESPONSE']._serialized_end=1847
+  _globals['_STORESERVICE']._serialized_start=1850
+  _globals['_STORESERVICE']._serialized_end=2282
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,7 @@ class Change(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     PREVIOUS_FIELD_NUMBER: _builtins.int
     CREATE_REVISION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The revision the change was given."""
     kind: _builtins.str
@@ -84,6 +85,8 @@ class Change(_message.Message):
     """The value before the change; unset for a create."""
     create_revision: _builtins.int
     """The revision that created the object as it now is (for deletes: the deleted object)."""
+    previous_revision: _builtins.int
+    """The mod revision of `previous` (0 for a create); unset where the store does not know it."""
     def __init__(
         self,
         *,
@@ -93,17 +96,22 @@ class Change(_message.Message):
         value: _builtins.bytes | None = ...,
         previous: _builtins.bytes | None = ...,
         create_revision: _builtins.int = ...,
+        previous_revision: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "_value", b"_value", "previous", b"previous", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "_previous_revision", b"_previous_revision", "_value", b"_value", "previous", b"previous", "previous_revision", b"previous_revision", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "_value", b"_value", "create_revision", b"create_revision", "key", b"key", "kind", b"kind", "previous", b"previous", "revision", b"revision", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "_previous_revision", b"_previous_revision", "_value", b"_value", "create_revision", b"create_revision", "key", b"key", "kind", b"kind", "previous", b"previous", "previous_revision", b"previous_revision", "revision", b"revision", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__previous: _TypeAlias = _typing.Literal["previous"]  # noqa: Y015
     _WhichOneofArgType__previous: _TypeAlias = _typing.Literal["_previous", b"_previous"]  # noqa: Y015
+    _WhichOneofReturnType__previous_revision: _TypeAlias = _typing.Literal["previous_revision"]  # noqa: Y015
+    _WhichOneofArgType__previous_revision: _TypeAlias = _typing.Literal["_previous_revision", b"_previous_revision"]  # noqa: Y015
     _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
     _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__previous) -> _WhichOneofReturnType__previous | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__previous_revision) -> _WhichOneofReturnType__previous_revision | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
 

@@ -162,10 +162,11 @@ class WatchMirror:
             kind, key = parsed
             if event.type == "put":
                 self.objects[parsed] = Record(kind, key, kv.value, kv.create_revision, revision)
-                changes.append(Change(revision, kind, key, kv.value, old.value if old else None, kv.create_revision))
+                previous, previous_revision = (old.value, old.mod_revision) if old else (None, 0)
+                changes.append(Change(revision, kind, key, kv.value, previous, kv.create_revision, previous_revision))
             elif old is not None:
                 del self.objects[parsed]
-                changes.append(Change(revision, kind, key, None, old.value, old.create_revision))
+                changes.append(Change(revision, kind, key, None, old.value, old.create_revision, old.mod_revision))
         if batch.events:
             self._watch_revision = max(self._watch_revision, batch.events[-1].kv.mod_revision)
         elif batch.revision > self._watch_revision:
@@ -184,9 +185,10 @@ class WatchMirror:
             kind, key = name
             if new is None:
                 assert old is not None
-                changes.append(Change(revision, kind, key, None, old.value, old.create_revision))
+                changes.append(Change(revision, kind, key, None, old.value, old.create_revision, old.mod_revision))
             elif old is None or old.mod_revision != new.mod_revision:
-                changes.append(Change(revision, kind, key, new.value, old.value if old else None, new.create_revision))
+                previous, previous_revision = (old.value, old.mod_revision) if old else (None, 0)
+                changes.append(Change(revision, kind, key, new.value, previous, new.create_revision, previous_revision))
         self.objects = objects
         self._watch_revision = self.last_event = revision
         self.listed_revision = max(self.listed_revision, revision)

@@ -378,10 +378,14 @@ class EtcdDatastore(Datastore):
         if parsed is None:
             return None
         kind, key = parsed
-        previous = prev.value if prev is not None else None
+        previous, previous_revision = (prev.value, prev.mod_revision) if prev is not None else (None, None)
         if kind_of_event == "delete":
-            return Change(kv.mod_revision, kind, key, None, previous, prev.create_revision if prev else 0)
-        return Change(kv.mod_revision, kind, key, kv.value, previous, kv.create_revision)
+            return Change(
+                kv.mod_revision, kind, key, None, previous, prev.create_revision if prev else 0, previous_revision
+            )
+        if previous is None and kv.create_revision == kv.mod_revision:
+            previous_revision = 0  # a create
+        return Change(kv.mod_revision, kind, key, kv.value, previous, kv.create_revision, previous_revision)
 
     def _note_compacted(self, compact_revision: int | None) -> None:
         # etcd keeps revision C and later after a compaction at C: changes_since(C - 1) still works.

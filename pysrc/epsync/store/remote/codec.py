@@ -52,6 +52,7 @@ def change_to_pb(change: Change) -> pb.Change:
         value=change.value,
         previous=change.previous,
         create_revision=change.create_revision,
+        previous_revision=change.previous_revision,
     )
 
 
@@ -63,6 +64,7 @@ def change_from_pb(message: pb.Change) -> Change:
         message.value if message.HasField("value") else None,
         message.previous if message.HasField("previous") else None,
         message.create_revision,
+        message.previous_revision if message.HasField("previous_revision") else None,
     )
 
 

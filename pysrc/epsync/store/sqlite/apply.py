@@ -34,7 +34,8 @@ _UPSERT = (
     "create_revision = excluded.create_revision, mod_revision = excluded.mod_revision"
 )
 _INSERT_HISTORY = (
-    "INSERT INTO history (revision, kind, key, value, previous, create_revision) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO history (revision, kind, key, value, previous, create_revision, previous_revision) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -129,7 +130,7 @@ def apply_batched(
                 current[(kind, name)] = Record(kind, name, value, create_revision, mod_revision)
     existed = {key for key, record in current.items() if record is not None}
     touched: set[_Key] = set()
-    history: list[tuple[int, str, str, bytes | None, bytes | None, int]] = []
+    history: list[tuple[int, str, str, bytes | None, bytes | None, int, int | None]] = []
     outcomes: list[Outcomes] = []
     for writes in calls:
         results: Outcomes = []
@@ -151,7 +152,15 @@ def apply_batched(
                 current[key] = None
                 results.append(Committed(revision, None, now))
             history.append(
-                (revision, write.kind.value, write.key, change.value, change.previous, change.create_revision)
+                (
+                    revision,
+                    write.kind.value,
+                    write.key,
+                    change.value,
+                    change.previous,
+                    change.create_revision,
+                    change.previous_revision,
+                )
             )
             changes.append(change)
             touched.add(key)
@@ -190,7 +199,10 @@ def apply_one(conn: sqlite3.Connection, write: Write, revision: int, changes: li
                 "UPDATE objects SET value = ?, mod_revision = ? WHERE kind = ? AND key = ?",
                 (write.value, revision, kind, key),
             )
-        conn.execute(_INSERT_HISTORY, (revision, kind, key, change.value, change.previous, change.create_revision))
+        conn.execute(
+            _INSERT_HISTORY,
+            (revision, kind, key, change.value, change.previous, change.create_revision, change.previous_revision),
+        )
     changes.append(change)
     if isinstance(write, Put):
         return Committed(revision, Record(write.kind, key, write.value, change.create_revision, revision), current)
@@ -200,8 +212,9 @@ def apply_one(conn: sqlite3.Connection, write: Write, revision: int, changes: li
 def _change(write: Write, current: Record | None, revision: int) -> Change:
     """The change a write that passed its precondition makes at `revision` (a Delete's `current` exists)."""
     previous = None if current is None else current.value
+    previous_revision = 0 if current is None else current.mod_revision
     if isinstance(write, Put):
         create_revision = revision if current is None else current.create_revision
-        return Change(revision, write.kind, write.key, write.value, previous, create_revision)
+        return Change(revision, write.kind, write.key, write.value, previous, create_revision, previous_revision)
     assert current is not None
-    return Change(revision, write.kind, write.key, None, previous, current.create_revision)
+    return Change(revision, write.kind, write.key, None, previous, current.create_revision, previous_revision)

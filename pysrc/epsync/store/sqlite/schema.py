@@ -1,8 +1,9 @@
 """The embedded store's file: its tables and their migrations, opening it, the thread each
 connection to it lives on, and the statements its reader and its writer share.
 
-Four tables: `objects` (every stored record), `history` (one row per revision, trimmed from the
-start by compaction), `meta` and `identity` (the store's id and secret, made once). The revision
+Four tables: `objects` (every stored record), `history` (one row per revision, with the value it
+replaced and that value's revision, trimmed from the start by compaction),
+`meta` and `identity` (the store's id and secret, made once). The revision
 counter and the compacted revision live in `meta`, so deleting every object or restarting never
 reuses a revision. The schema version is `PRAGMA user_version`; `_MIGRATIONS` takes a file from
 any older version to `SCHEMA_VERSION`.
@@ -31,7 +32,7 @@ from epsync.store.base import KIND_OF_VALUE, Change, DatastoreError, Kind, Recor
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i + 1; `_migrate` runs the ones a file lacks.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -63,6 +64,9 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "INSERT INTO identity (name, value) VALUES ('store_id', lower(hex(randomblob(16)))), "
         "('secret', randomblob(32))",
     ),
+    # 3: each history row's previous mod_revision, so that the state before the oldest retained change
+    # can be rebuilt at start and watches resume across a restart. Rows written before have NULL.
+    ("ALTER TABLE history ADD COLUMN previous_revision INTEGER",),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -243,11 +247,11 @@ def read_record(conn: sqlite3.Connection, kind: Kind, key: str) -> Record | None
 def read_history(conn: sqlite3.Connection, after: int, upto: int, limit: int | None = None) -> list[Change]:
     """The retained changes after `after` up to `upto`, in revision order, at most `limit`."""
     rows = conn.execute(
-        "SELECT revision, kind, key, value, previous, create_revision FROM history "
+        "SELECT revision, kind, key, value, previous, create_revision, previous_revision FROM history "
         "WHERE revision > ? AND revision <= ? ORDER BY revision LIMIT ?",
         (after, upto, -1 if limit is None else limit),
     ).fetchall()
-    return [Change(r, KIND_OF_VALUE[k], key, v, p, c) for r, k, key, v, p, c in rows]
+    return [Change(r, KIND_OF_VALUE[k], key, v, p, c, pr) for r, k, key, v, p, c, pr in rows]
 
 
 def trim_history(conn: sqlite3.Connection, upto: int) -> None:
