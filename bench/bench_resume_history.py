@@ -10,9 +10,9 @@ an SQLite store of `--endpoints` endpoints with `--history` history rows (the de
   memory figure is that start's alone;
 - on demand: reading the window from SQLite and replanning it, which each such resume would pay
   (the read and the load, timed apart in the history start);
-- replay: how long one resume holds the event loop (`WatchHub.start`, synchronous), for a node's
-  watcher from the oldest retained revision and for an all-endpoints watcher with a watcher
-  buffer's worth (10,000) of events.
+- replay: how long one resume holds the event loop at a time (`WatchHub.start`), for a node's
+  watcher and a selector watcher (`canary == 'true'`) from the oldest retained revision, and for an
+  all-endpoints watcher with a watcher buffer's worth (10,000) of events.
 
 With `--etcd` also what etcd offers a replica that has just started: reading N changes of etcd's
 own history (a watch from R + 1 with prev_kv, `changes_since`) against the known-versions
@@ -141,6 +141,14 @@ async def start(path: Path, mode: str, window: int) -> dict[str, Any]:
         )
         seconds, longest, events = await hold(hub, everything, known_versions({}))
         row |= {"all_replay_ms": seconds * 1000, "all_replay_hold_ms": longest * 1000, "all_replay_events": events}
+        # A selector watcher's replay evaluates its selector on every change logged since its revision.
+        canaries = WatchWorkloadEndpointsRequest(label_selector="canary == 'true'", resource_version=oldest)
+        seconds, longest, events = await hold(hub, canaries, known_versions({}))
+        row |= {
+            "selector_replay_ms": seconds * 1000,
+            "selector_replay_hold_ms": longest * 1000,
+            "selector_replay_events": events,
+        }
     await store.close()
     return row
 
@@ -271,6 +279,9 @@ def main() -> None:
         "all_replay_events",
         "all_replay_ms",
         "all_replay_hold_ms",
+        "selector_replay_events",
+        "selector_replay_ms",
+        "selector_replay_hold_ms",
     ]
     report.print_table(rows, columns)
     parameters = {

@@ -264,6 +264,15 @@ class EndpointIndex:
         log_start` or when there would be more than `limit` (0: no limit). `KeyError` for an
         unknown group."""
 
+    def replay_part(
+        self, group: int, after_revision: int, limit: int, max_visits: int
+    ) -> tuple[list[_Event], int | None] | None:
+        """`replay` over part of the log: it visits about `max_visits` logged changes at most
+        (0: all), always whole revisions, and returns `(events, through)`: the events of the
+        revisions after `after_revision` up to `through`, the revision it got through when it
+        stopped short of the log's end (None: it got to the end). A long replay done part by
+        part, each from the last `through`, never holds the caller for long. None as `replay`."""
+
     def diff(
         self, group: int, known: Mapping[str, int] | KnownVersions
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:

@@ -846,6 +846,32 @@ impl PyEndpointIndex {
         }
     }
 
+    /// `replay` over part of the log: about `max_visits` logged changes at most (0: all),
+    /// whole revisions; `(events, the revision it got through, or None at the log's end)`, or
+    /// None as `replay`.
+    fn replay_part<'py>(
+        &self,
+        py: Python<'py>,
+        group: GroupId,
+        after_revision: u64,
+        limit: usize,
+        max_visits: usize,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Option<u64>)>> {
+        match self
+            .inner
+            .replay_part(group, after_revision, limit, max_visits)?
+        {
+            (Replay::Events(events), through) => {
+                let list = PyList::empty(py);
+                for event in &events {
+                    list.append(event_tuple(py, event)?)?;
+                }
+                Ok(Some((list, through)))
+            }
+            (Replay::Expired | Replay::TooMany, _) => Ok(None),
+        }
+    }
+
     /// `(added, modified, deleted)` keys between `known` ("namespace/name" -> resource
     /// version) and what `group` matches now: matching endpoints not known and matching
     /// endpoints whose version differs, each in key order, and known keys that do not exist or

@@ -13,6 +13,7 @@ delivered; and diffs must agree with brute force.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -277,9 +278,23 @@ class FanoutMatchesBruteForce(RuleBasedStateMachine):
             for after in range(max(start, g.created), self.revision + 1):
                 expected = [e for e in g.delivered if e[2] > after]
                 assert self.index.replay(group, after, 0) == expected
+                assert self.replayed_in_parts(group, after, max_visits=2) == expected
                 if len(expected) > 1:  # a limit of 0 means none
                     assert self.index.replay(group, after, len(expected)) == expected
                     assert self.index.replay(group, after, len(expected) - 1) is None
+
+    def replayed_in_parts(self, group: int, after: int, max_visits: int) -> list[Any]:
+        """`replay_part` from each revision the part before got through, until the end: the whole replay."""
+        events: list[Any] = []
+        while True:
+            part = self.index.replay_part(group, after, 0, max_visits)
+            assert part is not None
+            subjects, through = part
+            events.extend(subjects)
+            if through is None:
+                return events
+            assert through > after
+            after = through
 
     @invariant()
     def diff_agrees_with_brute_force(self) -> None:

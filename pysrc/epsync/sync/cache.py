@@ -295,10 +295,13 @@ class ResourceCache:
     def release_endpoint_group(self, group: int) -> None:
         self._index.release_group(group)
 
-    def replay_endpoint_group(self, group: int, after: int, limit: int) -> list[tuple[str, str, int, int]] | None:
-        """The group's events after `after` as (namespace, name, revision, event type); None when that is not
-        retained or more than `limit`."""
-        return self._index.replay(group, after, limit)
+    def replay_endpoint_group(
+        self, group: int, after: int, limit: int, max_visits: int
+    ) -> tuple[list[tuple[str, str, int, int]], int | None] | None:
+        """The group's events after `after` as (namespace, name, revision, event type), visiting about `max_visits`
+        logged changes at most (0: all), and the revision they go up to when that is short of the cache's (None:
+        they go up to the cache's revision); None when that is not retained or more than `limit`."""
+        return self._index.replay_part(group, after, limit, max_visits)
 
     def endpoint_initial_entries(self, group: int, revision: int) -> tuple[list[bytes], int]:
         """The group's initial events at the snapshot revision `revision` (ADDED for every match, in key order) as

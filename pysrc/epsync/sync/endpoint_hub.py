@@ -27,6 +27,10 @@ Subject = tuple[str, str, int, int]  # namespace, name, revision, event type
 
 # Replayed events encoded between two yields of the event loop: about 2 ms of work.
 REPLAY_CHUNK = 100
+# Logged changes a replay looks at before it yields the event loop. A node watcher's replay looks only at its
+# node's changes; a selector watcher's evaluates its selector on every change logged since its revision, some
+# 0.4 µs each, so a resume from 100,000 revisions ago held the loop ~40 ms in one piece (bench/bench_replay.py).
+REPLAY_VISITS = 5_000
 
 
 class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
@@ -107,10 +111,11 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
         position = after
         while True:
             room = self.limits.max_events - len(entries)
-            subjects = self._cache.replay_endpoint_group(group, position, room) if room > 0 else None
-            if subjects is None:
+            part = self._cache.replay_endpoint_group(group, position, room, REPLAY_VISITS) if room > 0 else None
+            if part is None:
                 return None
-            reached = self._cache.revision
+            subjects, through = part
+            reached = self._cache.revision if through is None else through
             for first in range(0, len(subjects), REPLAY_CHUNK):
                 if len(subjects) > REPLAY_CHUNK:  # also before the first chunk: working out the events took a while
                     await asyncio.sleep(0)
@@ -118,9 +123,11 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
                     if subjects[first][2] - 1 < self._cache.oldest_replayable:
                         return None
                 entries.extend(self._subject_entry(subject) for subject in subjects[first : first + REPLAY_CHUNK])
-            if self._cache.revision == reached:
+            if through is None and self._cache.revision == reached:
                 return entries
             position = reached
+            if through is not None:
+                await asyncio.sleep(0)  # between parts of a long log (see REPLAY_VISITS)
 
     def _difference(self, group: int, known: KnownVersions, revision: int) -> list[bytes]:
         # A DELETED event carries the client's key only, stamped with S: its copy is all there is to go by (SPEC §6.4).

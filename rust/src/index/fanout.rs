@@ -629,19 +629,50 @@ impl EndpointIndex {
     ///
     /// [`FanoutError::UnknownGroup`] when no group has id `group`.
     pub fn replay(&self, group: GroupId, after: u64, limit: usize) -> Result<Replay, FanoutError> {
+        self.replay_part(group, after, limit, 0)
+            .map(|(replay, _)| replay)
+    }
+
+    /// [`EndpointIndex::replay`] over part of the log: it visits about `max_visits` logged
+    /// transitions at most (0: all), always whole revisions, and returns with the events the
+    /// revision it got through when it stopped short of the log's end (`None`: it got to the
+    /// end). A caller replaying a long log part by part (from that
+    /// revision on) never holds its thread for long: a selector watcher's replay evaluates
+    /// its selector for every logged change.
+    ///
+    /// # Errors
+    ///
+    /// [`FanoutError::UnknownGroup`] when no group has id `group`.
+    pub fn replay_part(
+        &self,
+        group: GroupId,
+        after: u64,
+        limit: usize,
+        max_visits: usize,
+    ) -> Result<(Replay, Option<u64>), FanoutError> {
         let group = self
             .groups
             .get(group)
             .ok_or(FanoutError::UnknownGroup(group))?;
         if after < self.log.start {
-            return Ok(Replay::Expired);
+            return Ok((Replay::Expired, None));
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
+        let max_visits = if max_visits == 0 {
+            usize::MAX
+        } else {
+            max_visits
+        };
         let mut events = Vec::new();
-        for transition in self.log.after(after, &group.node) {
+        let mut last = None;
+        for (visited, transition) in self.log.after(after, &group.node).enumerate() {
+            if visited >= max_visits && last != Some(transition.revision) {
+                return Ok((Replay::Events(events), last));
+            }
+            last = Some(transition.revision);
             if let Some(kind) = transition.event_for(group) {
                 if events.len() == limit {
-                    return Ok(Replay::TooMany);
+                    return Ok((Replay::TooMany, None));
                 }
                 events.push(Event {
                     key: Arc::clone(&transition.key),
@@ -650,7 +681,7 @@ impl EndpointIndex {
                 });
             }
         }
-        Ok(Replay::Events(events))
+        Ok((Replay::Events(events), None))
     }
 
     /// The difference between `known` (`("namespace/name", resource_version)` pairs, keys

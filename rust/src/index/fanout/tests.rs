@@ -606,6 +606,56 @@ fn a_node_replay_sees_only_its_node_and_endpoints_that_move_on_or_off_it() {
     assert_eq!(replayed(&index, n1, 4), []);
 }
 
+#[test]
+fn a_replay_in_parts_is_the_whole_replay_and_never_splits_a_revision() {
+    let mut index = EndpointIndex::new();
+    let web = index.add_group("", "", Some(&selector("app == 'web'")));
+    index.reset_log(0);
+    apply(
+        &mut index,
+        vec![
+            put(1, "ns", "a", "n1", &[("app", "web")], &["p"]),
+            put(2, "ns", "b", "n2", &[], &["p"]),
+            put(3, "ns", "c", "n3", &[], &["p"]),
+        ],
+        vec![],
+    );
+    // One revision with three transitions: the profile gives b and c the label (a has its own).
+    apply(
+        &mut index,
+        vec![],
+        vec![profile(4, "p", Some(&[("app", "web")]))],
+    );
+    apply(&mut index, vec![delete(5, "ns", "a")], vec![]);
+    apply(&mut index, vec![put(6, "ns", "d", "n1", &[], &[])], vec![]);
+    let whole = replayed(&index, web, 0);
+    for max_visits in 1..=8 {
+        let mut parts = Vec::new();
+        let mut after = 0;
+        loop {
+            let (Replay::Events(events), through) = index
+                .replay_part(web, after, 0, max_visits)
+                .expect("known group")
+            else {
+                panic!("the log holds every change");
+            };
+            parts.extend(events.iter().map(seen));
+            match through {
+                Some(revision) => {
+                    assert!(revision > after, "a part gets somewhere");
+                    after = revision;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(parts, whole, "in parts of {max_visits} visits");
+    }
+    assert_eq!(
+        index.replay_part(web, 3, 0, 1).expect("known group").1,
+        Some(4)
+    );
+}
+
 // ---- diff ----
 
 #[test]
