@@ -29,10 +29,18 @@ import grpc
 
 from bench import report
 from bench.population import Shape, endpoint
+from epsync.model.kinds import MAX_KNOWN_VERSIONS
+from epsync.server.registration import read_known_versions
+from epsync.store.base import Snapshot
+from epsync.sync.cache import ResourceCache
+from epsync.sync.endpoint_hub import EndpointWatchHub
+from epsync.sync.hub import BookmarkPolicy
+from epsync.sync.watcher import WatcherLimits
 from epsync.v1 import workload_endpoint_service_pb2 as pb
 from epsync.v1 import workload_endpoint_service_pb2_grpc as pb_grpc
 
 SERVING = re.compile(rb"epsync serving on (\S+)")
+KNOWN_FIELD = pb.WatchWorkloadEndpointsRequest.DESCRIPTOR.fields_by_name["known_resource_versions"].number
 # Each watch, and each quiet stretch it is compared with, is a window this long of the prober's answers.
 WINDOW = 0.3
 OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)]
@@ -130,6 +138,40 @@ async def one_watch(stub: pb_grpc.WorkloadEndpointServiceAsyncStub, request: pb.
     return "ended"
 
 
+async def loop_hold(request: pb.WatchWorkloadEndpointsRequest) -> float:
+    """The longest the event loop is held at a time while the server's own code reads `request`, starts its
+    watch and composes every response of its catch-up, measured in this process by a task that only yields
+    (no gRPC, no other process competing for the two cores: the server's part alone)."""
+    cache = ResourceCache()
+    cache.load(Snapshot(1, []))
+    hub = EndpointWatchHub(cache, WatcherLimits(), BookmarkPolicy())
+    raw = request.SerializeToString()
+    gaps: list[float] = []
+    done = False
+
+    async def beside() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    other = asyncio.create_task(beside())
+    await asyncio.sleep(0)
+    try:
+        rest, known = read_known_versions(raw, KNOWN_FIELD)
+        if len(known) <= MAX_KNOWN_VERSIONS:  # past it the server refuses the request here
+            watcher = await hub.start(pb.WatchWorkloadEndpointsRequest.FromString(rest), known)
+            while watcher.queued_events:
+                await watcher.next_response()
+            hub.remove(watcher)
+    finally:
+        done = True
+        await other
+    return max(gaps)
+
+
 async def measure(args: argparse.Namespace) -> list[report.Row]:
     rows: list[report.Row] = []
     shape = Shape(nodes=10, per_node=10, namespaces=1)
@@ -145,8 +187,10 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
                     )
                 prober = await Prober.start(address, population[0].metadata.name)
                 windows: list[tuple[int, str, float, float, float]] = []  # (known, outcome, start, first answer, end)
+                holds: dict[int, list[float]] = {}
                 for known in args.known:
                     request = watch_request(known)  # built before the window opens
+                    holds[known] = [await loop_hold(request) for _ in range(args.repeat)]
                     for _ in range(args.repeat):
                         quiet_start = time.perf_counter()
                         await asyncio.sleep(WINDOW)
@@ -171,6 +215,8 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
                 "others_slowest_ms": statistics.median(slowest for *_, slowest in held) * 1000,
                 "others_slowest_max_ms": max(slowest for *_, slowest in held) * 1000,
                 "others_slowest_quiet_ms": statistics.median(quiet) * 1000,
+                "loop_hold_ms": statistics.median(holds[known]) * 1000,
+                "loop_hold_max_ms": max(holds[known]) * 1000,
             }
         )
         print(", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()))
@@ -191,7 +237,7 @@ def main() -> None:
     rows = asyncio.run(measure(args))
     columns = [
         "known_versions", "outcome", "first_answer_ms", "others_slowest_ms", "others_slowest_max_ms",
-        "others_slowest_quiet_ms",
+        "others_slowest_quiet_ms", "loop_hold_ms", "loop_hold_max_ms",
     ]  # fmt: skip
     report.print_table(rows, columns)
     plot = report.Plot(
