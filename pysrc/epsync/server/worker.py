@@ -68,6 +68,7 @@ def main() -> int:
     index = int(os.environ[INDEX_ENV])
     config = ServerConfig.model_validate_json(os.environ[CONFIG_ENV])
     configure_logs(os.environ.get(LOG_LEVEL_ENV, "INFO"), config.log_format, f"worker-{index}")
+    gcpolicy.apply()  # a worker allocates per write and per event as the owner does (an exec'd process, not a fork)
     return asyncio.run(serve_worker(config, Path(os.environ[SOCKET_ENV]), index))
 
 
