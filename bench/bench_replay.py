@@ -31,10 +31,14 @@ def measure(args: argparse.Namespace) -> list[report.Row]:
     rows: list[report.Row] = []
     for changes in args.changes:
         index = EndpointIndex()
+        no_profiles: list[str] = []
         index.upsert_endpoints(
-            ("ns", f"n{n}-e{e}", f"node-{n}", {"host": f"node-{n}", "app": f"a{e % 5}"}, [], 1)
-             for n in range(args.nodes) for e in range(args.per_node)
-        )  # fmt: skip
+            [
+                ("ns", f"n{n}-e{e}", f"node-{n}", {"host": f"node-{n}", "app": f"a{e % 5}"}, no_profiles, 1)
+                for n in range(args.nodes)
+                for e in range(args.per_node)
+            ]
+        )
         sample = rng.sample(range(args.nodes), args.sample)
         node_groups = [index.add_group("", f"node-{n}", None) for n in sample]
         selector_groups = [index.add_group("", "", Selector(f"host == 'node-{n}'")) for n in sample]

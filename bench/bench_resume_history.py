@@ -37,6 +37,7 @@ from typing import Any
 
 from bench import report
 from bench.bench_store import throwaway_etcd
+from bench.loop_gaps import loop_gaps
 from bench.population import Shape, endpoint, key_of, node_name, profiles
 from epsync._core import KnownVersions, split_known_versions
 from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, Kind
@@ -86,24 +87,12 @@ async def hold(
 ) -> tuple[float, float, int]:
     """Seconds one watch start takes, the longest it holds the event loop at a time (what a task that only
     yields sees between its turns), and the events it queued."""
-    gaps: list[float] = []
-
-    async def beside() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    other = asyncio.create_task(beside())
-    await asyncio.sleep(0)
-    started = time.perf_counter()
-    watcher = await hub.start(request, known)
-    seconds = time.perf_counter() - started
-    other.cancel()
+    async with loop_gaps() as gaps:
+        started = time.perf_counter()
+        watcher = await hub.start(request, known)
+        seconds = time.perf_counter() - started
     hub.remove(watcher)
-    return seconds, max(gaps, default=seconds), watcher.queued_events - 1  # less the end-of-catch-up bookmark
+    return seconds, gaps.longest or seconds, watcher.queued_events - 1  # less the end-of-catch-up bookmark
 
 
 async def start(path: Path, mode: str, window: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 
 from bench import report
+from bench.loop_gaps import loop_gaps
 from bench.population import Shape, endpoint
 from epsync.model.kinds import MAX_KNOWN_VERSIONS
 from epsync.server.registration import read_known_versions
@@ -91,7 +92,7 @@ class Prober:
     async def stop(self) -> None:
         """Ends the probing (closing its stdin) and reads every sample it took."""
         output, _ = await self._process.communicate(b"")
-        self.samples = [tuple(pair) for pair in json.loads(output)]  # type: ignore[misc]
+        self.samples = [(began, seconds) for began, seconds in json.loads(output)]
 
     def slowest(self, start: float, end: float) -> float:
         inside = [seconds for began, seconds in self.samples if start <= began <= end]
@@ -146,30 +147,14 @@ async def loop_hold(request: pb.WatchWorkloadEndpointsRequest) -> float:
     cache.load(Snapshot(1, []))
     hub = EndpointWatchHub(cache, WatcherLimits(), BookmarkPolicy())
     raw = request.SerializeToString()
-    gaps: list[float] = []
-    done = False
-
-    async def beside() -> None:
-        last = time.perf_counter()
-        while not done:
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    other = asyncio.create_task(beside())
-    await asyncio.sleep(0)
-    try:
+    async with loop_gaps() as gaps:
         rest, known = read_known_versions(raw, KNOWN_FIELD)
         if len(known) <= MAX_KNOWN_VERSIONS:  # past it the server refuses the request here
             watcher = await hub.start(pb.WatchWorkloadEndpointsRequest.FromString(rest), known)
             while watcher.queued_events:
                 await watcher.next_response()
             hub.remove(watcher)
-    finally:
-        done = True
-        await other
-    return max(gaps)
+    return gaps.longest
 
 
 async def measure(args: argparse.Namespace) -> list[report.Row]:

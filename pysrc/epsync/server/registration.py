@@ -144,7 +144,6 @@ def _parsing(implementation: Callable[..., Any], request_type: Any, method: str)
 _KNOWN_VERSIONS = "known_resource_versions"
 
 
-
 def read_known_versions(raw: bytes, field: int) -> tuple[bytes, KnownVersions]:
     """A watch request's bytes split into its other fields' bytes and its known versions (field number `field`);
     `ValueError` when they do not parse. Read in place: 10,000 entries take ~0.4 ms of the event loop, and
