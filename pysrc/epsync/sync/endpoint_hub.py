@@ -33,6 +33,15 @@ REPLAY_CHUNK = 100
 REPLAY_VISITS = 5_000
 
 
+def _narrowest(request: WatchWorkloadEndpointsRequest, has_selector: bool) -> str:
+    """What a watch's filter narrows by most: "node", "selector", "namespace" or "all" (the metrics' filter type)."""
+    if request.node:
+        return "node"
+    if has_selector:
+        return "selector"
+    return "namespace" if request.namespace else "all"
+
+
 class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
     def __init__(self, cache: ResourceCache, limits: WatcherLimits, bookmarks: BookmarkPolicy) -> None:
         super().__init__(cache, limits, bookmarks)
@@ -44,16 +53,7 @@ class EndpointWatchHub(WatchHub[int, WatchWorkloadEndpointsRequest]):
         parts = [f"namespace={request.namespace}" if request.namespace else "every namespace"]
         parts += [f"node={request.node}"] if request.node else []
         parts += [f"selector={selector}"] if selector is not None else []
-        narrowest = (
-            "node"
-            if request.node
-            else "selector"
-            if selector is not None
-            else "namespace"
-            if request.namespace
-            else "all"
-        )
-        self._filters[group] = (", ".join(parts), narrowest)
+        self._filters[group] = (", ".join(parts), _narrowest(request, selector is not None))
         return group
 
     def _release(self, group: int) -> None:
