@@ -48,16 +48,21 @@ class Server:
     """`python -m epsync serve` of this checkout or of another (`checkout`, with its own .venv): its address
     read back from its log."""
 
-    def __init__(self, data_dir: Path, checkout: Path | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, data_dir: Path, checkout: Path | None = None, workers: int = 1, transport: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.checkout = checkout
         self.workers = workers
+        self.transport = transport
         self.process: asyncio.subprocess.Process | None = None
         self.address = ""
 
     def _command(self) -> list[str]:
         if self.checkout is None:
-            return [sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0", "--workers", str(self.workers)]
+            command = [sys.executable, "-m", "epsync", "serve", "--listen", "127.0.0.1:0"]
+            command += ["--workers", str(self.workers)]
+            return command + (["--transport", self.transport] if self.transport else [])
         # An older checkout may have only `python -m epsync.cli` and may log the port it was given rather than
         # the one it bound, so it gets a port chosen here (a benchmark can live with the small race).
         module = "epsync.cli" if (self.checkout / "pysrc/epsync/cli.py").exists() else "epsync"
@@ -190,16 +195,20 @@ async def measure(args: argparse.Namespace) -> list[report.Row]:
     population = [endpoint(j, shape) for j in range(shape.endpoints)]
     on_node0 = population[: shape.per_node]
     rows: list[report.Row] = []
-    servers: dict[str, tuple[Path | None, int]] = {
-        ("this" if len(args.server_workers) == 1 else f"this w{n}"): (None, n) for n in args.server_workers
-    }
+    servers: dict[str, tuple[Path | None, int, str | None]] = {}
+    for transport in args.transports:
+        for n in args.server_workers:
+            name = "this" if len(args.server_workers) == 1 else f"this w{n}"
+            name += f" {transport}" if len(args.transports) > 1 else ""
+            servers[name] = (None, n, transport)
     if args.baseline is not None:
-        servers["baseline"] = (args.baseline, 1)
+        servers["baseline"] = (args.baseline, 1, None)
     with tempfile.TemporaryDirectory(prefix="epsync-bench-writes-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             stubs: dict[str, tuple[Server, pb_grpc.WorkloadEndpointServiceAsyncStub]] = {}
-            for name, (checkout, workers) in servers.items():
-                server = await stack.enter_async_context(Server(Path(tmp) / name.replace(" ", "-"), checkout, workers))
+            for name, (checkout, workers, transport) in servers.items():
+                directory = Path(tmp) / name.replace(" ", "-")
+                server = await stack.enter_async_context(Server(directory, checkout, workers, transport))
                 connected = await connect_to_each_process(server, stack)
                 stored = [pb.UpdateWorkloadEndpointRequest(workload_endpoint=e, allow_missing=True) for e in population]
                 await write_stream(next(iter(connected.values())), stored)
@@ -307,6 +316,13 @@ def main() -> None:
         nargs="+",
         default=[1],
         help="epsync serve --workers of this checkout's server; several counts are measured side by side",
+    )
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        choices=["rust", "grpcio"],
+        default=[None],
+        help="epsync serve --transport of this checkout's server; several are measured side by side",
     )
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument(

@@ -7,19 +7,27 @@ never once per label or per watcher.
 """
 
 from collections.abc import Mapping, Sequence
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "ADDED",
+    "CALL",
+    "CANCELLED",
     "DELETED",
+    "HALF_CLOSE",
     "MAX_SELECTOR_DEPTH",
     "MAX_SELECTOR_LENGTH",
+    "MESSAGE",
     "MODIFIED",
     "VERSION",
+    "WRITABLE",
+    "Call",
+    "CallClosed",
     "EndpointIndex",
     "KnownVersions",
     "Selector",
     "SelectorError",
+    "Transport",
     "normalize_endpoints",
     "normalize_profiles",
     "split_known_versions",
@@ -343,3 +351,68 @@ def split_known_versions(raw: bytes, field: int) -> tuple[bytes, KnownVersions]:
     """Splits an encoded watch request into its other fields' bytes and its known versions (the
     `map<string, int64>` of field number `field`), reading the map without the GIL. `ValueError`
     naming the problem when the bytes are not well-formed."""
+
+# --- the gRPC transport (epsync.server.transport) -------------------------------------------------
+
+CALL: int
+MESSAGE: int
+HALF_CLOSE: int
+CANCELLED: int
+WRITABLE: int
+
+class CallClosed(ConnectionError):
+    """The call is over: it was answered, cancelled, or its client went away."""
+
+@final
+class Call:
+    """One call of the transport: its responses are queued with `send` and it ends with `finish`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def peer(self) -> str:
+        """The client's address as grpc names it: `ipv4:127.0.0.1:52000`."""
+    def send(self, message: bytes) -> bool:
+        """Queue one encoded response. False: queued, but wait for the call's WRITABLE event before the
+        next. `CallClosed` once the call is over; `ValueError` past the message limit."""
+    def finish(self, code: int, message: str, metadata: Sequence[tuple[str, str | bytes]] = ...) -> None:
+        """End the call with a status after the responses queued so far; later calls change nothing."""
+    def grant(self, length: int) -> None:
+        """The handler took a request of `length` bytes: the transport reads that much further ahead."""
+
+@final
+class Transport:
+    """A gRPC server's connections, served on threads of its own; see `epsync.server.transport`."""
+
+    def __new__(
+        cls,
+        address: str,
+        *,
+        max_connections: int,
+        max_concurrent_streams: int,
+        keepalive_seconds: float,
+        keepalive_timeout_seconds: float,
+        handshake_timeout_seconds: float,
+        max_receive_message: int,
+        max_send_message: int,
+        max_connection_age_seconds: float | None = None,
+        max_connection_age_grace_seconds: float = 0.0,
+        reuse_port: bool = False,
+        threads: int = 2,
+    ) -> Transport: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def fd(self) -> int:
+        """Readable when there are events to take (read and discard what it holds first)."""
+    @property
+    def connections(self) -> int: ...
+    def set_unary_methods(self, methods: Sequence[str]) -> None: ...
+    def start(self) -> None: ...
+    def drain(self) -> None:
+        """Stop accepting connections and send GOAWAY on every one; calls in progress go on."""
+    def close(self) -> None:
+        """Close every connection; calls still in progress are cancelled."""
+    def take_events(self) -> list[tuple[Any, ...]]:
+        """Everything since the last take, in order: `(CALL, call, method, metadata, request | None,
+        timeout | None)`, `(MESSAGE, id, request)`, `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`."""

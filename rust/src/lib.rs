@@ -11,7 +11,9 @@ pub mod index;
 pub mod known;
 pub mod model;
 mod py;
+mod py_transport;
 pub mod selector;
+pub mod transport;
 pub mod wire;
 
 use pyo3::prelude::*;
@@ -39,6 +41,25 @@ mod _core {
 
     #[pymodule_export]
     use crate::error::SelectorError;
+
+    /// Event kinds of `Transport.take_events`.
+    #[pymodule_export]
+    const CALL: u8 = crate::py_transport::CALL;
+
+    #[pymodule_export]
+    const MESSAGE: u8 = crate::py_transport::MESSAGE;
+
+    #[pymodule_export]
+    const HALF_CLOSE: u8 = crate::py_transport::HALF_CLOSE;
+
+    #[pymodule_export]
+    const CANCELLED: u8 = crate::py_transport::CANCELLED;
+
+    #[pymodule_export]
+    const WRITABLE: u8 = crate::py_transport::WRITABLE;
+
+    #[pymodule_export]
+    use crate::py_transport::{CallClosed, PyCall, PyTransport};
 
     #[pymodule_export]
     use crate::py::{

@@ -11,7 +11,7 @@ from typing import Protocol, Self, TypeVar
 
 import grpc
 
-from epsync.client.targets import channel_target
+from epsync.client.targets import channel_target, list_authority
 from epsync.client.view import Backoff, MaterializedView, grpc_stream
 from epsync.errors import EpsyncError, Unavailable, rpc_error
 from epsync.model.kinds import DEFAULT_NAMESPACE, endpoint_key
@@ -87,11 +87,14 @@ class Client:
         # Its own connection, as a Go ClientConn is: by default grpc shares one between every channel
         # of the process to the same target, so that two clients would fail and reconnect together.
         # It receives what the server may send (16 MiB, as the Go client), not grpc's default 4 MiB.
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.use_local_subchannel_pool", 1),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
+        authority = list_authority(self.target)
+        if authority is not None:
+            options.append(("grpc.default_authority", authority))
         if tls is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=options)
         else:

@@ -36,6 +36,16 @@ def channel_target(addresses: str | Sequence[str]) -> str:
     return f"ipv{families.pop()}:" + ",".join(normalised)
 
 
+def list_authority(target: str) -> str | None:
+    """The :authority to send for an address-list target: its first address. gRPC would send the whole list,
+    which is no URI authority (HTTP/2 servers other than gRPC's own, such as hyper's, refuse the call);
+    None for a single address, which is its own authority."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in addresses:
+        return None
+    return addresses.split(",")[0]
+
+
 def _split(address: str) -> tuple[str, str]:
     host, separator, port = address.rpartition(":")
     if not separator or not port.isdigit():

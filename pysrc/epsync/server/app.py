@@ -39,6 +39,7 @@ from epsync.server.registration import add_service
 from epsync.server.registry import endpoint_registry, profile_registry
 from epsync.server.status_service import StatusServicer
 from epsync.server.tls import ReloadingTls, TlsError, is_loopback
+from epsync.server.transport import GrpcServer, TransportOptions, TransportServer
 from epsync.server.workers import AddressInUse, WorkerPool, claim_address
 from epsync.store.base import Change, Datastore, DatastoreError
 from epsync.store.etcd import EtcdDatastore, EtcdTls
@@ -112,6 +113,22 @@ def grpc_options(config: ServerConfig, max_connections: int) -> list[tuple[str, 
     ]
 
 
+def transport_options(config: ServerConfig, max_connections: int) -> TransportOptions:
+    """The Rust transport held to what `grpc_options` holds grpc.aio to."""
+    return TransportOptions(
+        max_connections=max_connections,
+        max_concurrent_streams=config.max_streams_per_connection,
+        keepalive_seconds=config.keepalive_seconds,
+        keepalive_timeout_seconds=10.0,
+        handshake_timeout_seconds=config.handshake_timeout_seconds,
+        max_receive_message=config.max_message_bytes,
+        max_send_message=config.max_message_bytes,
+        max_connection_age_seconds=config.max_connection_age_seconds,
+        max_connection_age_grace_seconds=config.grace_seconds,
+        reuse_port=config.workers > 1,
+    )
+
+
 def open_datastore(config: ServerConfig) -> Datastore:
     """The datastore the config names (not yet opened)."""
     if config.datastore == "etcd":
@@ -151,7 +168,7 @@ class EpsyncServer:
         self.metrics: MetricsServer | None = None
         self.plan_seconds = Histogram((0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
         self.rate = RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit > 0 else None
-        self._server: grpc.aio.Server | None = None
+        self._server: GrpcServer | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.port = 0
         self.tls: ReloadingTls | None = None
@@ -176,7 +193,11 @@ class EpsyncServer:
         )
 
         max_connections = connection_limit(self.config)  # raises the descriptor limit, once
-        server = grpc.aio.server(options=grpc_options(self.config, max_connections))
+        server: GrpcServer
+        if self.config.transport == "rust" and self.config.tls is None:
+            server = TransportServer(transport_options(self.config, max_connections))
+        else:
+            server = grpc.aio.server(options=grpc_options(self.config, max_connections))
         page_tokens = PageTokens(self.store.identity.secret)  # the same on every server of this store
         self.endpoint_hub.store_id = self.profile_hub.store_id = self.store.identity.store_id
         endpoints = WorkloadEndpointServicer(
@@ -254,7 +275,7 @@ class EpsyncServer:
         )
         return self.port
 
-    def _listen(self, server: grpc.aio.Server) -> int:
+    def _listen(self, server: GrpcServer) -> int:
         """Bind the listen address: TLS when configured, else plaintext (beyond loopback only with --insecure)."""
         files = self.config.tls
         if files is not None:
@@ -262,6 +283,7 @@ class EpsyncServer:
                 self.tls = ReloadingTls(files)
             except TlsError as error:
                 raise StartupError(f"cannot serve TLS: {error}") from None
+            assert isinstance(server, grpc.aio.Server), "TLS is served by grpc.aio"
             return server.add_secure_port(self.config.listen, self.tls.credentials())
         if not is_loopback(self.config.listen):
             log.warning(

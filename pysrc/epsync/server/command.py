@@ -40,6 +40,13 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=None,
         help=f"processes serving the listen address, fed from one store (default: one per core: {default_workers()})",
     )
+    serve.add_argument(
+        "--transport",
+        choices=("rust", "grpcio"),
+        default=None,
+        help="what serves gRPC: the Rust transport on threads of its own, or grpc.aio (default: $EPSYNC_TRANSPORT, "
+        "else grpcio)",
+    )
     serve.add_argument("--tls-cert-file", type=Path, help="serve TLS with this certificate (PEM, with its chain)")
     serve.add_argument("--tls-key-file", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument(
@@ -151,6 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
             rate_burst=args.rate_burst,
             handshake_timeout_seconds=args.handshake_timeout,
             max_connection_age_seconds=args.max_connection_age,
+            **({} if args.transport is None else {"transport": args.transport}),
         )
     except ValidationError as error:
         first = error.errors()[0]

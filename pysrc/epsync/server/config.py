@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,10 @@ class ServerConfig(BaseModel):
         1_000.0, ge=0, description="calls a second one client identity may make (mutual TLS); 0: no limit"
     )
     rate_burst: float = Field(2_000.0, ge=1, description="calls one client identity may make at once")
+    transport: Literal["rust", "grpcio"] = Field(
+        default_factory=lambda: os.environ.get("EPSYNC_TRANSPORT", "grpcio"),  # type: ignore[arg-type]
+        description="what serves gRPC: the Rust transport on threads of its own, or grpc.aio on the event loop",
+    )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object each")
     metrics_listen: str | None = Field(
         None, description="host:port of the HTTP server for /metrics, /livez and /readyz (None: no metrics)"

@@ -16,6 +16,8 @@ import grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer as _AsyncReflectionServicer
 
+from epsync.server.transport import GrpcServer
+
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 V1ALPHA_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 SERVICE_NAMES = (V1_SERVICE, V1ALPHA_SERVICE)
@@ -49,7 +51,7 @@ class ReflectionServicer(_AsyncReflectionServicer):  # type: ignore[misc]
         return parent if any(member in table for table in members) else name
 
 
-def add_reflection(server: grpc.aio.Server, service_names: tuple[str, ...]) -> None:
+def add_reflection(server: GrpcServer, service_names: tuple[str, ...]) -> None:
     """Serve reflection v1 and v1alpha for `service_names` (the reflection services are added to the list)."""
     servicer = ReflectionServicer((*service_names, *SERVICE_NAMES))
     handler = grpc.stream_stream_rpc_method_handler(

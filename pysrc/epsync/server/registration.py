@@ -25,6 +25,7 @@ from epsync.errors import FailedPrecondition, FieldViolation, InvalidArgument, P
 from epsync.server.admission import RateLimiter, WatcherBudget
 from epsync.server.authorization import Authorizer
 from epsync.server.status import abort
+from epsync.server.transport import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _HANDLER_FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[
 
 
 def add_service(
-    server: grpc.aio.Server,
+    server: GrpcServer,
     service: ServiceDescriptor,
     servicer: object,
     *,
