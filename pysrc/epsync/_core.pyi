@@ -377,8 +377,9 @@ class Call:
         next. `CallClosed` once the call is over; `ValueError` past the message limit."""
     def finish(self, code: int, message: str, metadata: Sequence[tuple[str, str | bytes]] = ...) -> None:
         """End the call with a status after the responses queued so far; later calls change nothing."""
-    def grant(self, length: int) -> None:
-        """The handler took a request of `length` bytes: the transport reads that much further ahead."""
+    def grant(self, credit: int) -> None:
+        """The handler took requests whose MESSAGE events gave these credits, summed: the transport reads that
+        much further ahead (at the next flush)."""
 
 @final
 class Transport:
@@ -409,10 +410,13 @@ class Transport:
     def connections(self) -> int: ...
     def set_unary_methods(self, methods: Sequence[str]) -> None: ...
     def start(self) -> None: ...
+    def flush(self) -> None:
+        """Do the wake-ups the calls' `send`, `finish` and `grant` left for the transport's threads, without
+        the GIL; once per turn of the event loop in which any was called (until then their effects wait)."""
     def drain(self) -> None:
         """Stop accepting connections and send GOAWAY on every one; calls in progress go on."""
     def close(self) -> None:
         """Close every connection; calls still in progress are cancelled."""
     def take_events(self) -> list[tuple[Any, ...]]:
         """Everything since the last take, in order: `(CALL, call, method, metadata, request | None,
-        timeout | None)`, `(MESSAGE, id, request)`, `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`."""
+        timeout | None)`, `(MESSAGE, id, request, credit)`, `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`."""

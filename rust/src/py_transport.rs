@@ -116,6 +116,13 @@ impl PyTransport {
             .map_err(|error| PyOSError::new_err(error.to_string()))
     }
 
+    /// Do the wake-ups the calls' `send`, `finish` and `grant` left for the transport's threads (without the GIL).
+    /// Call it once per turn of the event loop in which any of them were called; until then their responses
+    /// may wait.
+    fn flush(&self, py: Python<'_>) {
+        py.detach(|| self.server.flush());
+    }
+
     /// Stop accepting connections and send GOAWAY on every one; calls in progress go on.
     fn drain(&self) {
         self.server.drain();
@@ -127,7 +134,7 @@ impl PyTransport {
     }
 
     /// Everything that happened since the last take, in order, as tuples:
-    /// `(CALL, call, method, metadata, request or None, timeout seconds or None)`, `(MESSAGE, id, request)`,
+    /// `(CALL, call, method, metadata, request or None, timeout seconds or None)`, `(MESSAGE, id, request, credit)`,
     /// `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`.
     fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.server.take_events();
@@ -160,9 +167,11 @@ impl PyTransport {
                         .into_pyobject(py)?
                         .into_any()
                 }
-                Event::Message { id, data } => (MESSAGE, id, PyBytes::new(py, &data))
-                    .into_pyobject(py)?
-                    .into_any(),
+                Event::Message { id, data, credit } => {
+                    (MESSAGE, id, PyBytes::new(py, &data), credit)
+                        .into_pyobject(py)?
+                        .into_any()
+                }
                 Event::HalfClose { id } => (HALF_CLOSE, id).into_pyobject(py)?.into_any(),
                 Event::Cancelled { id } => (CANCELLED, id).into_pyobject(py)?.into_any(),
                 Event::Writable { id } => (WRITABLE, id).into_pyobject(py)?.into_any(),
@@ -226,8 +235,9 @@ impl PyCall {
         Ok(())
     }
 
-    /// The handler took a request of `length` bytes: the transport reads that much further ahead.
-    fn grant(&self, length: usize) {
-        self.call.grant(length);
+    /// The handler took requests whose MESSAGE events gave these credits, summed: the transport reads that
+    /// much further ahead (at the next flush).
+    fn grant(&self, credit: usize) {
+        self.call.grant(credit);
     }
 }

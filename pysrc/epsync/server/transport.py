@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
+# Read credit a handler gives back to the transport at once (a quarter of a call's read budget of 1 MiB).
+GRANT_AT = 256 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class TransportOptions:
@@ -80,6 +83,7 @@ class TransportServer:
         self._calls: dict[int, _Context] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
+        self._flush_scheduled = False
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
         self._generic.extend(handlers)
@@ -174,7 +178,7 @@ class TransportServer:
             if context is None:
                 continue  # the handler has already finished
             if kind == MESSAGE:
-                context.received(event[2])
+                context.received(event[2], event[3])
             elif kind == HALF_CLOSE:
                 context.received(None)
             elif kind == CANCELLED:
@@ -193,12 +197,25 @@ class TransportServer:
         handler = self._handler(method, tuple(metadata))
         if handler is None:
             call.finish(grpc.StatusCode.UNIMPLEMENTED.value[0], "Method not found!")
+            self.flush_soon()
             return
-        context = _Context(call, handler, tuple(metadata), timeout)
+        context = _Context(call, handler, tuple(metadata), timeout, self.flush_soon)
         self._calls[call.id] = context
         assert self._loop is not None
         context.task = self._loop.create_task(context.run(request))
         context.task.add_done_callback(lambda _: self._calls.pop(call.id, None))
+
+    def flush_soon(self) -> None:
+        """Calls answered or read from during this turn of the event loop: wake the transport at its end, once."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._transport is not None:
+            self._transport.flush()
 
     def _handler(self, method: str, metadata: Metadata) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = self._registered.get(method)
@@ -221,13 +238,17 @@ class _Context:
         handler: grpc.RpcMethodHandler[Any, Any],
         metadata: Metadata,
         timeout: float | None,
+        flush_soon: Callable[[], None],
     ) -> None:
         self._call = call
+        self._flush_soon = flush_soon
         self._handler = handler
         self._metadata = metadata
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._serialize: Callable[[Any], bytes] | None = handler.response_serializer
-        self._requests: deque[bytes | None] = deque()  # None: the client sent its last request
+        # Requests with the read credit each took; None: the client sent its last request.
+        self._requests: deque[tuple[bytes, int] | None] = deque()
+        self._ungranted = 0  # credit of requests taken but not yet given back to the transport
         self._request_waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._code: grpc.StatusCode | None = None
@@ -239,8 +260,8 @@ class _Context:
 
     # --- the transport's side ------------------------------------------------------------------
 
-    def received(self, request: bytes | None) -> None:
-        self._requests.append(request)
+    def received(self, request: bytes | None, credit: int = 0) -> None:
+        self._requests.append(None if request is None else (request, credit))
         waiter = self._request_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -282,6 +303,7 @@ class _Context:
                 response = await result
                 if response is not None:
                     call.send(response if self._serialize is None else self._serialize(response))
+                    self._flush_soon()
             self._end(self._code or grpc.StatusCode.OK, self._details, self._trailing)
         except _Abort as abort:
             self._end(abort.code, abort.details, abort.trailing)
@@ -303,6 +325,7 @@ class _Context:
         except ValueError:
             log.exception("a status with trailing metadata that cannot be sent")
             self._call.finish(grpc.StatusCode.INTERNAL.value[0], "the server's status could not be sent")
+        self._flush_soon()
 
     async def _first_request(self) -> bytes:
         """A unary method's request, served as a stream (a handler the transport was not told of)."""
@@ -316,18 +339,26 @@ class _Context:
             self._request_waiter = asyncio.get_running_loop().create_future()
             await self._request_waiter
             self._request_waiter = None
-        request = self._requests.popleft()
-        if request is not None:
-            self._call.grant(len(request))
-        else:
+        taken = self._requests.popleft()
+        if taken is None:
             self._requests.append(None)  # the end stays the end for further reads
+            return None
+        request, credit = taken
+        self._ungranted += credit
+        # Given back in bulk, but all of it before the handler waits: the transport may be waiting for it.
+        if self._ungranted >= GRANT_AT or not self._requests:
+            self._call.grant(self._ungranted)
+            self._ungranted = 0
+            self._flush_soon()
         return request
 
     # --- grpc.aio.ServicerContext, as far as handlers use it ------------------------------------
 
     async def write(self, message: Any) -> None:
         data = message if self._serialize is None else self._serialize(message)
-        if not self._call.send(data):
+        room = self._call.send(data)
+        self._flush_soon()
+        if not room:
             self._writable = asyncio.get_running_loop().create_future()
             try:
                 await self._writable

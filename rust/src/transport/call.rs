@@ -20,6 +20,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use tokio::sync::{Notify, Semaphore};
 
+use super::deferred::Deferred;
 use super::events::{Event, EventQueue, Start};
 use super::framing::{self, code};
 
@@ -79,8 +80,10 @@ pub struct Call {
     done: AtomicBool,
     done_signal: Notify,
     /// Request bytes Python may still be handed (client-streaming calls).
-    pub credit: Semaphore,
+    pub credit: Arc<Semaphore>,
     events: Arc<EventQueue>,
+    /// Where Python's `send`, `finish` and `grant` leave their wake-ups, for its next flush.
+    deferred: Arc<Deferred>,
 }
 
 /// Why `send` refused a response.
@@ -96,7 +99,13 @@ pub enum SendError {
 
 impl Call {
     #[must_use]
-    pub fn new(id: u64, peer: Arc<str>, max_send: usize, events: Arc<EventQueue>) -> Self {
+    pub fn new(
+        id: u64,
+        peer: Arc<str>,
+        max_send: usize,
+        events: Arc<EventQueue>,
+        deferred: Arc<Deferred>,
+    ) -> Self {
         Self {
             id,
             peer,
@@ -104,8 +113,9 @@ impl Call {
             state: Mutex::new(State::default()),
             done: AtomicBool::new(false),
             done_signal: Notify::new(),
-            credit: Semaphore::new(READ_BUDGET),
+            credit: Arc::new(Semaphore::new(READ_BUDGET)),
             events,
+            deferred,
         }
     }
 
@@ -152,7 +162,7 @@ impl Call {
             state.writer_waiting = true;
         }
         if let Some(waker) = state.waker.take() {
-            waker.wake();
+            self.deferred.wake(waker);
         }
         Ok(room)
     }
@@ -165,7 +175,7 @@ impl Call {
         }
         state.trailers = Some(framing::status_trailers(status, message, metadata));
         if let Some(waker) = state.waker.take() {
-            waker.wake();
+            self.deferred.wake(waker);
         }
         drop(state);
         self.mark_done();
@@ -193,9 +203,11 @@ impl Call {
         }
     }
 
-    /// Python took a request of `length` bytes: read that much further ahead.
-    pub fn grant(&self, length: usize) {
-        self.credit.add_permits(credit_of(length) as usize);
+    /// Python consumed requests that took `credit` from the read budget (as their events said): read that
+    /// much further ahead, at the next flush.
+    pub fn grant(&self, credit: usize) {
+        self.deferred
+            .grant(Arc::clone(&self.credit), credit.min(READ_BUDGET));
     }
 
     #[must_use]
@@ -235,10 +247,15 @@ impl Call {
         }
     }
 
-    /// A request of a client-streaming call, for Python (dropped once the call is over).
-    pub fn deliver(&self, data: Bytes) {
+    /// A request of a client-streaming call, for Python (dropped once the call is over), with the credit it
+    /// took from the read budget.
+    pub fn deliver(&self, data: Bytes, credit: u32) {
         if !self.is_done() {
-            self.events.push(Event::Message { id: self.id, data });
+            self.events.push(Event::Message {
+                id: self.id,
+                data,
+                credit,
+            });
         }
     }
 
@@ -344,17 +361,38 @@ mod tests {
         }
     }
 
-    fn call() -> (Arc<Call>, Arc<EventQueue>) {
+    fn call_with(deferred: &Arc<Deferred>) -> (Arc<Call>, Arc<EventQueue>) {
         let (events, _listener) = EventQueue::new().unwrap();
-        (
-            Arc::new(Call::new(
-                7,
-                Arc::from("test"),
-                1 << 20,
-                Arc::clone(&events),
-            )),
-            events,
-        )
+        let call = Call::new(
+            7,
+            Arc::from("test"),
+            1 << 20,
+            Arc::clone(&events),
+            Arc::clone(deferred),
+        );
+        (Arc::new(call), events)
+    }
+
+    fn call() -> (Arc<Call>, Arc<EventQueue>) {
+        call_with(&Arc::default())
+    }
+
+    #[test]
+    fn python_side_wake_ups_wait_for_the_flush() {
+        let deferred = Arc::new(Deferred::default());
+        let (call, _events) = call_with(&deferred);
+        let mut body = ResponseBody::new(Arc::clone(&call));
+        let woken = Arc::new(Counter(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        call.send(b"x").unwrap();
+        call.grant(5);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        let permits = call.credit.available_permits();
+        deferred.flush();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(call.credit.available_permits(), permits + 5);
     }
 
     fn poll(body: &mut ResponseBody) -> Poll<Option<Frame<Bytes>>> {

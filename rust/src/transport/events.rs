@@ -26,8 +26,9 @@ pub enum Event {
         start: Start,
         message: Option<Bytes>,
     },
-    /// A request of a client-streaming call.
-    Message { id: u64, data: Bytes },
+    /// A request of a client-streaming call, and what it took from the call's read budget (given back with
+    /// `Call::grant` once the handler has it).
+    Message { id: u64, data: Bytes, credit: u32 },
     /// The client sent its last request.
     HalfClose { id: u64 },
     /// The call is over without the handler: the client cancelled or left, or its deadline passed.

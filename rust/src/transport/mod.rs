@@ -9,6 +9,7 @@
 //! runs them on this as grpc.aio would.
 
 pub mod call;
+pub mod deferred;
 pub mod events;
 pub mod framing;
 pub mod server;

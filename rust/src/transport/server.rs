@@ -29,6 +29,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use super::call::{Call, DEADLINE, ResponseBody, credit_of};
+use super::deferred::Deferred;
 use super::events::{Event, EventQueue, Start};
 use super::framing::{self, Decoder, code};
 
@@ -67,6 +68,7 @@ struct Shared {
     next_id: AtomicU64,
     connections: AtomicUsize,
     phase: watch::Sender<Phase>,
+    deferred: Arc<Deferred>,
 }
 
 pub struct Server {
@@ -113,6 +115,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             phase: watch::Sender::new(Phase::Serving),
+            deferred: Arc::default(),
         });
         let server = Self {
             runtime: Some(runtime),
@@ -181,6 +184,11 @@ impl Server {
     #[must_use]
     pub fn take_events(&self) -> Vec<Event> {
         self.shared.events.take()
+    }
+
+    /// The wake-ups Python's `send`, `finish` and `grant` left since the last flush (call without the GIL).
+    pub fn flush(&self) {
+        self.shared.deferred.flush();
     }
 
     #[must_use]
@@ -336,6 +344,7 @@ fn handle(
         Arc::clone(peer),
         shared.options.max_send_message,
         Arc::clone(&shared.events),
+        Arc::clone(&shared.deferred),
     ));
     let response = Response::builder()
         .header(CONTENT_TYPE, "application/grpc")
@@ -452,12 +461,12 @@ async fn read_requests(mut body: Incoming, call: Arc<Call>, start: Start, unary:
         loop {
             match decoder.next_message() {
                 Ok(Some(message)) => {
-                    let Ok(permit) = call.credit.acquire_many(credit_of(message.len())).await
-                    else {
+                    let credit = credit_of(message.len());
+                    let Ok(permit) = call.credit.acquire_many(credit).await else {
                         return; // the call is over
                     };
                     permit.forget();
-                    call.deliver(message);
+                    call.deliver(message, credit);
                 }
                 Ok(None) => break,
                 Err(error) => {
