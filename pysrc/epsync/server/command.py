@@ -45,7 +45,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         choices=("rust", "grpcio"),
         default=None,
         help="what serves gRPC: the Rust transport on threads of its own, or grpc.aio (default: $EPSYNC_TRANSPORT, "
-        "else grpcio)",
+        "else rust)",
     )
     serve.add_argument("--tls-cert-file", type=Path, help="serve TLS with this certificate (PEM, with its chain)")
     serve.add_argument("--tls-key-file", type=Path, help="the certificate's private key (PEM)")

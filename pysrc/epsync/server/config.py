@@ -80,7 +80,7 @@ class ServerConfig(BaseModel):
     )
     rate_burst: float = Field(2_000.0, ge=1, description="calls one client identity may make at once")
     transport: Literal["rust", "grpcio"] = Field(
-        default_factory=lambda: os.environ.get("EPSYNC_TRANSPORT", "grpcio"),  # type: ignore[arg-type]
+        default_factory=lambda: os.environ.get("EPSYNC_TRANSPORT", "rust"),  # type: ignore[arg-type]
         description="what serves gRPC: the Rust transport on threads of its own, or grpc.aio on the event loop",
     )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object each")
