@@ -293,6 +293,11 @@ class EpsyncServer:
         return server.add_insecure_port(self.config.listen)
 
     @property
+    def calls_in_progress(self) -> int | None:
+        """Calls whose handlers are running now (None when grpc.aio serves, which does not say)."""
+        return self._server.calls_in_progress if isinstance(self._server, TransportServer) else None
+
+    @property
     def address(self) -> str:
         """host:port the server listens on, with the port it bound (the configured one may be 0)."""
         host = self.config.listen.rpartition(":")[0]

@@ -123,6 +123,11 @@ class TransportServer:
     def connections(self) -> int:
         return 0 if self._transport is None else self._transport.connections
 
+    @property
+    def calls_in_progress(self) -> int:
+        """Calls whose handlers are running."""
+        return len(self._calls)
+
     async def start(self) -> None:
         transport = self._require_transport()
         transport.set_unary_methods(

@@ -3,8 +3,9 @@
 //! Waking a tokio task from outside the runtime may unpark a worker, a system call (an eventfd write or a
 //! futex wake) that Python's thread would make holding the GIL: a fifth of the event loop's time when every
 //! response woke its connection's task itself. Responses and read grants queue their wake-ups here
-//! instead, and Python flushes them once per turn of its event loop ([`Deferred::flush`], GIL released),
-//! so a turn that answers a hundred writes wakes the runtime once or a few times, not a hundred.
+//! instead, and Python flushes them once per turn of its event loop ([`Deferred::flush`]): a turn that answers
+//! a hundred writes wakes the runtime once or a few times (tokio unparks a worker only when none is already
+//! looking for work), not a hundred.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;

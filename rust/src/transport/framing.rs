@@ -1,6 +1,7 @@
 //! gRPC's wire format over HTTP/2: length-prefixed messages, `grpc-timeout`, and the status trailers.
 
 use std::fmt::Write;
+use std::io::Read;
 use std::time::Duration;
 
 use base64::Engine;
@@ -32,11 +33,41 @@ pub fn frame(message: &[u8]) -> Bytes {
     framed.freeze()
 }
 
+/// How a call's requests are compressed (its `grpc-encoding`): each message says whether it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding a `grpc-encoding` header names; None for one this server cannot read.
+    #[must_use]
+    pub fn named(name: &[u8]) -> Option<Self> {
+        match name {
+            b"identity" => Some(Self::Identity),
+            b"gzip" => Some(Self::Gzip),
+            b"deflate" => Some(Self::Deflate),
+            _ => None,
+        }
+    }
+}
+
+/// What `grpc-accept-encoding` says this server reads.
+pub const ACCEPTED_ENCODINGS: &str = "identity,gzip,deflate";
+
 /// Why a request stream cannot be read: each is answered with its status and ends the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
-    TooLarge { length: usize, max: usize },
+    TooLarge {
+        length: usize,
+        max: usize,
+    },
+    /// A message flagged compressed on a call that named no compression.
     Compressed,
+    /// A compressed message that does not decompress.
+    Corrupt,
     Truncated,
 }
 
@@ -49,8 +80,12 @@ impl FrameError {
                 format!("received message larger than max ({length} vs. {max})"),
             ),
             Self::Compressed => (
-                code::UNIMPLEMENTED,
-                "a compressed message, but this server accepts only uncompressed (identity) messages".to_owned(),
+                code::INTERNAL,
+                "a message flagged compressed, but the call names no grpc-encoding".to_owned(),
+            ),
+            Self::Corrupt => (
+                code::INTERNAL,
+                "a compressed message that does not decompress".to_owned(),
             ),
             Self::Truncated => (
                 code::INTERNAL,
@@ -60,18 +95,21 @@ impl FrameError {
     }
 }
 
-/// Splits a request body's chunks into messages, refusing any longer than `max` before buffering it.
+/// Splits a request body's chunks into messages, refusing any longer than `max` (compressed or not) before
+/// buffering or inflating past it.
 pub struct Decoder {
     buffer: BytesMut,
     max: usize,
+    encoding: Encoding,
 }
 
 impl Decoder {
     #[must_use]
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, encoding: Encoding) -> Self {
         Self {
             buffer: BytesMut::new(),
             max,
+            encoding,
         }
     }
 
@@ -87,7 +125,8 @@ impl Decoder {
         if self.buffer.len() < PREFIX {
             return Ok(None);
         }
-        if self.buffer[0] != 0 {
+        let compressed = self.buffer[0] != 0;
+        if compressed && self.encoding == Encoding::Identity {
             return Err(FrameError::Compressed);
         }
         let length = u32::from_be_bytes([
@@ -107,7 +146,34 @@ impl Decoder {
             return Ok(None);
         }
         self.buffer.advance(PREFIX);
-        Ok(Some(self.buffer.split_to(length).freeze()))
+        let message = self.buffer.split_to(length).freeze();
+        if compressed {
+            return self.inflate(&message).map(Some);
+        }
+        Ok(Some(message))
+    }
+
+    /// A compressed message, inflated to at most `max` bytes (a small message may not unpack into a huge one).
+    fn inflate(&self, compressed: &[u8]) -> Result<Bytes, FrameError> {
+        let limit = self.max as u64 + 1;
+        let mut inflated = Vec::new();
+        let read = match self.encoding {
+            Encoding::Gzip => flate2::read::GzDecoder::new(compressed)
+                .take(limit)
+                .read_to_end(&mut inflated),
+            Encoding::Deflate => flate2::read::ZlibDecoder::new(compressed)
+                .take(limit)
+                .read_to_end(&mut inflated),
+            Encoding::Identity => unreachable!("identity calls refuse compressed messages first"),
+        };
+        read.map_err(|_| FrameError::Corrupt)?;
+        if inflated.len() > self.max {
+            return Err(FrameError::TooLarge {
+                length: inflated.len(),
+                max: self.max,
+            });
+        }
+        Ok(Bytes::from(inflated))
     }
 
     /// The body ended: anything left is a message cut short.
@@ -212,7 +278,7 @@ mod tests {
         let mut wire = frame(b"hello").to_vec();
         wire.extend_from_slice(&frame(b""));
         wire.extend_from_slice(&frame(b"world"));
-        let mut decoder = Decoder::new(100);
+        let mut decoder = Decoder::new(100, Encoding::Identity);
         let mut out = Vec::new();
         for byte in wire {
             decoder.push(&[byte]);
@@ -229,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_message_past_the_limit_is_refused_from_its_prefix() {
-        let mut decoder = Decoder::new(4);
+        let mut decoder = Decoder::new(4, Encoding::Identity);
         decoder.push(&[0, 0, 0, 0, 5]);
         assert_eq!(
             decoder.next_message(),
@@ -239,13 +305,46 @@ mod tests {
 
     #[test]
     fn compressed_and_cut_short_messages_are_errors() {
-        let mut decoder = Decoder::new(100);
+        let mut decoder = Decoder::new(100, Encoding::Identity);
         decoder.push(&[1, 0, 0, 0, 1, 7]);
         assert_eq!(decoder.next_message(), Err(FrameError::Compressed));
-        let mut decoder = Decoder::new(100);
+        let mut decoder = Decoder::new(100, Encoding::Identity);
         decoder.push(&[0, 0, 0, 0, 3, 7]);
         assert_eq!(decoder.next_message(), Ok(None));
         assert_eq!(decoder.finish(), Err(FrameError::Truncated));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn compressed_frame(payload: &[u8]) -> Vec<u8> {
+        let mut wire = vec![1];
+        wire.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+        wire.extend_from_slice(payload);
+        wire
+    }
+
+    #[test]
+    fn gzip_messages_are_inflated_within_the_limit() {
+        let mut decoder = Decoder::new(100, Encoding::Gzip);
+        decoder.push(&compressed_frame(&gzip(b"hello")));
+        assert_eq!(decoder.next_message(), Ok(Some(Bytes::from("hello"))));
+        let mut bomb = Decoder::new(100, Encoding::Gzip);
+        bomb.push(&compressed_frame(&gzip(&[0; 10_000])));
+        assert_eq!(
+            bomb.next_message(),
+            Err(FrameError::TooLarge {
+                length: 101,
+                max: 100
+            })
+        );
+        let mut corrupt = Decoder::new(100, Encoding::Gzip);
+        corrupt.push(&compressed_frame(b"not gzip"));
+        assert_eq!(corrupt.next_message(), Err(FrameError::Corrupt));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::call::{Call, DEADLINE, ResponseBody, credit_of};
 use super::deferred::Deferred;
 use super::events::{Event, EventQueue, Start};
-use super::framing::{self, Decoder, code};
+use super::framing::{self, Decoder, Encoding, code};
 
 /// What the server's connections and calls are held to.
 #[derive(Clone, Debug)]
@@ -348,14 +348,17 @@ fn handle(
     ));
     let response = Response::builder()
         .header(CONTENT_TYPE, "application/grpc")
-        .header("grpc-accept-encoding", "identity")
+        .header("grpc-accept-encoding", framing::ACCEPTED_ENCODINGS)
         .body(ResponseBody::new(Arc::clone(&call)))
         .expect("static headers are valid");
     let (parts, body) = request.into_parts();
-    if let Some((status, message)) = refusal(&parts) {
-        call.fail(status, message);
-        return response;
-    }
+    let encoding = match refusal(&parts).map_or_else(|| request_encoding(&parts), Err) {
+        Ok(encoding) => encoding,
+        Err((status, message)) => {
+            call.fail(status, message);
+            return response;
+        }
+    };
     let timeout = parts
         .headers
         .get("grpc-timeout")
@@ -373,13 +376,8 @@ fn handle(
     if let Some(timeout) = timeout {
         tokio::spawn(deadline(Arc::clone(&call), timeout));
     }
-    tokio::spawn(read_requests(
-        body,
-        call,
-        start,
-        unary,
-        shared.options.max_receive_message,
-    ));
+    let decoder = Decoder::new(shared.options.max_receive_message, encoding);
+    tokio::spawn(read_requests(body, call, start, unary, decoder));
     response
 }
 
@@ -396,17 +394,18 @@ fn refusal(parts: &Parts) -> Option<(u32, &'static str)> {
             "not a gRPC request: a POST with content-type application/grpc is needed",
         ));
     }
-    let encoding = parts
-        .headers
-        .get("grpc-encoding")
-        .map(http::HeaderValue::as_bytes);
-    if encoding.is_some_and(|encoding| encoding != b"identity") {
-        return Some((
-            code::UNIMPLEMENTED,
-            "compressed requests are not supported; send them uncompressed (identity)",
-        ));
-    }
     None
+}
+
+/// How the call's requests are compressed, or the status that refuses an encoding this server cannot read.
+fn request_encoding(parts: &Parts) -> Result<Encoding, (u32, &'static str)> {
+    match parts.headers.get("grpc-encoding") {
+        None => Ok(Encoding::Identity),
+        Some(name) => Encoding::named(name.as_bytes()).ok_or((
+            code::UNIMPLEMENTED,
+            "requests compressed this way cannot be read; use gzip, deflate or none (grpc-accept-encoding)",
+        )),
+    }
 }
 
 /// The request's metadata as Python's grpc gives it to handlers (transport headers left out).
@@ -437,8 +436,13 @@ async fn deadline(call: Arc<Call>, after: Duration) {
     }
 }
 
-async fn read_requests(mut body: Incoming, call: Arc<Call>, start: Start, unary: bool, max: usize) {
-    let mut decoder = Decoder::new(max);
+async fn read_requests(
+    mut body: Incoming,
+    call: Arc<Call>,
+    start: Start,
+    unary: bool,
+    mut decoder: Decoder,
+) {
     if unary {
         match read_one(&mut body, &mut decoder, &call).await {
             Read::Message(message) => {
