@@ -12,3 +12,4 @@ pub mod call;
 pub mod events;
 pub mod framing;
 pub mod server;
+pub mod tls;
