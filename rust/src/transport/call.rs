@@ -7,6 +7,13 @@
 //! Requests of a client-streaming call are read against a byte budget Python replenishes as it consumes
 //! them ([`Call::grant`]), so a client that writes faster than its handler reads is held back by HTTP/2 flow
 //! control instead of filling this process's memory.
+//!
+//! A call's status waits for the client to finish sending ([`Call::release_status`]): grpc's Python client
+//! reports a status that arrives while it still has a request or its half-close to send as INTERNAL
+//! "Internal error from Core" in place of that status (grpc/grpc#36066, in grpcio 1.85). grpc.aio's server
+//! is slow enough to answer that such a client has usually written everything first; this transport
+//! refuses a stream at its start within a millisecond, before the client's first request, and without the
+//! wait that client saw INTERNAL every time.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -60,6 +67,8 @@ struct State {
     /// Python was told of this call (so a cancellation must be reported).
     announced: bool,
     writer_waiting: bool,
+    /// The client has finished sending, or the transport stopped waiting for it: the status may go out.
+    status_may_go: bool,
     waker: Option<Waker>,
 }
 
@@ -235,6 +244,18 @@ impl Call {
         }
     }
 
+    /// The client will send nothing more that matters (it finished, reset the stream, or took too long):
+    /// the status goes out after the responses once it is set, not held back any longer.
+    pub fn release_status(&self) {
+        let mut state = self.state();
+        state.status_may_go = true;
+        if state.trailers.is_some()
+            && let Some(waker) = state.waker.take()
+        {
+            waker.wake();
+        }
+    }
+
     /// A request of a client-streaming call, for Python (dropped once the call is over).
     pub fn deliver(&self, data: Bytes) {
         if !self.is_done() {
@@ -285,7 +306,9 @@ impl Call {
             }
             return Poll::Ready(Some(Frame::data(data)));
         }
-        if let Some(trailers) = state.trailers.take() {
+        if state.status_may_go
+            && let Some(trailers) = state.trailers.take()
+        {
             state.stream = Stream::Complete;
             return Poll::Ready(Some(Frame::trailers(trailers)));
         }
@@ -373,6 +396,7 @@ mod tests {
         assert_eq!(call.send(b"ab"), Ok(true));
         assert_eq!(call.send(b"c"), Ok(true));
         call.finish(0, "", HeaderMap::new());
+        call.release_status();
         let Poll::Ready(Some(frame)) = poll(&mut body) else {
             panic!("no data")
         };
@@ -386,6 +410,26 @@ mod tests {
         assert_eq!(frame.into_trailers().unwrap()["grpc-status"], "0");
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
         assert_eq!(call.send(b"late"), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn the_status_waits_for_the_client_to_finish_sending() {
+        let (call, _events) = call();
+        let mut body = ResponseBody::new(Arc::clone(&call));
+        assert_eq!(call.send(b"a"), Ok(true));
+        call.finish(0, "", HeaderMap::new());
+        assert_eq!(call.send(b"late"), Err(SendError::Closed));
+        let Poll::Ready(Some(frame)) = poll(&mut body) else {
+            panic!("no data")
+        };
+        assert!(frame.is_data(), "responses go out at once");
+        assert!(poll(&mut body).is_pending(), "the status waits");
+        call.release_status();
+        let Poll::Ready(Some(frame)) = poll(&mut body) else {
+            panic!("no trailers")
+        };
+        assert_eq!(frame.into_trailers().unwrap()["grpc-status"], "0");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
     }
 
     #[test]
@@ -445,6 +489,7 @@ mod tests {
         };
         call.announce(start, None);
         call.finish(0, "", HeaderMap::new());
+        call.release_status();
         while !matches!(poll(&mut body), Poll::Ready(None)) {}
         drop(body);
         assert!(matches!(events.take().as_slice(), [Event::Call { .. }]));

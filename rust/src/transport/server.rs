@@ -342,9 +342,10 @@ fn handle(
         .header("grpc-accept-encoding", "identity")
         .body(ResponseBody::new(Arc::clone(&call)))
         .expect("static headers are valid");
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     if let Some((status, message)) = refusal(&parts) {
         call.fail(status, message);
+        tokio::spawn(linger(body, call));
         return response;
     }
     let timeout = parts
@@ -364,14 +365,27 @@ fn handle(
     if let Some(timeout) = timeout {
         tokio::spawn(deadline(Arc::clone(&call), timeout));
     }
-    tokio::spawn(read_requests(
-        body,
-        call,
-        start,
-        unary,
-        shared.options.max_receive_message,
-    ));
+    let max = shared.options.max_receive_message;
+    tokio::spawn(async move {
+        read_requests(&mut body, Arc::clone(&call), start, unary, max).await;
+        linger(body, call).await;
+    });
     response
+}
+
+/// How long a call's status waits for its client to finish sending.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Once nothing more is read for Python, read and drop what the client still sends until it finishes, resets
+/// the stream, or `LINGER` passes; then the call's status may go (see [`Call::release_status`] for why it
+/// waits). A client that finished already costs one look at its stream; only one still writing when its
+/// handler has ended (a stream refused at its start) gets its status up to `LINGER` later.
+async fn linger(mut body: Incoming, call: Arc<Call>) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    call.release_status();
 }
 
 /// Why a request is not a gRPC call this server can take, if it is not.
@@ -428,10 +442,16 @@ async fn deadline(call: Arc<Call>, after: Duration) {
     }
 }
 
-async fn read_requests(mut body: Incoming, call: Arc<Call>, start: Start, unary: bool, max: usize) {
+async fn read_requests(
+    body: &mut Incoming,
+    call: Arc<Call>,
+    start: Start,
+    unary: bool,
+    max: usize,
+) {
     let mut decoder = Decoder::new(max);
     if unary {
-        match read_one(&mut body, &mut decoder, &call).await {
+        match read_one(body, &mut decoder, &call).await {
             Read::Message(message) => {
                 call.announce(start, Some(message));
             }
