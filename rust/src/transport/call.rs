@@ -79,9 +79,18 @@ impl State {
     }
 }
 
+/// Who is at the other end of a call: the same for every call of a connection.
+pub struct Peer {
+    /// The client's address as grpc names it: `ipv4:127.0.0.1:52000`.
+    pub address: String,
+    /// The certificate the client showed over TLS (the first of its chain) as PEM, what grpc gives handlers
+    /// as `x509_pem_cert`: mutual TLS identifies callers by it.
+    pub certificate: Option<Bytes>,
+}
+
 pub struct Call {
     pub id: u64,
-    pub peer: Arc<str>,
+    pub peer: Arc<Peer>,
     max_send: usize,
     state: Mutex<State>,
     /// Set once the call has trailers or is gone: readers and timers stop.
@@ -105,7 +114,7 @@ pub enum SendError {
 
 impl Call {
     #[must_use]
-    pub fn new(id: u64, peer: Arc<str>, max_send: usize, events: Arc<EventQueue>) -> Self {
+    pub fn new(id: u64, peer: Arc<Peer>, max_send: usize, events: Arc<EventQueue>) -> Self {
         Self {
             id,
             peer,
@@ -372,7 +381,10 @@ mod tests {
         (
             Arc::new(Call::new(
                 7,
-                Arc::from("test"),
+                Arc::new(Peer {
+                    address: "test".into(),
+                    certificate: None,
+                }),
                 1 << 20,
                 Arc::clone(&events),
             )),
