@@ -170,6 +170,24 @@ async def test_a_connection_that_never_finishes_its_handshake_is_closed(tmp_path
         assert await asyncio.to_thread(silent_client) < 5
 
 
+async def test_a_connection_that_stalls_in_its_tls_handshake_is_closed(tmp_path: Path) -> None:
+    ca = Authority()
+    cert, key = ca.issue("server", server=True).write(tmp_path / "server", "server")
+    async with serving(tmp_path, tls_cert_file=cert, tls_key_file=key, handshake_timeout_seconds=0.5) as server:
+
+        def stalled_client() -> float:
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                # A TLS record header announcing a ClientHello that never follows: the connection has spoken,
+                # so only a limit on the whole handshake closes it.
+                sock.sendall(b"\x16\x03\x01\x02\x00")
+                while sock.recv(1024):  # a socket.timeout here fails the test: the server never closed
+                    pass
+            return time.monotonic() - started
+
+        assert await asyncio.to_thread(stalled_client) < 5
+
+
 def test_the_rate_limiter_is_a_token_bucket_per_identity() -> None:
     now = [100.0]
     limiter = RateLimiter(rate=10, burst=3, clock=lambda: now[0])

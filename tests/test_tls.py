@@ -1,16 +1,19 @@
 """TLS and mutual TLS on the listener, with certificates the tests make (SPEC §8): plaintext refused
 by a TLS server, client certificates required and checked, certificates rotated without a restart,
-and plaintext only on loopback unless --insecure."""
+and plaintext only on loopback unless --insecure; on either transport ($EPSYNC_TRANSPORT), whose handlers
+see the connection's security as grpc.aio shows it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 
@@ -18,6 +21,8 @@ from epsync.client import Client, ClientTls
 from epsync.errors import EpsyncError
 from epsync.server.app import EpsyncServer
 from epsync.server.config import ServerConfig
+from epsync.server.tls import ReloadingTls, TlsFiles
+from epsync.server.transport import GrpcServer, TransportOptions, TransportServer
 from tests.certs import Authority, Issued
 from tests.conftest import epsync_command, run_command, serve_process, server_config
 from tests.factories import endpoint
@@ -112,7 +117,10 @@ def _served_serial(port: int, ca: Authority, tmp_path: Path) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-async def test_certificates_are_rotated_without_a_restart(tmp_path: Path, ca: Authority) -> None:
+async def test_certificates_are_rotated_without_a_restart(
+    tmp_path: Path, ca: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="epsync.server.tls")
     first = ca.issue("epsync server", server=True)
     cert, key = first.write(tmp_path / "server", "server")
     server = EpsyncServer(server_config(tmp_path / "data", tls_cert_file=cert, tls_key_file=key))
@@ -140,6 +148,15 @@ async def test_certificates_are_rotated_without_a_restart(tmp_path: Path, ca: Au
             [e async for e in kept.list_endpoints()]  # the connection made before the rotations is still good
     finally:
         await server.stop(grace=0.1)
+    logged = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == "epsync.server.tls"]
+    assert logged == [
+        (logging.INFO, f"TLS certificate reloaded from {cert}"),
+        (
+            logging.WARNING,
+            "TLS files changed but cannot be used, keeping the previous ones: "
+            f"the key {key} is not the key of the certificate {cert}",
+        ),
+    ]
 
 
 def test_plaintext_beyond_loopback_needs_insecure(tmp_path: Path, ca: Authority) -> None:
@@ -217,3 +234,71 @@ async def test_the_cli_connects_with_tls_from_flags_or_environment(tmp_path: Pat
         )
         assert status == 1, err
         assert "--cert-file and --key-file go together" in err
+
+
+_PROBE_OPTIONS = TransportOptions(
+    max_connections=16,
+    max_concurrent_streams=16,
+    keepalive_seconds=60.0,
+    keepalive_timeout_seconds=10.0,
+    handshake_timeout_seconds=5.0,
+    max_receive_message=1 << 20,
+    max_send_message=1 << 20,
+)
+
+
+async def _auth_context_seen(
+    server: GrpcServer, tmp_path: Path, ca: Authority, security: str, client: Issued
+) -> dict[str, list[bytes]]:
+    """The auth context a handler of `server` sees for a call over `security`: plaintext, tls, or mutual
+    with `client`'s certificate."""
+    seen: list[Mapping[str, Iterable[bytes]]] = []
+
+    async def record(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        seen.append(context.auth_context())
+        return b""
+
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("probe.Probe", {"Record": grpc.unary_unary_rpc_method_handler(record)}),)
+    )
+    credentials = None
+    if security == "plaintext":
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        cert, key = ca.issue("epsync server", server=True).write(tmp_path, "server")
+        tls = ReloadingTls(TlsFiles(cert, key, ca.write(tmp_path) if security == "mutual" else None))
+        if isinstance(server, TransportServer):
+            port = server.add_secure_port("127.0.0.1:0", tls)
+        else:
+            port = server.add_secure_port("127.0.0.1:0", tls.credentials())
+        credentials = grpc.ssl_channel_credentials(
+            ca.cert_pem, *((client.key_pem, client.cert_pem) if security == "mutual" else ())
+        )
+    await server.start()
+    try:
+        target = f"127.0.0.1:{port}"
+        async with (
+            grpc.aio.insecure_channel(target) if credentials is None else grpc.aio.secure_channel(target, credentials)
+        ) as channel:
+            probe = channel.unary_unary("/probe.Probe/Record", request_serializer=None, response_deserializer=None)
+            await probe(b"", timeout=5)
+    finally:
+        await server.stop(0)
+    return {key: list(values) for key, values in seen[0].items()}
+
+
+@pytest.mark.parametrize("security", ["plaintext", "tls", "mutual"])
+async def test_the_rust_transports_handlers_see_the_connection_as_grpc_aios_do(
+    tmp_path: Path, ca: Authority, security: str
+) -> None:
+    client = ca.issue("admin:ops")
+    grpcio = await _auth_context_seen(grpc.aio.server(), tmp_path / "grpcio", ca, security, client)
+    rust = await _auth_context_seen(TransportServer(_PROBE_OPTIONS), tmp_path / "rust", ca, security, client)
+    # The same keys with the same values, for those the Rust transport gives: the security, and of a client
+    # certificate its PEM (what identities are read from), byte for byte.
+    assert rust == {key: grpcio[key] for key in rust}
+    expected = {"transport_security_type", "security_level"}
+    if security == "mutual":
+        expected.add("x509_pem_cert")
+        assert rust["x509_pem_cert"] == [client.cert_pem]
+    assert set(rust) == expected

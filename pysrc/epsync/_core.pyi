@@ -6,6 +6,7 @@ keys, a whole committed batch of changes), so Python crosses into Rust once per 
 never once per label or per watcher.
 """
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, final
 
@@ -15,6 +16,7 @@ __all__ = [
     "CANCELLED",
     "DELETED",
     "HALF_CLOSE",
+    "LOG",
     "MAX_SELECTOR_DEPTH",
     "MAX_SELECTOR_LENGTH",
     "MESSAGE",
@@ -359,6 +361,7 @@ MESSAGE: int
 HALF_CLOSE: int
 CANCELLED: int
 WRITABLE: int
+LOG: int
 
 class CallClosed(ConnectionError):
     """The call is over: it was answered, cancelled, or its client went away."""
@@ -372,6 +375,10 @@ class Call:
     @property
     def peer(self) -> str:
         """The client's address as grpc names it: `ipv4:127.0.0.1:52000`."""
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The certificate the client showed over TLS (the first of its chain) as PEM, as grpc's auth context
+        gives it (`x509_pem_cert`); None over plaintext, or when the client showed none."""
     def send(self, message: bytes) -> bool:
         """Queue one encoded response. False: queued, but wait for the call's WRITABLE event before the
         next. `CallClosed` once the call is over; `ValueError` past the message limit."""
@@ -400,7 +407,12 @@ class Transport:
         max_connection_age_grace_seconds: float = 0.0,
         reuse_port: bool = False,
         threads: int = 2,
-    ) -> Transport: ...
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
+        tls_client_ca_file: str | os.PathLike[str] | None = None,
+    ) -> Transport:
+        """With `tls_cert_file` and `tls_key_file` it serves TLS, and with `tls_client_ca_file` mutual TLS;
+        the files are read again when they change. `ValueError` when they cannot serve."""
     @property
     def port(self) -> int: ...
     @property
@@ -408,6 +420,9 @@ class Transport:
         """Readable when there are events to take (read and discard what it holds first)."""
     @property
     def connections(self) -> int: ...
+    @property
+    def tls_reloads(self) -> int:
+        """How many times changed TLS files were loaded since start-up (0 without TLS)."""
     def set_unary_methods(self, methods: Sequence[str]) -> None: ...
     def start(self) -> None: ...
     def flush(self) -> None:
@@ -419,4 +434,5 @@ class Transport:
         """Close every connection; calls still in progress are cancelled."""
     def take_events(self) -> list[tuple[Any, ...]]:
         """Everything since the last take, in order: `(CALL, call, method, metadata, request | None,
-        timeout | None)`, `(MESSAGE, id, request, credit)`, `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`."""
+        timeout | None)`, `(MESSAGE, id, request, credit)`, `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`,
+        `(LOG, topic, logging level, message)`: a line for the `epsync.server.<topic>` log."""

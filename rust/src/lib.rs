@@ -59,6 +59,9 @@ mod _core {
     const WRITABLE: u8 = crate::py_transport::WRITABLE;
 
     #[pymodule_export]
+    const LOG: u8 = crate::py_transport::LOG;
+
+    #[pymodule_export]
     use crate::py_transport::{CallClosed, PyCall, PyTransport};
 
     #[pymodule_export]

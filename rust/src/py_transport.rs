@@ -2,6 +2,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::transport::call::{Call, SendError};
-use crate::transport::events::Event;
+use crate::transport::events::{Event, Level};
 use crate::transport::framing;
 use crate::transport::server::{Options, Server};
+use crate::transport::tls::{ReloadingTls, TlsFiles};
 
 pyo3::create_exception!(
     epsync._core,
@@ -28,6 +30,15 @@ pub const MESSAGE: u8 = 1;
 pub const HALF_CLOSE: u8 = 2;
 pub const CANCELLED: u8 = 3;
 pub const WRITABLE: u8 = 4;
+pub const LOG: u8 = 5;
+
+/// A log line's level as Python's `logging` numbers it.
+fn logging_level(level: Level) -> u8 {
+    match level {
+        Level::Info => 20,
+        Level::Warning => 30,
+    }
+}
 
 #[pyclass(module = "epsync._core", name = "Transport", frozen)]
 pub struct PyTransport {
@@ -43,11 +54,14 @@ fn seconds(value: f64, name: &str) -> PyResult<Duration> {
 #[pymethods]
 impl PyTransport {
     /// Bind `address` (every address it resolves to, on one port); calls are served once `start` is called.
+    /// With `tls_cert_file` and `tls_key_file` it serves TLS, and with `tls_client_ca_file` mutual TLS; the
+    /// files are read again when they change. `ValueError` when they cannot serve.
     #[new]
     #[pyo3(signature = (
         address, *, max_connections, max_concurrent_streams, keepalive_seconds, keepalive_timeout_seconds,
         handshake_timeout_seconds, max_receive_message, max_send_message, max_connection_age_seconds=None,
-        max_connection_age_grace_seconds=0.0, reuse_port=false, threads=2,
+        max_connection_age_grace_seconds=0.0, reuse_port=false, threads=2, tls_cert_file=None,
+        tls_key_file=None, tls_client_ca_file=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -63,6 +77,9 @@ impl PyTransport {
         max_connection_age_grace_seconds: f64,
         reuse_port: bool,
         threads: usize,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
+        tls_client_ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let options = Options {
             max_connections,
@@ -82,7 +99,23 @@ impl PyTransport {
             reuse_port,
             threads,
         };
-        let (server, bell) = Server::bind(address, options)
+        let tls = match (tls_cert_file, tls_key_file, tls_client_ca_file) {
+            (None, None, None) => None,
+            (Some(cert_chain), Some(key), client_ca) => Some(
+                ReloadingTls::new(TlsFiles {
+                    cert_chain,
+                    key,
+                    client_ca,
+                })
+                .map_err(|error| PyValueError::new_err(error.to_string()))?,
+            ),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "tls_cert_file and tls_key_file go together, and a client CA needs them",
+                ));
+            }
+        };
+        let (server, bell) = Server::bind(address, options, tls)
             .map_err(|error| PyOSError::new_err(format!("cannot listen on {address}: {error}")))?;
         Ok(Self { server, bell })
     }
@@ -103,6 +136,12 @@ impl PyTransport {
     #[getter]
     fn connections(&self) -> usize {
         self.server.connections()
+    }
+
+    /// How many times changed TLS files were loaded since start-up (0 without TLS).
+    #[getter]
+    fn tls_reloads(&self) -> u64 {
+        self.server.tls_reloads()
     }
 
     /// Full method names (`/package.Service/Method`) that take one request: it comes with the call's start.
@@ -137,7 +176,7 @@ impl PyTransport {
 
     /// Everything that happened since the last take, in order, as tuples:
     /// `(CALL, call, method, metadata, request or None, timeout seconds or None)`, `(MESSAGE, id, request, credit)`,
-    /// `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`.
+    /// `(HALF_CLOSE, id)`, `(CANCELLED, id)`, `(WRITABLE, id)`, `(LOG, topic, logging level, message)`.
     fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.server.take_events();
         let list = PyList::empty(py);
@@ -177,6 +216,13 @@ impl PyTransport {
                 Event::HalfClose { id } => (HALF_CLOSE, id).into_pyobject(py)?.into_any(),
                 Event::Cancelled { id } => (CANCELLED, id).into_pyobject(py)?.into_any(),
                 Event::Writable { id } => (WRITABLE, id).into_pyobject(py)?.into_any(),
+                Event::Log {
+                    topic,
+                    level,
+                    message,
+                } => (LOG, topic, logging_level(level), message)
+                    .into_pyobject(py)?
+                    .into_any(),
             };
             list.append(item)?;
         }
@@ -199,7 +245,18 @@ impl PyCall {
     /// The client's address as grpc names it: `ipv4:127.0.0.1:52000`.
     #[getter]
     fn peer(&self) -> &str {
-        &self.call.peer
+        &self.call.peer.address
+    }
+
+    /// The certificate the client showed over TLS (the first of its chain) as PEM, as grpc's auth context
+    /// gives it (`x509_pem_cert`); None over plaintext, or when the client showed none.
+    #[getter]
+    fn peer_certificate<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.call
+            .peer
+            .certificate
+            .as_ref()
+            .map(|pem| PyBytes::new(py, pem))
     }
 
     /// Queue one response (an encoded message). False: queued, but wait for the call's WRITABLE event

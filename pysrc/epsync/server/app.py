@@ -194,7 +194,7 @@ class EpsyncServer:
 
         max_connections = connection_limit(self.config)  # raises the descriptor limit, once
         server: GrpcServer
-        if self.config.transport == "rust" and self.config.tls is None:
+        if self.config.transport == "rust":
             server = TransportServer(transport_options(self.config, max_connections))
         else:
             server = grpc.aio.server(options=grpc_options(self.config, max_connections))
@@ -281,10 +281,11 @@ class EpsyncServer:
         if files is not None:
             try:
                 self.tls = ReloadingTls(files)
+                if isinstance(server, TransportServer):
+                    return server.add_secure_port(self.config.listen, self.tls)
+                return server.add_secure_port(self.config.listen, self.tls.credentials())
             except TlsError as error:
                 raise StartupError(f"cannot serve TLS: {error}") from None
-            assert isinstance(server, grpc.aio.Server), "TLS is served by grpc.aio"
-            return server.add_secure_port(self.config.listen, self.tls.credentials())
         if not is_loopback(self.config.listen):
             log.warning(
                 "serving plaintext on %s, beyond this machine (--insecure): anyone who reaches it is admin",

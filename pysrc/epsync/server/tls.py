@@ -91,7 +91,18 @@ class ReloadingTls:
         self._lock = threading.Lock()  # gRPC may call fetch from its own threads
         self._stamp = _stamp(files.paths)
         self._initial = load_configuration(files)  # TlsError: the server does not start
-        self.reloads = 0
+        self._reloads = 0
+        self._reloads_elsewhere: Callable[[], int] | None = None
+
+    @property
+    def reloads(self) -> int:
+        """How many times changed files were loaded since start-up, by `fetch` or by whatever follows them."""
+        return self._reloads if self._reloads_elsewhere is None else self._reloads_elsewhere()
+
+    def follow_elsewhere(self, reloads: Callable[[], int]) -> None:
+        """The files are followed by something else from now on (the Rust transport, which stats and loads
+        them itself at each new connection); `reloads` counts its reloads."""
+        self._reloads_elsewhere = reloads
 
     def credentials(self) -> grpc.ServerCredentials:
         # gRPC takes None from the fetcher as "unchanged"; grpc-stubs types it as always a configuration.
@@ -112,7 +123,7 @@ class ReloadingTls:
             except TlsError as error:
                 log.warning("TLS files changed but cannot be used, keeping the previous ones: %s", error)
                 return None
-            self.reloads += 1
+            self._reloads += 1
         log.info("TLS certificate reloaded from %s", self.files.cert_file)
         return configuration
 

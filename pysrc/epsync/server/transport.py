@@ -7,6 +7,8 @@ once for whatever has happened since it last looked (calls begun, requests, half
 starts a task per call running the same handlers grpc.aio would run (those `add_generic_rpc_handlers` and
 `add_registered_method_handlers` are given), and hands their responses and statuses to the transport,
 which never blocks: a handler writing faster than its client reads is told to wait, and waits alone.
+It serves TLS and mutual TLS too (`add_secure_port`), following the certificate files as they change as
+grpc.aio does with `epsync.server.tls`; what it reports of that is logged under `epsync.server.tls`.
 
 The handlers see a context with the parts of `grpc.aio.ServicerContext` they use: `write`,
 `abort`, `set_code`/`set_details`/`set_trailing_metadata`, `invocation_metadata`, `peer`,
@@ -28,7 +30,8 @@ from typing import Any, NamedTuple, NoReturn
 
 import grpc
 
-from epsync._core import CALL, CANCELLED, HALF_CLOSE, MESSAGE, WRITABLE, Call, CallClosed, Transport
+from epsync._core import CALL, CANCELLED, HALF_CLOSE, LOG, MESSAGE, WRITABLE, Call, CallClosed, Transport
+from epsync.server.tls import ReloadingTls, TlsError, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class TransportServer:
         self._registered: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
         self._transport: Transport | None = None
+        self._secure = False
         self._calls: dict[int, _Context] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
@@ -95,7 +99,20 @@ class TransportServer:
             self._registered[f"/{service}/{name}"] = handler
 
     def add_insecure_port(self, address: str) -> int:
-        """Bind `address` (port 0: any free port); returns the port."""
+        """Bind `address` (port 0: any free port) for plaintext; returns the port, 0 if it cannot be bound."""
+        return self._bind(address, None)
+
+    def add_secure_port(self, address: str, tls: ReloadingTls) -> int:
+        """Bind `address` for TLS from the files `tls` checked at start-up, which the transport follows from
+        now on (it reads them again when they change, and counts its reloads as `tls.reloads`). Returns the
+        port, 0 if it cannot be bound; `TlsError` if the transport cannot serve the files."""
+        port = self._bind(address, tls.files)
+        if port:
+            transport = self._require_transport()
+            tls.follow_elsewhere(lambda: transport.tls_reloads)
+        return port
+
+    def _bind(self, address: str, tls: TlsFiles | None) -> int:
         if self._transport is not None:
             raise RuntimeError("this server already listens; it serves one address")
         options = self._options
@@ -113,10 +130,16 @@ class TransportServer:
                 max_connection_age_grace_seconds=options.max_connection_age_grace_seconds,
                 reuse_port=options.reuse_port,
                 threads=options.threads,
+                tls_cert_file=None if tls is None else tls.cert_file,
+                tls_key_file=None if tls is None else tls.key_file,
+                tls_client_ca_file=None if tls is None else tls.client_ca_file,
             )
         except OSError as error:
             log.debug("%s", error)
             return 0
+        except ValueError as error:  # files that Python loaded but rustls cannot serve (a key type it lacks)
+            raise TlsError(str(error)) from None
+        self._secure = tls is not None
         return self._transport.port
 
     @property
@@ -165,7 +188,7 @@ class TransportServer:
 
     def _require_transport(self) -> Transport:
         if self._transport is None:
-            raise RuntimeError("add_insecure_port first")
+            raise RuntimeError("add_insecure_port or add_secure_port first")
         return self._transport
 
     # --- calls ---------------------------------------------------------------------------------
@@ -178,6 +201,9 @@ class TransportServer:
             kind = event[0]
             if kind == CALL:
                 self._begin(event[1], event[2], event[3], event[4], event[5])
+                continue
+            if kind == LOG:
+                logging.getLogger(f"epsync.server.{event[1]}").log(event[2], "%s", event[3])
                 continue
             context = self._calls.get(event[1])
             if context is None:
@@ -204,7 +230,7 @@ class TransportServer:
             call.finish(grpc.StatusCode.UNIMPLEMENTED.value[0], "Method not found!")
             self.flush_soon()
             return
-        context = _Context(call, handler, tuple(metadata), timeout, self.flush_soon)
+        context = _Context(call, handler, tuple(metadata), timeout, self.flush_soon, secure=self._secure)
         self._calls[call.id] = context
         assert self._loop is not None
         context.task = self._loop.create_task(context.run(request))
@@ -244,9 +270,12 @@ class _Context:
         metadata: Metadata,
         timeout: float | None,
         flush_soon: Callable[[], None],
+        *,
+        secure: bool,
     ) -> None:
         self._call = call
         self._flush_soon = flush_soon
+        self._secure = secure
         self._handler = handler
         self._metadata = metadata
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -389,7 +418,15 @@ class _Context:
         return self._call.peer
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return {}
+        """What grpc.aio gives for the connection's security, with the same keys and types (str keys, lists
+        of bytes); of a client certificate, only its PEM (`x509_pem_cert`), which identities come from."""
+        if not self._secure:
+            return {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
+        context = {"transport_security_type": [b"ssl"], "security_level": [b"TSI_PRIVACY_AND_INTEGRITY"]}
+        certificate = self._call.peer_certificate
+        if certificate is not None:
+            context["x509_pem_cert"] = [certificate]
+        return context
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())

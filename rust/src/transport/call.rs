@@ -7,6 +7,13 @@
 //! Requests of a client-streaming call are read against a byte budget Python replenishes as it consumes
 //! them ([`Call::grant`]), so a client that writes faster than its handler reads is held back by HTTP/2 flow
 //! control instead of filling this process's memory.
+//!
+//! A call's status waits for the client to finish sending ([`Call::release_status`]): grpc's Python client
+//! reports a status that arrives while it still has a request or its half-close to send as INTERNAL
+//! "Internal error from Core" in place of that status (grpc/grpc#36066, in grpcio 1.85). grpc.aio's server
+//! is slow enough to answer that such a client has usually written everything first; this transport
+//! refuses a stream at its start within a millisecond, before the client's first request, and without the
+//! wait that client saw INTERNAL every time.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -61,6 +68,8 @@ struct State {
     /// Python was told of this call (so a cancellation must be reported).
     announced: bool,
     writer_waiting: bool,
+    /// The client has finished sending, or the transport stopped waiting for it: the status may go out.
+    status_may_go: bool,
     waker: Option<Waker>,
 }
 
@@ -71,9 +80,18 @@ impl State {
     }
 }
 
+/// Who is at the other end of a call: the same for every call of a connection.
+pub struct Peer {
+    /// The client's address as grpc names it: `ipv4:127.0.0.1:52000`.
+    pub address: String,
+    /// The certificate the client showed over TLS (the first of its chain) as PEM, what grpc gives handlers
+    /// as `x509_pem_cert`: mutual TLS identifies callers by it.
+    pub certificate: Option<Bytes>,
+}
+
 pub struct Call {
     pub id: u64,
-    pub peer: Arc<str>,
+    pub peer: Arc<Peer>,
     max_send: usize,
     state: Mutex<State>,
     /// Set once the call has trailers or is gone: readers and timers stop.
@@ -101,7 +119,7 @@ impl Call {
     #[must_use]
     pub fn new(
         id: u64,
-        peer: Arc<str>,
+        peer: Arc<Peer>,
         max_send: usize,
         events: Arc<EventQueue>,
         deferred: Arc<Deferred>,
@@ -247,6 +265,18 @@ impl Call {
         }
     }
 
+    /// The client will send nothing more that matters (it finished, reset the stream, or took too long):
+    /// the status goes out after the responses once it is set, not held back any longer.
+    pub fn release_status(&self) {
+        let mut state = self.state();
+        state.status_may_go = true;
+        if state.trailers.is_some()
+            && let Some(waker) = state.waker.take()
+        {
+            waker.wake();
+        }
+    }
+
     /// A request of a client-streaming call, for Python (dropped once the call is over), with the credit it
     /// took from the read budget.
     pub fn deliver(&self, data: Bytes, credit: u32) {
@@ -302,7 +332,9 @@ impl Call {
             }
             return Poll::Ready(Some(Frame::data(data)));
         }
-        if let Some(trailers) = state.trailers.take() {
+        if state.status_may_go
+            && let Some(trailers) = state.trailers.take()
+        {
             state.stream = Stream::Complete;
             return Poll::Ready(Some(Frame::trailers(trailers)));
         }
@@ -365,7 +397,10 @@ mod tests {
         let (events, _listener) = EventQueue::new().unwrap();
         let call = Call::new(
             7,
-            Arc::from("test"),
+            Arc::new(Peer {
+                address: "test".into(),
+                certificate: None,
+            }),
             1 << 20,
             Arc::clone(&events),
             Arc::clone(deferred),
@@ -411,6 +446,7 @@ mod tests {
         assert_eq!(call.send(b"ab"), Ok(true));
         assert_eq!(call.send(b"c"), Ok(true));
         call.finish(0, "", HeaderMap::new());
+        call.release_status();
         let Poll::Ready(Some(frame)) = poll(&mut body) else {
             panic!("no data")
         };
@@ -424,6 +460,26 @@ mod tests {
         assert_eq!(frame.into_trailers().unwrap()["grpc-status"], "0");
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
         assert_eq!(call.send(b"late"), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn the_status_waits_for_the_client_to_finish_sending() {
+        let (call, _events) = call();
+        let mut body = ResponseBody::new(Arc::clone(&call));
+        assert_eq!(call.send(b"a"), Ok(true));
+        call.finish(0, "", HeaderMap::new());
+        assert_eq!(call.send(b"late"), Err(SendError::Closed));
+        let Poll::Ready(Some(frame)) = poll(&mut body) else {
+            panic!("no data")
+        };
+        assert!(frame.is_data(), "responses go out at once");
+        assert!(poll(&mut body).is_pending(), "the status waits");
+        call.release_status();
+        let Poll::Ready(Some(frame)) = poll(&mut body) else {
+            panic!("no trailers")
+        };
+        assert_eq!(frame.into_trailers().unwrap()["grpc-status"], "0");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
     }
 
     #[test]
@@ -483,6 +539,7 @@ mod tests {
         };
         call.announce(start, None);
         call.finish(0, "", HeaderMap::new());
+        call.release_status();
         while !matches!(poll(&mut body), Poll::Ready(None)) {}
         drop(body);
         assert!(matches!(events.take().as_slice(), [Event::Call { .. }]));

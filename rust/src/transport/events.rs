@@ -35,6 +35,18 @@ pub enum Event {
     Cancelled { id: u64 },
     /// Responses a handler was told to hold back have gone out: it may write again.
     Writable { id: u64 },
+    /// A line for the server's log, from the part of the transport that `topic` names (`tls`: reloads).
+    Log {
+        topic: &'static str,
+        level: Level,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
 }
 
 pub struct EventQueue {

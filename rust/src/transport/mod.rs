@@ -13,3 +13,4 @@ pub mod deferred;
 pub mod events;
 pub mod framing;
 pub mod server;
+pub mod tls;

@@ -1,4 +1,5 @@
-//! Listening, connections and calls: HTTP/2 by hyper on the transport's own threads.
+//! Listening, connections and calls: HTTP/2 by hyper on the transport's own threads, over TLS when the
+//! server has it ([`super::tls`]).
 //!
 //! Each connection is served until it ends, the server drains (GOAWAY: calls in progress go on, no new ones),
 //! or it reaches its maximum age (GOAWAY, then a grace period). Each call gets its response headers at once
@@ -23,15 +24,17 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use super::call::{Call, DEADLINE, ResponseBody, credit_of};
+use super::call::{Call, DEADLINE, Peer, ResponseBody, credit_of};
 use super::deferred::Deferred;
-use super::events::{Event, EventQueue, Start};
+use super::events::{Event, EventQueue, Level, Start};
 use super::framing::{self, Decoder, Encoding, code};
+use super::tls::{self, Reload, ReloadingTls};
 
 /// What the server's connections and calls are held to.
 #[derive(Clone, Debug)]
@@ -40,7 +43,7 @@ pub struct Options {
     pub max_concurrent_streams: u32,
     pub keepalive: Duration,
     pub keepalive_timeout: Duration,
-    /// A new connection must start speaking HTTP/2 within this.
+    /// A new connection must finish its TLS handshake, or without TLS start speaking HTTP/2, within this.
     pub handshake_timeout: Duration,
     /// GOAWAY after this (±10%), then `max_connection_age_grace` for the calls in progress.
     pub max_connection_age: Option<Duration>,
@@ -63,6 +66,8 @@ enum Phase {
 
 struct Shared {
     options: Options,
+    /// None: plaintext.
+    tls: Option<ReloadingTls>,
     events: Arc<EventQueue>,
     unary_methods: RwLock<HashSet<String>>,
     next_id: AtomicU64,
@@ -79,12 +84,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every address `address` resolves to (all on one port), ready to `start`; with the socket Python
-    /// watches for events.
+    /// Bind every address `address` resolves to (all on one port), ready to `start` serving TLS if `tls` is
+    /// given, else plaintext; with the socket Python watches for events.
     ///
     /// # Errors
     /// The address does not resolve, or no address of it can be bound.
-    pub fn bind(address: &str, options: Options) -> io::Result<(Self, UnixStream)> {
+    pub fn bind(
+        address: &str,
+        options: Options,
+        tls: Option<ReloadingTls>,
+    ) -> io::Result<(Self, UnixStream)> {
         let mut listeners: Vec<std::net::TcpListener> = Vec::new();
         let mut failure = None;
         for mut addr in address.to_socket_addrs()? {
@@ -110,6 +119,7 @@ impl Server {
         let (events, bell) = EventQueue::new()?;
         let shared = Arc::new(Shared {
             options,
+            tls,
             events,
             unary_methods: RwLock::new(HashSet::new()),
             next_id: AtomicU64::new(1),
@@ -195,6 +205,12 @@ impl Server {
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
+
+    /// How many times changed TLS files were loaded since start-up (0 without TLS).
+    #[must_use]
+    pub fn tls_reloads(&self) -> u64 {
+        self.shared.tls.as_ref().map_or(0, ReloadingTls::reloads)
+    }
 }
 
 impl Drop for Server {
@@ -272,20 +288,67 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
-    // A connection that never says anything is closed (the HTTP/2 preface must start within the timeout).
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(shared.options.handshake_timeout, stream.peek(&mut first)).await {
-        Ok(Ok(read)) if read > 0 => {}
-        _ => return,
-    }
-    let peer_name: Arc<str> = Arc::from(match peer {
+    let address = match peer {
         SocketAddr::V4(_) => format!("ipv4:{peer}"),
         SocketAddr::V6(_) => format!("ipv6:{peer}"),
-    });
+    };
+    let limit = shared.options.handshake_timeout;
+    if let Some(reloading) = &shared.tls {
+        let config = tls_config(reloading, &shared.events);
+        let Some((stream, certificate)) = tls::handshake(config, stream, limit).await else {
+            return;
+        };
+        serve(
+            TokioIo::new(stream),
+            Peer {
+                address,
+                certificate,
+            },
+            &shared,
+        )
+        .await;
+    } else {
+        // A connection that never says anything is closed (the HTTP/2 preface must start within the timeout).
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return,
+        }
+        let peer = Peer {
+            address,
+            certificate: None,
+        };
+        serve(TokioIo::new(stream), peer, &shared).await;
+    }
+}
+
+/// The TLS configuration for a new connection; a reload that looking brought about goes to the server's log.
+fn tls_config(reloading: &ReloadingTls, events: &EventQueue) -> Arc<ServerConfig> {
+    let (config, reload) = reloading.current();
+    if let Some(reload) = reload {
+        let level = match reload {
+            Reload::Loaded(_) => Level::Info,
+            Reload::Refused(_) => Level::Warning,
+        };
+        events.push(Event::Log {
+            topic: "tls",
+            level,
+            message: reload.to_string(),
+        });
+    }
+    config
+}
+
+/// HTTP/2 on a connection, until it ends, the server drains, or the connection reaches its maximum age.
+async fn serve<I>(io: I, peer: Peer, shared: &Arc<Shared>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
     let options = &shared.options;
-    let service_shared = Arc::clone(&shared);
+    let service_shared = Arc::clone(shared);
     let service = service_fn(move |request| {
-        let response = handle(request, &service_shared, &peer_name);
+        let response = handle(request, &service_shared, &peer);
         async move { Ok::<_, Infallible>(response) }
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -294,7 +357,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .max_concurrent_streams(options.max_concurrent_streams)
         .keep_alive_interval(options.keepalive)
         .keep_alive_timeout(options.keepalive_timeout);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut phase = shared.phase.subscribe();
     let age = options.max_connection_age.map(jittered);
@@ -336,7 +399,7 @@ fn jittered(age: Duration) -> Duration {
 fn handle(
     request: Request<Incoming>,
     shared: &Arc<Shared>,
-    peer: &Arc<str>,
+    peer: &Arc<Peer>,
 ) -> Response<ResponseBody> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let call = Arc::new(Call::new(
@@ -351,11 +414,12 @@ fn handle(
         .header("grpc-accept-encoding", framing::ACCEPTED_ENCODINGS)
         .body(ResponseBody::new(Arc::clone(&call)))
         .expect("static headers are valid");
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let encoding = match refusal(&parts).map_or_else(|| request_encoding(&parts), Err) {
         Ok(encoding) => encoding,
         Err((status, message)) => {
             call.fail(status, message);
+            tokio::spawn(linger(body, call));
             return response;
         }
     };
@@ -377,8 +441,26 @@ fn handle(
         tokio::spawn(deadline(Arc::clone(&call), timeout));
     }
     let decoder = Decoder::new(shared.options.max_receive_message, encoding);
-    tokio::spawn(read_requests(body, call, start, unary, decoder));
+    tokio::spawn(async move {
+        read_requests(&mut body, Arc::clone(&call), start, unary, decoder).await;
+        linger(body, call).await;
+    });
     response
+}
+
+/// How long a call's status waits for its client to finish sending.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Once nothing more is read for Python, read and drop what the client still sends until it finishes, resets
+/// the stream, or `LINGER` passes; then the call's status may go (see [`Call::release_status`] for why it
+/// waits). A client that finished already costs one look at its stream; only one still writing when its
+/// handler has ended (a stream refused at its start) gets its status up to `LINGER` later.
+async fn linger(mut body: Incoming, call: Arc<Call>) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    call.release_status();
 }
 
 /// Why a request is not a gRPC call this server can take, if it is not.
@@ -437,14 +519,14 @@ async fn deadline(call: Arc<Call>, after: Duration) {
 }
 
 async fn read_requests(
-    mut body: Incoming,
+    body: &mut Incoming,
     call: Arc<Call>,
     start: Start,
     unary: bool,
     mut decoder: Decoder,
 ) {
     if unary {
-        match read_one(&mut body, &mut decoder, &call).await {
+        match read_one(body, &mut decoder, &call).await {
             Read::Message(message) => {
                 call.announce(start, Some(message));
             }
