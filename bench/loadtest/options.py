@@ -27,7 +27,7 @@ class Settings:
     namespaces: int = 100
     agents: str = "go"  # "go": one Go agent process (bench/agents); "python": `workers` Python processes
     workers: int = 4
-    server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default (one per core)
+    server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default (one per two cores)
     replicas: int = 2
     writer_streams: int = 4
     writer_window: int = 1000
@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="server_workers",
         type=int,
         default=d.server_workers,
-        help="epsync serve --workers of every epsync server (0, the default: the server's own, one per core)",
+        help="epsync serve --workers of every epsync server (0, the default: the server's own, one per two cores)",
     )
     add("--replicas", type=int, default=d.replicas, help="scenario 7: epsync replicas on one etcd (%(default)s)")
     add("--writer-streams", type=int, default=d.writer_streams, help="write streams of the epsync writer (%(default)s)")

@@ -38,7 +38,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--workers",
         type=int,
         default=None,
-        help=f"processes serving the listen address, fed from one store (default: one per core: {default_workers()})",
+        help=f"processes serving the listen address, fed from one store (default: one per two cores: {default_workers()})",
     )
     serve.add_argument(
         "--transport",

@@ -9,8 +9,13 @@ import os
 
 
 def default_workers() -> int:
-    """One serving process per core this process may run on."""
+    """One serving process per two cores this process may run on (at least one).
+
+    A serving process keeps more than one core busy under load: its Python (one core at most, the GIL) and,
+    beside it, the gRPC transport's threads and the store's commits, which run without the GIL. One process
+    per core left them fighting each other and the clients for the same cores (README "Every core")."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
