@@ -126,6 +126,7 @@ def transport_options(config: ServerConfig, max_connections: int) -> TransportOp
         max_connection_age_seconds=config.max_connection_age_seconds,
         max_connection_age_grace_seconds=config.grace_seconds,
         reuse_port=config.workers > 1,
+        threads=config.transport_threads,
     )
 
 

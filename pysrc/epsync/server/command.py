@@ -38,7 +38,8 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--workers",
         type=int,
         default=None,
-        help=f"processes serving the listen address, fed from one store (default: one per two cores: {default_workers()})",
+        help="processes serving the listen address, fed from one store "
+        f"(default: one per two cores: {default_workers()})",
     )
     serve.add_argument(
         "--transport",
@@ -47,6 +48,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="what serves gRPC: the Rust transport on threads of its own, or grpc.aio (default: $EPSYNC_TRANSPORT, "
         "else rust)",
     )
+    serve.add_argument("--transport-threads", type=int, default=2, help="threads of the Rust transport (%(default)s)")
     serve.add_argument("--tls-cert-file", type=Path, help="serve TLS with this certificate (PEM, with its chain)")
     serve.add_argument("--tls-key-file", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument(
@@ -158,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
             rate_burst=args.rate_burst,
             handshake_timeout_seconds=args.handshake_timeout,
             max_connection_age_seconds=args.max_connection_age,
+            transport_threads=args.transport_threads,
             **({} if args.transport is None else {"transport": args.transport}),
         )
     except ValidationError as error:

@@ -83,6 +83,7 @@ class ServerConfig(BaseModel):
         default_factory=lambda: os.environ.get("EPSYNC_TRANSPORT", "rust"),  # type: ignore[arg-type]
         description="what serves gRPC: the Rust transport on threads of its own, or grpc.aio on the event loop",
     )
+    transport_threads: int = Field(2, ge=1, le=64, description="threads of the Rust transport (--transport rust)")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object each")
     metrics_listen: str | None = Field(
         None, description="host:port of the HTTP server for /metrics, /livez and /readyz (None: no metrics)"

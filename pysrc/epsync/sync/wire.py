@@ -50,8 +50,7 @@ _VARINT, _LENGTH_DELIMITED = 0, 2
 FRAGMENT_FLAG = bytes([(_FRAGMENT_FIELD << 3) | _VARINT, 1])
 
 
-def varint(value: int) -> bytes:
-    """Base-128 varint; negative int64 values take ten bytes, as protobuf encodes them."""
+def _encode_varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64
     out = bytearray()
@@ -60,6 +59,17 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Tags and lengths (every field of every response) are under 2**14: looked up, not computed, some 0.5 MiB.
+_SMALL_VARINTS = tuple(_encode_varint(value) for value in range(1 << 14))
+
+
+def varint(value: int) -> bytes:
+    """Base-128 varint; negative int64 values take ten bytes, as protobuf encodes them."""
+    if 0 <= value < 16384:
+        return _SMALL_VARINTS[value]
+    return _encode_varint(value)
 
 
 def _tag(field: int, wire_type: int) -> bytes:
