@@ -11,8 +11,10 @@ pub mod index;
 pub mod known;
 pub mod model;
 mod py;
+#[cfg(feature = "transport")]
 mod py_transport;
 pub mod selector;
+#[cfg(feature = "transport")]
 pub mod transport;
 pub mod wire;
 
@@ -43,24 +45,31 @@ mod _core {
     use crate::error::SelectorError;
 
     /// Event kinds of `Transport.take_events`.
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const CALL: u8 = crate::py_transport::CALL;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const MESSAGE: u8 = crate::py_transport::MESSAGE;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const HALF_CLOSE: u8 = crate::py_transport::HALF_CLOSE;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const CANCELLED: u8 = crate::py_transport::CANCELLED;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const WRITABLE: u8 = crate::py_transport::WRITABLE;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     const LOG: u8 = crate::py_transport::LOG;
 
+    #[cfg(feature = "transport")]
     #[pymodule_export]
     use crate::py_transport::{CallClosed, PyCall, PyTransport};
 
