@@ -410,9 +410,11 @@ class Transport:
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
         tls_client_ca_file: str | os.PathLike[str] | None = None,
+        response_buffer_bytes: int = 65536,
     ) -> Transport:
         """With `tls_cert_file` and `tls_key_file` it serves TLS, and with `tls_client_ca_file` mutual TLS;
-        the files are read again when they change. `ValueError` when they cannot serve."""
+        the files are read again when they change. `ValueError` when they cannot serve. A call's responses
+        queue up to `response_buffer_bytes` before `Call.send` asks its handler to wait."""
     @property
     def port(self) -> int: ...
     @property

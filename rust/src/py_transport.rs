@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyConnectionError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::transport::call::{Call, SendError};
+use crate::transport::call::{Call, HIGH_WATER, SendError, Sizes};
 use crate::transport::events::{Event, Level};
 use crate::transport::framing;
 use crate::transport::server::{Options, Server};
@@ -61,7 +61,7 @@ impl PyTransport {
         address, *, max_connections, max_concurrent_streams, keepalive_seconds, keepalive_timeout_seconds,
         handshake_timeout_seconds, max_receive_message, max_send_message, max_connection_age_seconds=None,
         max_connection_age_grace_seconds=0.0, reuse_port=false, threads=2, tls_cert_file=None,
-        tls_key_file=None, tls_client_ca_file=None,
+        tls_key_file=None, tls_client_ca_file=None, response_buffer_bytes=HIGH_WATER,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -80,6 +80,7 @@ impl PyTransport {
         tls_cert_file: Option<PathBuf>,
         tls_key_file: Option<PathBuf>,
         tls_client_ca_file: Option<PathBuf>,
+        response_buffer_bytes: usize,
     ) -> PyResult<Self> {
         let options = Options {
             max_connections,
@@ -95,7 +96,10 @@ impl PyTransport {
                 "max_connection_age_grace_seconds",
             )?,
             max_receive_message,
-            max_send_message,
+            responses: Sizes {
+                max_send: max_send_message,
+                high_water: response_buffer_bytes,
+            },
             reuse_port,
             threads,
         };

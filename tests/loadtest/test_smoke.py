@@ -88,7 +88,7 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path: Path) -> None:
         if b"W=" in line:  # the sweep has started: server, writer and agents are all running
             break
     children = _descendants(process.pid)
-    assert len(children) >= 4, "".join(output)
+    assert len(children) >= 3, "".join(output)  # the server (one process on two cores), the writer, the agents
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     process.stdout.close()

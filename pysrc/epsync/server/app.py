@@ -127,6 +127,9 @@ def transport_options(config: ServerConfig, max_connections: int) -> TransportOp
         max_connection_age_grace_seconds=config.grace_seconds,
         reuse_port=config.workers > 1,
         threads=config.transport_threads,
+        # What a stalled watcher holds in the transport stays small beside what its own buffer may hold
+        # before it is cut off (--watcher-max-bytes): 64 KiB, or an eighth of that bound if it is smaller.
+        response_buffer_bytes=max(1024, min(64 * 1024, config.watcher_max_bytes // 8)),
     )
 
 

@@ -56,6 +56,7 @@ class TransportOptions:
     max_connection_age_grace_seconds: float = 0.0
     reuse_port: bool = False
     threads: int = 2
+    response_buffer_bytes: int = 64 * 1024  # a call's responses queued before its handler waits
 
 
 class _Details(NamedTuple):
@@ -133,6 +134,7 @@ class TransportServer:
                 tls_cert_file=None if tls is None else tls.cert_file,
                 tls_key_file=None if tls is None else tls.key_file,
                 tls_client_ca_file=None if tls is None else tls.client_ca_file,
+                response_buffer_bytes=options.response_buffer_bytes,
             )
         except OSError as error:
             log.debug("%s", error)
@@ -200,7 +202,12 @@ class TransportServer:
         for event in transport.take_events():
             kind = event[0]
             if kind == CALL:
-                self._begin(event[1], event[2], event[3], event[4], event[5])
+                try:
+                    self._begin(event[1], event[2], event[3], event[4], event[5])
+                except Exception:  # a bug in finding the handler: this call fails, the batch's others go on
+                    log.exception("cannot start a call of %s", event[2])
+                    event[1].finish(grpc.StatusCode.INTERNAL.value[0], "the server could not start this call")
+                    self.flush_soon()
                 continue
             if kind == LOG:
                 logging.getLogger(f"epsync.server.{event[1]}").log(event[2], "%s", event[3])

@@ -31,12 +31,25 @@ use super::deferred::Deferred;
 use super::events::{Event, EventQueue, Start};
 use super::framing::{self, code};
 
-/// Past this many queued response bytes a handler is asked to wait. Small: a watcher's own buffer is what
-/// bounds what a slow client may hold up (and cuts it off), so the transport keeps little more than HTTP/2's
-/// window; enough that a stream of small answers (the write stream's) rarely waits at all.
+/// What a call's responses are held to: the largest one, and how many bytes may queue before its handler
+/// is asked to wait (it may write again once a quarter of that is left). The queue is small: a watcher's
+/// own buffer is what bounds what a slow client may hold up (and cuts it off), so the transport keeps
+/// little more than HTTP/2's window, and the server sizes it from that bound; enough that a stream of
+/// small answers (the write stream's) rarely waits at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub max_send: usize,
+    pub high_water: usize,
+}
+
+impl Sizes {
+    fn low_water(self) -> usize {
+        self.high_water / 4
+    }
+}
+
+/// The high-water mark when nothing smaller is asked for.
 pub const HIGH_WATER: usize = 64 * 1024;
-/// It may write again once the queue is down to this.
-pub const LOW_WATER: usize = 16 * 1024;
 /// Request bytes read ahead of a client-streaming handler.
 pub const READ_BUDGET: usize = 1024 * 1024;
 /// Responses queued together go out as one DATA frame up to this size.
@@ -92,7 +105,7 @@ pub struct Peer {
 pub struct Call {
     pub id: u64,
     pub peer: Arc<Peer>,
-    max_send: usize,
+    sizes: Sizes,
     state: Mutex<State>,
     /// Set once the call has trailers or is gone: readers and timers stop.
     done: AtomicBool,
@@ -120,14 +133,14 @@ impl Call {
     pub fn new(
         id: u64,
         peer: Arc<Peer>,
-        max_send: usize,
+        sizes: Sizes,
         events: Arc<EventQueue>,
         deferred: Arc<Deferred>,
     ) -> Self {
         Self {
             id,
             peer,
-            max_send,
+            sizes,
             state: Mutex::new(State::default()),
             done: AtomicBool::new(false),
             done_signal: Notify::new(),
@@ -162,10 +175,10 @@ impl Call {
     /// # Errors
     /// The call is over, or the response is larger than the limit.
     pub fn send(&self, message: &[u8]) -> Result<bool, SendError> {
-        if message.len() > self.max_send {
+        if message.len() > self.sizes.max_send {
             return Err(SendError::TooLarge {
                 length: message.len(),
-                max: self.max_send,
+                max: self.sizes.max_send,
             });
         }
         let framed = framing::frame(message);
@@ -175,7 +188,7 @@ impl Call {
         }
         state.queued += framed.len();
         state.responses.push_back(framed);
-        let room = state.queued <= HIGH_WATER;
+        let room = state.queued <= self.sizes.high_water;
         if !room {
             state.writer_waiting = true;
         }
@@ -326,7 +339,7 @@ impl Call {
                 joined.freeze()
             };
             state.queued -= taken;
-            if state.writer_waiting && state.queued <= LOW_WATER {
+            if state.writer_waiting && state.queued <= self.sizes.low_water() {
                 state.writer_waiting = false;
                 self.events.push(Event::Writable { id: self.id });
             }
@@ -401,7 +414,10 @@ mod tests {
                 address: "test".into(),
                 certificate: None,
             }),
-            1 << 20,
+            Sizes {
+                max_send: 1 << 20,
+                high_water: HIGH_WATER,
+            },
             Arc::clone(&events),
             Arc::clone(deferred),
         );
@@ -490,7 +506,7 @@ mod tests {
         assert_eq!(call.send(&big), Ok(true));
         assert_eq!(call.send(&big), Ok(false));
         assert!(events.take().is_empty());
-        while call.state().queued > LOW_WATER {
+        while call.state().queued > call.sizes.low_water() {
             assert!(poll(&mut body).is_ready());
         }
         assert!(matches!(

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use super::call::{Call, DEADLINE, Peer, ResponseBody, credit_of};
+use super::call::{Call, DEADLINE, Peer, ResponseBody, Sizes, credit_of};
 use super::deferred::Deferred;
 use super::events::{Event, EventQueue, Level, Start};
 use super::framing::{self, Decoder, Encoding, code};
@@ -49,7 +49,8 @@ pub struct Options {
     pub max_connection_age: Option<Duration>,
     pub max_connection_age_grace: Duration,
     pub max_receive_message: usize,
-    pub max_send_message: usize,
+    /// The largest response, and how much of a call's responses may queue before its handler waits.
+    pub responses: Sizes,
     /// Share the port with other processes of the same server (`SO_REUSEPORT`).
     pub reuse_port: bool,
     pub threads: usize,
@@ -405,7 +406,7 @@ fn handle(
     let call = Arc::new(Call::new(
         id,
         Arc::clone(peer),
-        shared.options.max_send_message,
+        shared.options.responses,
         Arc::clone(&shared.events),
         Arc::clone(&shared.deferred),
     ));
