@@ -27,7 +27,7 @@ class Settings:
     namespaces: int = 100
     agents: str = "go"  # "go": one Go agent process (bench/agents); "python": `workers` Python processes
     workers: int = 4
-    server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default (one per two cores)
+    server_workers: int = 0  # `epsync serve --workers` of every epsync server; 0: the server's default
     replicas: int = 2
     writer_streams: int = 4
     writer_window: int = 1000

@@ -410,7 +410,7 @@ class Transport:
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
         tls_client_ca_file: str | os.PathLike[str] | None = None,
-        response_buffer_bytes: int = 65536,
+        response_buffer_bytes: int = ...,
     ) -> Transport:
         """With `tls_cert_file` and `tls_key_file` it serves TLS, and with `tls_client_ca_file` mutual TLS;
         the files are read again when they change. `ValueError` when they cannot serve. A call's responses
