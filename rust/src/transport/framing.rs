@@ -14,13 +14,10 @@ pub const PREFIX: usize = 5;
 
 /// Status codes this module sets itself (the rest come from Python as numbers).
 pub mod code {
-    pub const CANCELLED: u32 = 1;
-    pub const UNKNOWN: u32 = 2;
     pub const DEADLINE_EXCEEDED: u32 = 4;
     pub const RESOURCE_EXHAUSTED: u32 = 8;
     pub const UNIMPLEMENTED: u32 = 12;
     pub const INTERNAL: u32 = 13;
-    pub const UNAVAILABLE: u32 = 14;
 }
 
 /// One message with its prefix, ready to go out as DATA.
