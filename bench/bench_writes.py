@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -142,6 +142,25 @@ async def batched_stream(
         for result in response.batch:
             if result.status.code:
                 raise RuntimeError(f"write {result.request_id} failed: {result.status.message}")
+
+
+async def paced_stream(
+    stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest], rate: float
+) -> None:
+    """The write stream at `rate` writes a second, each sent alone on schedule: the shape of a lightly loaded
+    server, where every write pays the per-batch costs (hand-offs, commit, publication) by itself."""
+    started = time.perf_counter()
+
+    async def requests() -> AsyncIterator[pb.WriteWorkloadEndpointsRequest]:
+        for i, write in enumerate(updates):
+            due = started + i / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            yield pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=write)
+
+    async for response in stub.WriteWorkloadEndpoints(requests()):
+        if response.status.code:
+            raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
 
 
 async def unary(
@@ -274,6 +293,8 @@ async def measure_point(
             await write_stream(stub, updates)
         elif mode == "batched":
             await batched_stream(stub, updates, args.batch)
+        elif mode == "paced":
+            await paced_stream(stub, updates, args.rate)
         else:
             await unary(stub, updates)
         await watchers.wait_received(len(updates))
@@ -305,10 +326,12 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         nargs="+",
-        choices=["unary", "stream", "batched"],
+        choices=["unary", "stream", "batched", "paced"],
         default=["unary", "stream", "batched"],
-        help="unary calls (64 at a time), the write stream one write per request, or --batch writes per request",
+        help="unary calls (64 at a time), the write stream one write per request, --batch writes per request, or "
+        "one write per request at --rate writes/s (each write alone, as on a lightly loaded server)",
     )
+    parser.add_argument("--rate", type=float, default=200.0, help="writes/s of the paced mode")
     parser.add_argument("--batch", type=int, default=100, help="writes per request in the batched mode")
     parser.add_argument(
         "--server-workers",
@@ -351,6 +374,7 @@ def main() -> None:
         "nodes": args.nodes,
         "per_node": args.per_node,
         "batch": args.batch,
+        "rate": args.rate,
         "writes": args.writes,
         "label": args.label,
         "baseline": str(args.baseline) if args.baseline else None,

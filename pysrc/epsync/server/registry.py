@@ -1,7 +1,7 @@
 """The write path for every kind: writes from all callers gathered into batches, with optimistic concurrency.
 
-Unary calls and write streams alike `submit` a write and get a future; one batcher task per kind
-takes everything queued, validates and normalises it, checks each write's preconditions against
+Unary calls and write streams alike `submit` a write and get a future; the batcher (one callback per
+kind and loop turn) takes everything queued, validates and normalises it, checks each write's preconditions against
 the cache, and hands the whole batch to the datastore in ONE `write()` call (one group commit,
 one cache and index apply, one publication to the watchers). No task per write: a write is a
 queue entry and a future.
@@ -37,7 +37,6 @@ or not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import deque
@@ -139,9 +138,11 @@ class Registry(Generic[R]):
         # Queued writes by lane: a stream's writes in order in its own lane, each unary write in a lane of its
         # own. A lane whose first write must wait holds the rest of it back; other lanes go on.
         self._lanes: dict[Hashable, deque[_Pending[R]]] = {}
-        self._wakeup = asyncio.Event()
+        # The batcher: one callback per loop turn that takes what is queued (no task of its own, so a write that
+        # arrives alone costs no task wake-up more than it must); None when none is scheduled.
+        self._take_scheduled: asyncio.Handle | None = None
+        self._closing = False
         self._busy_keys: set[str] = set()  # keys of writes handed to the store and not yet answered
-        self._batcher: asyncio.Task[None] | None = None
         self._committing: set[asyncio.Task[None]] = set()
         self._commit_task_name = f"epsync-{rtype.kind.value}-commit"
         self.draining = False  # shutting down: no new writes (drain)
@@ -189,9 +190,7 @@ class Registry(Generic[R]):
         pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
         pending.key = operation.key if isinstance(operation, DeleteOp) else self.rtype.request_key(operation.object)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
-        if self._batcher is None or self._batcher.done():
-            self._batcher = loop.create_task(self._run(), name=f"epsync-{self.rtype.kind.value}-batcher")
-        self._wakeup.set()
+        self._schedule_take()
         return future
 
     def drain(self) -> None:
@@ -200,11 +199,10 @@ class Registry(Generic[R]):
 
     async def close(self) -> None:
         """Stop taking batches; writes already handed to the store finish first."""
-        if self._batcher is not None:
-            self._batcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._batcher
-            self._batcher = None
+        self._closing = True
+        if self._take_scheduled is not None:
+            self._take_scheduled.cancel()
+            self._take_scheduled = None
         if self._committing:
             await asyncio.wait(self._committing)
         for lane in self._lanes.values():
@@ -212,24 +210,28 @@ class Registry(Generic[R]):
                 if not pending.future.done():
                     pending.future.set_exception(_shutting_down())
         self._lanes.clear()
+        self._closing = False
 
     # --- the batcher ------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch = self._take_batch()
-            if not batch:
-                continue
-            self.commit_groups.observe(len(batch))
-            # The task queues the batch on the store in its first step, and tasks start in the order they
-            # are created: batches reach the store in the order they were taken.
-            task = asyncio.get_running_loop().create_task(self._commit(batch), name=self._commit_task_name)
-            self._committing.add(task)
-            task.add_done_callback(self._committing.discard)
-            if len(batch) == MAX_BATCH:
-                self._wakeup.set()
+    def _schedule_take(self) -> None:
+        """Take a batch on the next loop turn (once, however many writes come before it)."""
+        if self._take_scheduled is None and not self._closing:
+            self._take_scheduled = asyncio.get_running_loop().call_soon(self._take)
+
+    def _take(self) -> None:
+        self._take_scheduled = None
+        batch = self._take_batch()
+        if not batch:
+            return
+        self.commit_groups.observe(len(batch))
+        # The task queues the batch on the store in its first step, and tasks start in the order they
+        # are created: batches reach the store in the order they were taken.
+        task = asyncio.get_running_loop().create_task(self._commit(batch), name=self._commit_task_name)
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
+        if len(batch) == MAX_BATCH:
+            self._schedule_take()
 
     def _take_batch(self) -> list[_Pending[R]]:
         """From each lane, in order, the writes that can go now, prepared; a lane stops at its first write whose
@@ -260,7 +262,7 @@ class Registry(Generic[R]):
         batch = self._prepare(candidates)
         self._busy_keys.update(p.key for p in batch if p.key is not None)
         if contended or len(candidates) >= MAX_BATCH:
-            self._wakeup.set()
+            self._schedule_take()
         return batch
 
     def _prepare(self, candidates: list[_Pending[R]]) -> list[_Pending[R]]:
@@ -415,7 +417,7 @@ class Registry(Generic[R]):
             lane_key = pending if pending.stream is None else pending.stream
             self._lanes.setdefault(lane_key, deque()).appendleft(pending)
         if self._lanes:
-            self._wakeup.set()
+            self._schedule_take()
 
     async def _confirm_unchanged(self, checks: list[_Pending[R]]) -> list[_Pending[R]]:
         """Answer each update the cache says changes nothing with the datastore's record, if that is still the one
