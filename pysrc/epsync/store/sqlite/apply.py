@@ -7,10 +7,9 @@ executemany. The writer thread thereby calls into SQLite a few times per group i
 times per write: each call hands the GIL to the event loop and must win it back.
 
 If SQLite fails that batch (a trigger, a full disk), nobody can tell which write it was, so the
-transaction (which holds only this group) is rolled back and begun again, and the writes are
-applied one by one (`apply_one`), each in its own savepoint, and only the failing one fails. When
-SQLite has rolled back the whole transaction itself (it does on some I/O errors), `TransactionLost`
-says so and the group fails.
+batch is rolled back to its savepoint and the writes are applied one by one (`apply_one`), each in
+its own savepoint, and only the failing one fails. When SQLite has rolled back the whole
+transaction instead (it does on some I/O errors), `TransactionLost` says so and the group fails.
 """
 
 from __future__ import annotations
@@ -83,19 +82,15 @@ def select_keys(count: int) -> str:
 def apply_group(
     conn: sqlite3.Connection, calls: Sequence[Sequence[Write]], start: int, changes: list[Change], path: Path
 ) -> tuple[list[Outcomes], int]:
-    """Apply every write of the group's calls after revision `start`, in a transaction the caller has just
-    begun and that holds nothing else; returns (outcomes per call, new revision).
+    """Apply every write of the group's calls after revision `start`; returns (outcomes per call, new revision).
 
     Appends the committed changes to `changes`. Raises TransactionLost if the transaction is gone."""
     try:
-        # No savepoint around the batch: the group is all the open transaction holds (the caller has just
-        # begun it), so a failed batch is undone by starting the transaction again, and a group that
-        # succeeds, nearly all of them, saves two calls into SQLite (each hands the GIL over and back).
-        return apply_batched(conn, calls, start, changes)
+        with Savepoint(conn, "batch"):
+            return apply_batched(conn, calls, start, changes)
     except sqlite3.Error as error:
         changes.clear()
         log.info("datastore %s: a group failed as a batch (%s); applying it one write at a time", path, error)
-        restart_transaction(conn, error)
     revision = start
     outcomes: list[Outcomes] = []
     for writes in calls:
@@ -116,18 +111,6 @@ def apply_group(
             one_by_one.append(result)
         outcomes.append(one_by_one)
     return outcomes, revision
-
-
-def restart_transaction(conn: sqlite3.Connection, error: sqlite3.Error) -> None:
-    """Undo everything the open transaction did and begin it again; `TransactionLost` if SQLite had
-    already rolled it back itself (it does on some I/O errors) or it cannot be begun again."""
-    if not conn.in_transaction:
-        raise TransactionLost(str(error)) from error
-    try:
-        conn.execute("ROLLBACK")
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as restart_error:
-        raise TransactionLost(str(restart_error)) from error
 
 
 def apply_batched(
