@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -121,7 +121,12 @@ async def write_stream(
     stub: pb_grpc.WorkloadEndpointServiceAsyncStub, updates: Sequence[pb.UpdateWorkloadEndpointRequest]
 ) -> None:
     requests = (pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=u) for i, u in enumerate(updates))
-    async for response in stub.WriteWorkloadEndpoints(requests):
+    await _all_written(stub.WriteWorkloadEndpoints(requests))
+
+
+async def _all_written(responses: AsyncIterable[pb.WriteWorkloadEndpointsResponse]) -> None:
+    """Read a write stream's answers to the end; the first write that failed raises."""
+    async for response in responses:
         if response.status.code:
             raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
 
@@ -158,9 +163,7 @@ async def paced_stream(
                 await asyncio.sleep(wait)
             yield pb.WriteWorkloadEndpointsRequest(request_id=str(i), update=write)
 
-    async for response in stub.WriteWorkloadEndpoints(requests()):
-        if response.status.code:
-            raise RuntimeError(f"write {response.request_id} failed: {response.status.message}")
+    await _all_written(stub.WriteWorkloadEndpoints(requests()))
 
 
 async def unary(

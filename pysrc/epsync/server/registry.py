@@ -1,10 +1,10 @@
 """The write path for every kind: writes from all callers gathered into batches, with optimistic concurrency.
 
 Unary calls and write streams alike `submit` a write and get a future; the batcher (one callback per
-kind and loop turn) takes everything queued, validates and normalises it, checks each write's preconditions against
-the cache, and hands the whole batch to the datastore in ONE `write()` call (one group commit,
-one cache and index apply, one publication to the watchers). No task per write: a write is a
-queue entry and a future.
+kind and loop turn) takes everything queued, validates and normalises it, checks each write's
+preconditions against the cache, and hands the whole batch to the datastore in ONE `write()` call
+(one group commit, one cache and index apply, one publication to the watchers). No task per write:
+a write is a queue entry and a future.
 
 Order. Writes are taken in the order they were submitted. A write to a key that an earlier,
 unfinished write is writing (in this batch or in one still committing) waits for it and is taken

@@ -250,28 +250,28 @@ class ConnectionThread(Generic[C]):
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
             fn, future, loop = call
+            settle: Callable[[asyncio.Future[Any], Any], None]
             try:
-                outcome: tuple[bool, object] = (True, fn())
+                settle, outcome = _succeed, fn()
             except BaseException as error:  # handed to the caller, whatever it is
-                outcome = (False, error)
+                settle, outcome = _fail, error
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_settle, future, outcome)
+                loop.call_soon_threadsafe(settle, future, outcome)
 
 
 # A call for a ConnectionThread: the function, the caller's future and the caller's loop.
 _ThreadCall = tuple[Callable[[], object], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
-    """On the caller's loop: its call's result or exception, unless it stopped waiting."""
-    if future.done():
-        return
-    succeeded, value = outcome
-    if succeeded:
-        future.set_result(value)
-    else:
-        assert isinstance(value, BaseException)
-        future.set_exception(value)
+# On the caller's loop: its call's result or exception, unless it stopped waiting.
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: Any) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 # --- statements the reader and the writer share ---------------------------------------------------
