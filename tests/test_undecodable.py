@@ -19,7 +19,7 @@ from epsync.store.etcd import EtcdDatastore
 from epsync.store.etcd.client import EtcdClient
 from tests.conftest import server_config
 from tests.etcd_fixture import EtcdServer, unique_prefix
-from tests.factories import endpoint
+from tests.factories import endpoint, profile
 
 GARBAGE = b"\x0a\x64"  # "field 1, 100 bytes follow", and none do
 
@@ -98,3 +98,18 @@ async def test_a_value_put_by_hand_while_serving_is_a_deletion_to_watchers(
 async def _run(view: object) -> None:
     async for _ in view:  # type: ignore[attr-defined]
         pass
+
+
+async def test_a_profile_is_checked_as_a_profile(tmp_path: Path) -> None:
+    """Each kind's values decode as its own message: a profile label key of more than 127 bytes makes a map entry
+    whose length is not UTF-8, which an endpoint's string field at that number would refuse."""
+    long_key = f"{'a' * 60}.{'b' * 60}.com/name"
+    server = EpsyncServer(server_config(tmp_path / "data"))
+    await server.start()
+    try:
+        async with Client(f"127.0.0.1:{server.port}") as client:
+            created = await client.create_profile(profile("long-key", {long_key: "v"}))
+            assert await client.get_profile("long-key") == created
+        assert server.cache.undecodable == {}
+    finally:
+        await server.stop(0)

@@ -335,7 +335,7 @@ def normalize_profiles(items: Sequence[_WriteItem]) -> list[bytes | _Violations]
 
 def undecodable(kind: str, values: Sequence[bytes | None]) -> list[int]:
     """The indexes of the `values` (stored bytes, or None for a deletion) that do not decode as
-    `kind`'s message, "WorkloadEndpoint" or "Profile"."""
+    `kind`'s message, "WorkloadEndpoint" or "Profile" (anything else: `ValueError`)."""
 
 @final
 class KnownVersions:

@@ -1002,7 +1002,7 @@ pub fn normalize_endpoints<'py>(
 }
 
 /// The indexes of the `values` (stored bytes, or None for a deletion) that do not decode as
-/// `kind`'s message, "WorkloadEndpoint" or "Profile".
+/// `kind`'s message, "WorkloadEndpoint" or "Profile" (anything else: `ValueError`).
 #[pyfunction]
 pub fn undecodable(kind: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     let mut owned: Vec<Option<Bound<'_, PyBytes>>> = Vec::new();
@@ -1013,7 +1013,11 @@ pub fn undecodable(kind: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<usize>
         .iter()
         .map(|value| value.as_ref().map(PyBytesMethods::as_bytes))
         .collect();
-    Ok(stored::undecodable_values(kind, &borrowed))
+    stored::undecodable_values(kind, &borrowed).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "unknown kind {kind:?}: \"WorkloadEndpoint\" or \"Profile\""
+        ))
+    })
 }
 
 /// Validates a batch of Profiles for storing, as `epsync.model.validation.normalize_profile`

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
 _PROFILE_CHUNK = 512
+# The message each kind is stored as, by the name the Rust core knows it under.
+_MESSAGE_NAMES = {Kind.WORKLOAD_ENDPOINT: "WorkloadEndpoint", Kind.PROFILE: "Profile"}
 # The retained history is applied at start in batches of this many changes (start-up serves nobody yet;
 # the batches only keep the lists handed to the index small).
 _HISTORY_CHUNK = 10_000
@@ -390,7 +392,7 @@ def _undecodable_indexes(values: Sequence[tuple[Kind, bytes | None]]) -> set[int
             encoded.append(value)
     bad: set[int] = set()
     for kind, (positions, encoded) in by_kind.items():
-        bad.update(positions[j] for j in undecodable(kind.value, encoded))
+        bad.update(positions[j] for j in undecodable(_MESSAGE_NAMES[kind], encoded))
     return bad
 
 

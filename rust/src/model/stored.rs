@@ -103,19 +103,22 @@ pub fn normalize_profiles(items: &[Item<'_>]) -> Vec<Outcome> {
 
 /// Which of `values` (stored bytes; `None` for a deletion, never undecodable) do not decode
 /// as `kind`'s message ("WorkloadEndpoint" or "Profile"): a value written by something else
-/// than epsync, or damaged. Their indexes, ascending.
+/// than epsync, or damaged. Their indexes, ascending; None for another `kind`.
 #[must_use]
-pub fn undecodable_values(kind: &str, values: &[Option<&[u8]>]) -> Vec<usize> {
-    let decodes = |bytes: &[u8]| match kind {
-        "Profile" => Profile::decode(bytes).is_ok(),
-        _ => WorkloadEndpoint::decode(bytes).is_ok(),
+pub fn undecodable_values(kind: &str, values: &[Option<&[u8]>]) -> Option<Vec<usize>> {
+    let decodes: fn(&[u8]) -> bool = match kind {
+        "WorkloadEndpoint" => |bytes| WorkloadEndpoint::decode(bytes).is_ok(),
+        "Profile" => |bytes| Profile::decode(bytes).is_ok(),
+        _ => return None,
     };
-    values
-        .iter()
-        .enumerate()
-        .filter(|(_, value)| value.is_some_and(|bytes| !decodes(bytes)))
-        .map(|(index, _)| index)
-        .collect()
+    Some(
+        values
+            .iter()
+            .enumerate()
+            .filter(|(_, value)| value.is_some_and(|bytes| !decodes(bytes)))
+            .map(|(index, _)| index)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -132,7 +135,29 @@ mod tests {
             Some(garbage),
             Some(b"".as_slice()),
         ];
-        assert_eq!(undecodable_values("WorkloadEndpoint", &values), vec![2]);
-        assert_eq!(undecodable_values("Profile", &values), vec![2]);
+        assert_eq!(
+            undecodable_values("WorkloadEndpoint", &values),
+            Some(vec![2])
+        );
+        assert_eq!(undecodable_values("Profile", &values), Some(vec![2]));
+        assert_eq!(undecodable_values("profiles", &values), None);
+    }
+
+    #[test]
+    fn undecodable_values_decode_each_kind_as_its_own_message() {
+        // A profile label key of more than 127 bytes: its map entry's length is a two-byte
+        // varint, which is not UTF-8, so read as an endpoint's `spec.workload` it fails.
+        let mut profile = Profile::default();
+        profile.spec.get_or_insert_default().labels_to_apply.insert(
+            format!("{}.{}.com/name", "a".repeat(60), "b".repeat(60)),
+            "v".into(),
+        );
+        let encoded = profile.encode_to_vec();
+        let values = [Some(encoded.as_slice())];
+        assert_eq!(undecodable_values("Profile", &values), Some(vec![]));
+        assert_eq!(
+            undecodable_values("WorkloadEndpoint", &values),
+            Some(vec![0])
+        );
     }
 }
