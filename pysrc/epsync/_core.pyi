@@ -73,9 +73,11 @@ _StoredProfileChange = tuple[int, str, bytes | None]
 _Deliveries = list[tuple[int, list[tuple[int, list[bytes]]]]]
 """`(group, [(revision, [entry, ...]), ...])` for every group with events: ready-to-send entries."""
 
-_WriteItem = tuple[bytes, str | None, tuple[int, int] | None]
+_WriteItem = tuple[bytes, str | None, tuple[int, int] | None] | tuple[bytes, bytes]
 """`(encoded message, uid, (seconds, nanos))`: a resource as a request carried it, and the uid and
-creation timestamp to give it (None leaves the field as the request has it)."""
+creation timestamp to give it (None leaves the field as the request has it); or `(encoded message,
+stored bytes)`: a resource as a request carried it, and the stored object whose uid and creation
+timestamp it keeps (an update)."""
 
 _Violations = list[tuple[str, str]]
 """`(field path, message)` pairs, e.g. `("spec.ports[1].port", "port 0 is out of range 1-65535")`."""
@@ -322,10 +324,12 @@ def normalize_endpoints(items: Sequence[_WriteItem]) -> list[bytes | _Violations
 
     Each result, in the order of `items`, is what `epsync.model.validation.normalize_workload_endpoint`
     decides for that item: the stored bytes, exactly `WORKLOAD_ENDPOINTS.encode(normalized)` with the
-    given uid and creation timestamp set (normalised, resource_version 0, deterministically encoded),
+    given uid and creation timestamp set, or those of the given stored object exactly (normalised,
+    resource_version 0, deterministically encoded),
     or, when it would raise `InvalidArgument`, its violations as `(field, description)` pairs, in
     the same order and with the same text. Bytes that do not decode as a WorkloadEndpoint give one
-    violation with field "" (the whole message). Unknown fields are dropped.
+    violation with field "" (the whole message), stored bytes to keep the identity of that do not
+    decode one with field "metadata". Unknown fields are dropped.
 
     Large batches run without the GIL."""
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::stored::{Item, normalize_endpoint};
+use crate::model::stored::{Identity, Item, normalize_endpoint};
 use crate::selector::Selector;
 
 /// Any bytes as a selector: refused, or parsed to a selector whose canonical text parses back to
@@ -51,16 +51,14 @@ pub fn selector(data: &[u8]) {
 pub fn endpoint(data: &[u8]) {
     let item = Item {
         bytes: data,
-        uid: None,
-        creation_timestamp: None,
+        identity: Identity::AS_SENT,
     };
     let Ok(stored) = normalize_endpoint(&item) else {
         return;
     };
     let again = normalize_endpoint(&Item {
         bytes: &stored,
-        uid: None,
-        creation_timestamp: None,
+        identity: Identity::AS_SENT,
     })
     .unwrap_or_else(|violations| panic!("stored form refused: {violations:?}"));
     assert_eq!(again, stored, "normalising the stored form changed it");

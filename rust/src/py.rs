@@ -15,7 +15,7 @@ use crate::index::{
     StoredError, StoredProfileChange,
 };
 use crate::model::messages::Timestamp;
-use crate::model::stored::{self, Item, Outcome};
+use crate::model::stored::{self, Identity, Item, Outcome};
 use crate::selector::Selector;
 
 /// A label set as `Selector` reads it: key to value.
@@ -935,12 +935,18 @@ impl PyEndpointIndex {
 
 // ---- validation and normalisation of writes ----
 
-/// A batch item as Python passes it: `(encoded message, uid or None, (seconds, nanos) or None)`.
-type ItemTuple<'py> = (
-    Bound<'py, PyBytes>,
-    Option<Bound<'py, PyString>>,
-    Option<(i64, i32)>,
-);
+/// A batch item as Python passes it: `(encoded message, uid or None, (seconds, nanos) or
+/// None)`, the identity to give it, or `(encoded message, stored bytes)`, the stored object
+/// whose identity it keeps.
+#[derive(FromPyObject)]
+enum ItemTuple<'py> {
+    Given(
+        Bound<'py, PyBytes>,
+        Option<Bound<'py, PyString>>,
+        Option<(i64, i32)>,
+    ),
+    KeptFrom(Bound<'py, PyBytes>, Bound<'py, PyBytes>),
+}
 
 /// Below this many items a batch runs without releasing the GIL: its work takes a few
 /// microseconds, and getting the GIL back while another thread holds it can take a whole
@@ -960,11 +966,20 @@ fn normalize_batch<'py>(
         owned.push(item?.extract()?);
     }
     let mut batch: Vec<Item<'_>> = Vec::with_capacity(owned.len());
-    for (bytes, uid, timestamp) in &owned {
-        batch.push(Item {
-            bytes: bytes.as_bytes(),
-            uid: uid.as_ref().map(PyStringMethods::to_str).transpose()?,
-            creation_timestamp: timestamp.map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+    for item in &owned {
+        batch.push(match item {
+            ItemTuple::Given(bytes, uid, timestamp) => Item {
+                bytes: bytes.as_bytes(),
+                identity: Identity::Given {
+                    uid: uid.as_ref().map(PyStringMethods::to_str).transpose()?,
+                    creation_timestamp: timestamp
+                        .map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+                },
+            },
+            ItemTuple::KeptFrom(bytes, stored) => Item {
+                bytes: bytes.as_bytes(),
+                identity: Identity::KeptFrom(stored.as_bytes()),
+            },
         });
     }
     let outcomes = if batch.len() >= DETACH_MIN_ITEMS {
@@ -991,7 +1006,8 @@ fn normalize_batch<'py>(
 /// `epsync.model.validation.normalize_workload_endpoint` and `WORKLOAD_ENDPOINTS.encode` do.
 ///
 /// Each item is `(encoded WorkloadEndpoint, uid to set or None, (seconds, nanos) creation
-/// timestamp to set or None)`; each result, in order, is the stored bytes or the list of
+/// timestamp to set or None)` or `(encoded WorkloadEndpoint, stored bytes of the endpoint
+/// whose uid and creation timestamp it keeps)`; each result, in order, is the stored bytes or the list of
 /// `(field path, message)` violations.
 #[pyfunction]
 pub fn normalize_endpoints<'py>(

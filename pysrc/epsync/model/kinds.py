@@ -55,8 +55,9 @@ Resource = WorkloadEndpoint | Profile
 R = TypeVar("R", WorkloadEndpoint, Profile)
 
 # One write to normalise: the request's encoded object, and the uid and creation timestamp (seconds,
-# nanos) to give it, or None to leave them as they are.
-NormalizeItem = tuple[bytes, str | None, tuple[int, int] | None]
+# nanos) to give it, or None to leave them as they are; or the request's encoded object and the stored
+# object (its bytes) whose uid and creation timestamp it keeps, read in the Rust core.
+NormalizeItem = tuple[bytes, str | None, tuple[int, int] | None] | tuple[bytes, bytes]
 # Per item, the stored bytes, or the (field path, description) of every violation.
 Normalized = bytes | list[tuple[str, str]]
 

@@ -100,6 +100,9 @@ class DeleteOp:
 
 
 Operation: TypeAlias = CreateOp[R] | UpdateOp[R] | DeleteOp
+# An object as the cache or the datastore holds it: (resource_version, stored bytes); never decoded on the
+# write path.
+Stored: TypeAlias = tuple[int, bytes]
 # A create or update's stored record (its value without resource_version, which is its mod_revision),
 # or what a delete removed: answers are built from the stored bytes, never decoded and re-encoded.
 Outcome: TypeAlias = Record | Deleted
@@ -269,7 +272,7 @@ class Registry(Generic[R]):
         """Decide each candidate's write from the current state: creates and updates validated, normalised and
         encoded in ONE call into the Rust core; writes that fail are answered here. Returns those to commit."""
         items: list[NormalizeItem] = []
-        puts: list[tuple[_Pending[R], R | None]] = []
+        puts: list[tuple[_Pending[R], Stored | None]] = []
         for pending in candidates:
             pending.write = pending.unchanged = None
             operation = pending.operation
@@ -278,13 +281,13 @@ class Registry(Generic[R]):
                 if isinstance(operation, DeleteOp):
                     self._plan_delete(pending, current)
                     continue
+                request = operation.object.SerializeToString()
                 if isinstance(operation, UpdateOp) and current is not None:
-                    # An update keeps the object's identity; a create (also by an upsert) gets a new one.
-                    stamp = current.metadata.creation_timestamp
-                    identity: tuple[str, tuple[int, int]] = (current.metadata.uid, (stamp.seconds, stamp.nanos))
+                    # An update keeps the object's identity, read by the Rust core from the stored bytes (not
+                    # decoded here); a create (also by an upsert) gets a new one.
+                    items.append((request, current[1]))
                 else:
-                    identity = (str(uuid.uuid4()), divmod(time.time_ns(), 1_000_000_000))
-                items.append((operation.object.SerializeToString(), *identity))
+                    items.append((request, str(uuid.uuid4()), divmod(time.time_ns(), 1_000_000_000)))
                 puts.append((pending, current))
             except Exception as error:  # a bad request, or a bug: either way this write's answer
                 pending.future.set_exception(error)
@@ -303,13 +306,17 @@ class Registry(Generic[R]):
                 pending.future.set_exception(error)
         return [p for p in candidates if (p.write is not None or p.unchanged is not None) and not p.future.done()]
 
-    def _current(self, pending: _Pending[R]) -> R | None:
-        """What the write is judged against: the winner of a race it lost, else the cache's object."""
+    def _current(self, pending: _Pending[R]) -> Stored | None:
+        """What the write is judged against, as stored: the winner of a race it lost, else the cache's object."""
         if pending.raced:
-            return None if pending.winner is None else _decoded(self.rtype, pending.winner)
-        return None if pending.key is None else self.current(pending.key)
+            winner = pending.winner
+            if winner is None:
+                return None
+            _check_decodes(self.rtype, winner)  # the cache holds only values that decode; a winner is checked here
+            return (winner.mod_revision, winner.value)
+        return None if pending.key is None else self._cache.stored(self.rtype.kind, pending.key)
 
-    def _plan_put(self, pending: _Pending[R], current: R | None, stored: bytes) -> None:
+    def _plan_put(self, pending: _Pending[R], current: Stored | None, stored: bytes) -> None:
         """The compare-and-swap that stores `stored` (validated and normalised), or the error that answers it."""
         operation, key = pending.operation, pending.key
         # Validation passes only for writes whose key was known beforehand (see ResourceType.request_key).
@@ -337,18 +344,19 @@ class Registry(Generic[R]):
                 )
             pending.write = Put(self.rtype.kind, key, stored, expected_mod_revision=0)
             return
-        if precondition and precondition != current.metadata.resource_version:
-            raise _version_mismatch(self.rtype, key, precondition, current.metadata.resource_version)
-        put = Put(self.rtype.kind, key, stored, current.metadata.resource_version)
-        if pending.raced and pending.winner is not None and pending.winner.value == stored:
+        version, current_value = current
+        if precondition and precondition != version:
+            raise _version_mismatch(self.rtype, key, precondition, version)
+        put = Put(self.rtype.kind, key, stored, version)
+        if stored != current_value:
+            pending.write = put
+        elif pending.raced and pending.winner is not None:
             # Just read from the datastore, so current: nothing to write.
             pending.future.set_result(pending.winner)
-        elif not pending.raced and stored == self._cache.stored_value(self.rtype.kind, key):
-            pending.unchanged = put
         else:
-            pending.write = put
+            pending.unchanged = put
 
-    def _plan_delete(self, pending: _Pending[R], current: R | None) -> None:
+    def _plan_delete(self, pending: _Pending[R], current: Stored | None) -> None:
         operation, key = pending.operation, pending.key
         assert isinstance(operation, DeleteOp)
         assert key is not None
@@ -365,15 +373,17 @@ class Registry(Generic[R]):
             # the store, not the cache, says whether there is nothing to delete.
             pending.write = Delete(self.rtype.kind, key)
             return
+        version, current_value = current
         rv = operation.resource_version
-        if rv and rv != current.metadata.resource_version:
-            raise _version_mismatch(self.rtype, key, rv, current.metadata.resource_version)
-        if operation.uid and operation.uid != current.metadata.uid:
-            raise Aborted(
-                f"{self.rtype.describe(key)} has uid {current.metadata.uid}, not {operation.uid}: "
-                "it was deleted and created again"
-            )
-        pending.write = Delete(self.rtype.kind, key, current.metadata.resource_version)
+        if rv and rv != version:
+            raise _version_mismatch(self.rtype, key, rv, version)
+        if operation.uid:
+            uid = self.rtype.decode(current_value, version).metadata.uid  # decoded only for this precondition
+            if operation.uid != uid:
+                raise Aborted(
+                    f"{self.rtype.describe(key)} has uid {uid}, not {operation.uid}: it was deleted and created again"
+                )
+        pending.write = Delete(self.rtype.kind, key, version)
 
     async def _commit(self, batch: list[_Pending[R]]) -> None:
         writing = [p for p in batch if p.write is not None]
@@ -474,9 +484,10 @@ def _stored(outcome: Outcome) -> Record:
     return outcome
 
 
-def _decoded(rtype: ResourceType[R], record: Record) -> R:
+def _check_decodes(rtype: ResourceType[R], record: Record) -> None:
+    """FAILED_PRECONDITION unless `record` decodes as `rtype`'s message."""
     try:
-        return rtype.decode(record.value, record.mod_revision)
+        rtype.decode(record.value, record.mod_revision)
     except DecodeError:
         # Written by something other than epsync, or damaged: the cache leaves such a value out (sync/cache.py),
         # and a write cannot judge its preconditions against it.

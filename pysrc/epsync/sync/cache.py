@@ -244,13 +244,13 @@ class ResourceCache:
         found = self._endpoints.get(key)
         return None if found is None else WORKLOAD_ENDPOINTS.decode(found[1], found[0])
 
-    def stored_value(self, kind: Kind, key: str) -> bytes | None:
-        """The object under `key` as the datastore stored it (without resource_version); None if there is none."""
+    def stored(self, kind: Kind, key: str) -> tuple[int, bytes] | None:
+        """The object under `key` as the datastore stored it: its resource_version and stored bytes (without
+        resource_version), not decoded; None if there is none."""
         if kind is Kind.WORKLOAD_ENDPOINT:
-            found = self._endpoints.get(key)
-            return None if found is None else found[1]
+            return self._endpoints.get(key)
         profile = self._profiles.get(key)
-        return None if profile is None else PROFILES.encode(profile)
+        return None if profile is None else (profile.metadata.resource_version, PROFILES.encode(profile))
 
     def endpoint_state_at(self, key: str, revision: int) -> State:
         """The endpoint under `key` as it was at `revision` (within the retained window), as stored."""

@@ -7,14 +7,35 @@ use prost::Message;
 
 use super::messages::{ObjectMeta, Profile, Timestamp, WorkloadEndpoint};
 use super::validate::{Violation, normalize_profile, normalize_workload_endpoint};
+use super::view::IdentityView;
 
 /// One resource of a batch: its encoded request message and the server-owned metadata to
-/// set (None leaves the field as the request gave it).
+/// set.
 #[derive(Clone, Copy, Debug)]
 pub struct Item<'a> {
     pub bytes: &'a [u8],
-    pub uid: Option<&'a str>,
-    pub creation_timestamp: Option<Timestamp>,
+    pub identity: Identity<'a>,
+}
+
+/// The server-owned metadata (uid, creation timestamp) a stored resource gets.
+#[derive(Clone, Copy, Debug)]
+pub enum Identity<'a> {
+    /// These, where given (None leaves the field as the request gave it): a create.
+    Given {
+        uid: Option<&'a str>,
+        creation_timestamp: Option<Timestamp>,
+    },
+    /// Those of this stored resource (its encoded bytes), exactly: an update keeps the
+    /// identity of what it replaces, read here so that the caller need not decode it.
+    KeptFrom(&'a [u8]),
+}
+
+impl Identity<'_> {
+    /// Whatever uid and creation timestamp the request carries.
+    pub const AS_SENT: Self = Identity::Given {
+        uid: None,
+        creation_timestamp: None,
+    };
 }
 
 /// The stored bytes of one resource, or why it cannot be stored.
@@ -28,16 +49,40 @@ fn undecodable(kind: &str, error: &prost::DecodeError) -> Vec<Violation> {
     }]
 }
 
-/// Sets what the server owns: uid and creation timestamp when given, no resource version
-/// (the store's revision is the truth).
-fn stamp(meta: &mut ObjectMeta, item: &Item<'_>) {
-    if let Some(uid) = item.uid {
-        uid.clone_into(&mut meta.uid);
-    }
-    if let Some(timestamp) = item.creation_timestamp {
-        meta.creation_timestamp = Some(timestamp);
+/// Sets what the server owns: the item's identity, and no resource version (the store's
+/// revision is the truth).
+fn stamp(meta: &mut ObjectMeta, item: &Item<'_>) -> Result<(), Vec<Violation>> {
+    match item.identity {
+        Identity::Given {
+            uid,
+            creation_timestamp,
+        } => {
+            if let Some(uid) = uid {
+                uid.clone_into(&mut meta.uid);
+            }
+            if let Some(timestamp) = creation_timestamp {
+                meta.creation_timestamp = Some(timestamp);
+            }
+        }
+        Identity::KeptFrom(stored) => {
+            let kept = IdentityView::decode(stored)
+                .map_err(|error| {
+                    vec![Violation {
+                        field: "metadata".to_owned(),
+                        description: format!(
+                            "the stored object whose uid and creation timestamp it keeps does \
+                             not decode: {error}"
+                        ),
+                    }]
+                })?
+                .metadata
+                .unwrap_or_default();
+            meta.uid = kept.uid;
+            meta.creation_timestamp = kept.creation_timestamp;
+        }
     }
     meta.resource_version = 0;
+    Ok(())
 }
 
 /// The largest encoded object the server takes (an endpoint or a profile): a fraction of the
@@ -70,7 +115,7 @@ pub fn normalize_endpoint(item: &Item<'_>) -> Outcome {
     let mut wep = WorkloadEndpoint::decode(item.bytes)
         .map_err(|error| undecodable("WorkloadEndpoint", &error))?;
     normalize_workload_endpoint(&mut wep)?;
-    stamp(wep.metadata.get_or_insert_default(), item);
+    stamp(wep.metadata.get_or_insert_default(), item)?;
     Ok(wep.encode_to_vec())
 }
 
@@ -85,7 +130,7 @@ pub fn normalize_profile_item(item: &Item<'_>) -> Outcome {
     let mut profile =
         Profile::decode(item.bytes).map_err(|error| undecodable("Profile", &error))?;
     normalize_profile(&profile)?;
-    stamp(profile.metadata.get_or_insert_default(), item);
+    stamp(profile.metadata.get_or_insert_default(), item)?;
     Ok(profile.encode_to_vec())
 }
 

@@ -8,7 +8,7 @@ use super::messages::{
     Ipnat, Labels, ObjectMeta, Profile, ProfileSpec, Timestamp, WorkloadEndpoint,
     WorkloadEndpointPort, WorkloadEndpointSpec,
 };
-use super::stored::{Item, normalize_endpoint, normalize_profile_item};
+use super::stored::{Identity, Item, normalize_endpoint, normalize_profile_item};
 use super::validate::{Violation, normalize_profile, normalize_workload_endpoint};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -762,8 +762,10 @@ fn stored_bytes_carry_the_server_metadata_and_no_resource_version() {
     };
     let stored = normalize_endpoint(&Item {
         bytes: &bytes,
-        uid: Some("server-uid"),
-        creation_timestamp: Some(timestamp),
+        identity: Identity::Given {
+            uid: Some("server-uid"),
+            creation_timestamp: Some(timestamp),
+        },
     })
     .unwrap();
     let mut back = WorkloadEndpoint::decode(stored.as_slice()).unwrap();
@@ -774,8 +776,7 @@ fn stored_bytes_carry_the_server_metadata_and_no_resource_version() {
 
     let kept = normalize_endpoint(&Item {
         bytes: &bytes,
-        uid: None,
-        creation_timestamp: None,
+        identity: Identity::AS_SENT,
     })
     .unwrap();
     let mut back = WorkloadEndpoint::decode(kept.as_slice()).unwrap();
@@ -784,12 +785,70 @@ fn stored_bytes_carry_the_server_metadata_and_no_resource_version() {
 }
 
 #[test]
+fn an_update_keeps_the_identity_of_what_it_replaces() {
+    let timestamp = Timestamp {
+        seconds: 7,
+        nanos: 8,
+    };
+    let previous = normalize_endpoint(&Item {
+        bytes: &endpoint().encode_to_vec(),
+        identity: Identity::Given {
+            uid: Some("first-uid"),
+            creation_timestamp: Some(timestamp),
+        },
+    })
+    .unwrap();
+    let mut update = endpoint();
+    meta(&mut update).uid = "client-uid".into();
+    meta(&mut update).creation_timestamp = Some(Timestamp {
+        seconds: 99,
+        nanos: 0,
+    });
+    meta(&mut update)
+        .labels
+        .insert("new".into(), "label".into());
+    let stored = normalize_endpoint(&Item {
+        bytes: &update.encode_to_vec(),
+        identity: Identity::KeptFrom(&previous),
+    })
+    .unwrap();
+    let mut back = WorkloadEndpoint::decode(stored.as_slice()).unwrap();
+    let m = meta(&mut back);
+    assert_eq!(m.uid, "first-uid");
+    assert_eq!(m.creation_timestamp, Some(timestamp));
+    assert_eq!(m.labels.get("new").map(String::as_str), Some("label"));
+
+    // Kept exactly: a stored object without a creation timestamp gives none.
+    let bare = normalize_endpoint(&Item {
+        bytes: &endpoint().encode_to_vec(),
+        identity: Identity::AS_SENT,
+    })
+    .unwrap();
+    let stored = normalize_endpoint(&Item {
+        bytes: &update.encode_to_vec(),
+        identity: Identity::KeptFrom(&bare),
+    })
+    .unwrap();
+    let mut back = WorkloadEndpoint::decode(stored.as_slice()).unwrap();
+    assert_eq!(meta(&mut back).uid, "");
+    assert_eq!(meta(&mut back).creation_timestamp, None);
+
+    // What it keeps from must decode.
+    let found = normalize_endpoint(&Item {
+        bytes: &update.encode_to_vec(),
+        identity: Identity::KeptFrom(b"\x0a\x05\x0a\x03ab"),
+    })
+    .unwrap_err();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].field, "metadata");
+}
+
+#[test]
 fn undecodable_bytes_are_one_violation_of_the_whole() {
     for bytes in [&b"\xff"[..], b"\x0a\x05\x0a\x03ab", b"\x0a\x03\x0a\x01\xff"] {
         let item = Item {
             bytes,
-            uid: None,
-            creation_timestamp: None,
+            identity: Identity::AS_SENT,
         };
         for found in [normalize_endpoint(&item), normalize_profile_item(&item)] {
             let found = found.unwrap_err();
@@ -810,14 +869,15 @@ fn undecodable_bytes_are_one_violation_of_the_whole() {
 fn a_stored_endpoint_is_stored_unchanged() {
     let bytes = normalize_endpoint(&Item {
         bytes: &endpoint().encode_to_vec(),
-        uid: Some("u"),
-        creation_timestamp: None,
+        identity: Identity::Given {
+            uid: Some("u"),
+            creation_timestamp: None,
+        },
     })
     .unwrap();
     let again = normalize_endpoint(&Item {
         bytes: &bytes,
-        uid: None,
-        creation_timestamp: None,
+        identity: Identity::AS_SENT,
     })
     .unwrap();
     assert_eq!(again, bytes);

@@ -7,7 +7,7 @@
 
 use prost::Message;
 
-use super::messages::Labels;
+use super::messages::{Labels, Timestamp};
 
 /// An endpoint's index-relevant fields.
 #[derive(Clone, PartialEq, Message)]
@@ -32,6 +32,23 @@ pub struct EndpointSpecView {
     pub node: String,
     #[prost(string, repeated, tag = "12")]
     pub profiles: Vec<String>,
+}
+
+/// The identity the server gave a stored object (an endpoint or a profile: both keep their
+/// `ObjectMeta` at field 1): what an update carries over.
+#[derive(Clone, PartialEq, Message)]
+pub struct IdentityView {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<IdentityMetaView>,
+}
+
+/// `ObjectMeta.uid` and `.creation_timestamp`.
+#[derive(Clone, PartialEq, Message)]
+pub struct IdentityMetaView {
+    #[prost(string, tag = "5")]
+    pub uid: String,
+    #[prost(message, optional, tag = "6")]
+    pub creation_timestamp: Option<Timestamp>,
 }
 
 /// A profile's `spec.labels_to_apply`.
