@@ -90,6 +90,12 @@ async def test_a_value_put_by_hand_while_serving_is_a_deletion_to_watchers(
             async with asyncio.timeout(10):
                 while set(view.objects) != {"default/kept", "default/after"}:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
+            assert "workloadendpoints/default/damaged" in server.cache.undecodable  # still stored
+            # Removed by hand (etcdctl del): no longer named, though nothing else in its batch was undecodable.
+            await etcd.delete_range(server.store.keyspace.key(Kind.WORKLOAD_ENDPOINT, "default/damaged"))
+            async with asyncio.timeout(10):
+                while server.cache.undecodable:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             watching.cancel()
     finally:
         await server.stop(0)

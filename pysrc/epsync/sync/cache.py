@@ -160,6 +160,9 @@ class ResourceCache:
             changes = self._without_undecodable(changes, bad)
             if not changes:
                 return None
+        elif self.undecodable:
+            for change in changes:  # each replaced or removed a value that did not decode, if it was one
+                self.undecodable.pop(f"{change.kind.value}/{change.key}", None)
         # Stored bytes go to the index as they are: it reads node, labels and profiles itself and
         # hands back every event encoded, once, for the groups that get it.
         endpoint_changes: list[tuple[int, str, str, bytes | None, bytes | None, int]] = []
