@@ -115,6 +115,7 @@ class _Pending(Generic[R]):
     operation: Operation[R]
     stream: Hashable | None  # writes of one stream keep their order; None: a unary call
     future: asyncio.Future[Outcome]
+    arrived: float  # time.monotonic() when submitted
     deadline: float
     key: str | None = None  # what it writes, known before validation; None: it cannot be valid
     winner: Record | None = None  # set after a lost race: what won, fresher than the cache may be
@@ -189,8 +190,7 @@ class Registry(Generic[R]):
             future.set_exception(_shutting_down())
             return future
         arrived = time.monotonic()
-        future.add_done_callback(lambda _: self.write_seconds.observe(time.monotonic() - arrived))
-        pending = _Pending(operation, stream, future, time.monotonic() + _RETRY_BUDGET_SECONDS)
+        pending = _Pending(operation, stream, future, arrived, arrived + _RETRY_BUDGET_SECONDS)
         pending.key = operation.key if isinstance(operation, DeleteOp) else self.rtype.request_key(operation.object)
         self._lanes.setdefault(pending if stream is None else stream, deque()).append(pending)
         self._schedule_take()
@@ -211,9 +211,21 @@ class Registry(Generic[R]):
         for lane in self._lanes.values():
             for pending in lane:
                 if not pending.future.done():
-                    pending.future.set_exception(_shutting_down())
+                    self._fail(pending, _shutting_down())
         self._lanes.clear()
         self._closing = False
+
+    # --- answers ----------------------------------------------------------------------------------
+
+    # Every write taken is answered through these two, which also time it: no done-callback per write, which
+    # would cost each write one more handle on the event loop.
+    def _succeed(self, pending: _Pending[R], outcome: Outcome) -> None:
+        pending.future.set_result(outcome)
+        self.write_seconds.observe(time.monotonic() - pending.arrived)
+
+    def _fail(self, pending: _Pending[R], error: BaseException) -> None:
+        pending.future.set_exception(error)
+        self.write_seconds.observe(time.monotonic() - pending.arrived)
 
     # --- the batcher ------------------------------------------------------------------------------
 
@@ -290,12 +302,12 @@ class Registry(Generic[R]):
                     items.append((request, str(uuid.uuid4()), divmod(time.time_ns(), 1_000_000_000)))
                 puts.append((pending, current))
             except Exception as error:  # a bad request, or a bug: either way this write's answer
-                pending.future.set_exception(error)
+                self._fail(pending, error)
         try:
             results = self.rtype.normalize_batch(items) if items else []
         except Exception as error:  # a bug in the core: these writes fail, the batcher goes on
             for pending, _ in puts:
-                pending.future.set_exception(error)
+                self._fail(pending, error)
             return [p for p in candidates if p.write is not None and not p.future.done()]
         for (pending, current), normalized in zip(puts, results, strict=True):
             try:
@@ -303,7 +315,7 @@ class Registry(Generic[R]):
                     raise InvalidArgument([FieldViolation(path, description) for path, description in normalized])
                 self._plan_put(pending, current, normalized)
             except Exception as error:
-                pending.future.set_exception(error)
+                self._fail(pending, error)
         return [p for p in candidates if (p.write is not None or p.unchanged is not None) and not p.future.done()]
 
     def _current(self, pending: _Pending[R]) -> Stored | None:
@@ -352,7 +364,7 @@ class Registry(Generic[R]):
             pending.write = put
         elif pending.raced and pending.winner is not None:
             # Just read from the datastore, so current: nothing to write.
-            pending.future.set_result(pending.winner)
+            self._succeed(pending, pending.winner)
         else:
             pending.unchanged = put
 
@@ -367,7 +379,7 @@ class Registry(Generic[R]):
                 raise NotFound(f"{self.rtype.describe(key)} not found")
             if pending.raced:
                 # The store said there is nothing to delete.
-                pending.future.set_result(Deleted(None, self._cache.revision))
+                self._succeed(pending, Deleted(None, self._cache.revision))
                 return
             # The cache may not have heard of the object yet (another replica just created it):
             # the store, not the cache, says whether there is nothing to delete.
@@ -399,24 +411,24 @@ class Registry(Generic[R]):
             except Exception as error:
                 for pending in writing:
                     if not pending.future.done():
-                        pending.future.set_exception(error)
+                        self._fail(pending, error)
                 results = []
                 writing = []
             for pending, result in zip(writing, results, strict=True):
                 if pending.future.done():
                     continue
                 if isinstance(result, Exception):
-                    pending.future.set_exception(result)
+                    self._fail(pending, result)
                     continue
                 try:
                     outcome = self._interpret(pending, result)
                 except Exception as error:
-                    pending.future.set_exception(error)
+                    self._fail(pending, error)
                     continue
                 if outcome is None:
                     retrying.add(pending)
                 else:
-                    pending.future.set_result(outcome)
+                    self._succeed(pending, outcome)
             # After the writes are answered: they need not wait for these reads.
             retrying.update(await self._confirm_unchanged([p for p in batch if p.unchanged is not None]))
         finally:
@@ -445,9 +457,9 @@ class Registry(Generic[R]):
             if pending.future.done():
                 continue
             if isinstance(record, BaseException):
-                pending.future.set_exception(record)
+                self._fail(pending, record)
             elif record is not None and record.mod_revision == put.expected_mod_revision and record.value == put.value:
-                pending.future.set_result(record)
+                self._succeed(pending, record)
             else:
                 # Written meanwhile, where this cache had not heard of it yet: judge the update against what is stored.
                 pending.raced, pending.winner = True, record
