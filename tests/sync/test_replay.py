@@ -143,7 +143,7 @@ def test_history_that_does_not_end_in_the_stored_objects_is_not_loaded() -> None
     cache = ResourceCache()
     cache.load(Snapshot(snapshot.revision, edited), model.changes, 0)
     assert cache.oldest_replayable == snapshot.revision
-    assert cache.stored_value(Kind.WORKLOAD_ENDPOINT, "default/e3") == b""
+    assert cache.stored(Kind.WORKLOAD_ENDPOINT, "default/e3") == (4, b"")
 
 
 async def test_a_long_replay_yields_the_event_loop_and_misses_nothing_published_meanwhile() -> None:
