@@ -176,6 +176,7 @@ bench-micro: build etcd ## the component benchmarks: datastore writes, List, the
 	$(BIN)/python -m bench.bench_store --backend etcd
 	$(BIN)/python -m bench.bench_list
 	$(BIN)/python -m bench.bench_fanout
+	$(BIN)/python -m bench.bench_apply
 	$(BIN)/python -m bench.bench_writes
 	$(BIN)/python -m bench.bench_validation
 
