@@ -44,8 +44,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
-from google.protobuf.message import DecodeError
-
 from epsync.errors import (
     Aborted,
     AlreadyExists,
@@ -497,17 +495,15 @@ def _stored(outcome: Outcome) -> Record:
 
 
 def _check_decodes(rtype: ResourceType[R], record: Record) -> None:
-    """FAILED_PRECONDITION unless `record` decodes as `rtype`'s message."""
-    try:
-        rtype.decode(record.value, record.mod_revision)
-    except DecodeError:
+    """FAILED_PRECONDITION unless `record` decodes as `rtype`'s message, by the rule the cache keeps values by."""
+    if rtype.undecodable([record.value]):
         # Written by something other than epsync, or damaged: the cache leaves such a value out (sync/cache.py),
         # and a write cannot judge its preconditions against it.
         raise FailedPrecondition(
             f"the stored {rtype.describe(record.key)} does not decode (written by something other than epsync, or "
             "damaged); remove it from the datastore, then write again",
             reason="UNDECODABLE_STORED_OBJECT",
-        ) from None
+        )
 
 
 def _revision_of(record: Record | None) -> int:

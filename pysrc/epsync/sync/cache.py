@@ -23,8 +23,16 @@ from typing import Generic, TypeVar, cast
 
 from sortedcontainers import SortedDict
 
-from epsync._core import EndpointIndex, KnownVersions, Selector, undecodable
-from epsync.model.kinds import PROFILES, WORKLOAD_ENDPOINTS, Kind, ResourceType, endpoint_key, split_endpoint_key
+from epsync._core import EndpointIndex, KnownVersions, Selector
+from epsync.model.kinds import (
+    PROFILES,
+    RESOURCE_TYPES,
+    WORKLOAD_ENDPOINTS,
+    Kind,
+    ResourceType,
+    endpoint_key,
+    split_endpoint_key,
+)
 from epsync.store.base import Change, Record, Snapshot
 from epsync.store.feed import RevisionWaiters
 from epsync.sync.history import ObjectHistory, State, Transition
@@ -36,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # Profiles are matched against selectors in chunks: one call into Rust per chunk, not per profile.
 _PROFILE_CHUNK = 512
-# The message each kind is stored as, by the name the Rust core knows it under.
-_MESSAGE_NAMES = {Kind.WORKLOAD_ENDPOINT: "WorkloadEndpoint", Kind.PROFILE: "Profile"}
 # The retained history is applied at start in batches of this many changes (start-up serves nobody yet;
 # the batches only keep the lists handed to the index small).
 _HISTORY_CHUNK = 10_000
@@ -384,9 +390,9 @@ def _state_before(snapshot: Snapshot, changes: Sequence[Change], revision: int) 
 
 
 def _undecodable_indexes(values: Sequence[tuple[Kind, bytes | None]]) -> set[int]:
-    """The indexes of the values that do not decode as their kind's message (checked in Rust, about a
-    microsecond each; a deletion has nothing to decode). One pass and one call per kind present: this runs
-    for every committed batch, most often of one change."""
+    """The indexes of the values that do not decode as their kind's message (`ResourceType.undecodable`; a
+    deletion has nothing to decode). One pass and one call per kind present: this runs for every committed
+    batch, most often of one change."""
     by_kind: dict[Kind, tuple[list[int], list[bytes]]] = {}
     for i, (kind, value) in enumerate(values):
         if value is not None:
@@ -395,7 +401,7 @@ def _undecodable_indexes(values: Sequence[tuple[Kind, bytes | None]]) -> set[int
             encoded.append(value)
     bad: set[int] = set()
     for kind, (positions, encoded) in by_kind.items():
-        bad.update(positions[j] for j in undecodable(_MESSAGE_NAMES[kind], encoded))
+        bad.update(positions[j] for j in RESOURCE_TYPES[kind].undecodable(encoded))
     return bad
 
 
