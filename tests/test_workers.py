@@ -135,9 +135,13 @@ async def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:
         (replacement,) = await workers_serving(server, 2)
         assert replacement != worker
         async with clients_on_every_process(server, 2) as clients:
-            for i, client in enumerate(clients):
-                await client.create_endpoint(endpoint(f"after-{i}"))
-            names = {e.metadata.name async for e in clients[0].list_endpoints()}
+            created = [await client.create_endpoint(endpoint(f"after-{i}")) for i, client in enumerate(clients)]
+            # Read at the last write's revision: another process's cache may not have applied it yet.
+            newest = max(e.metadata.resource_version for e in created)
+            request = wep_pb.ListWorkloadEndpointsRequest(min_resource_version=newest)
+            page = await clients[0].list_endpoints_page(request)
+            assert not page.next_page_token
+            names = {e.metadata.name for e in page.items}
             assert names == {f"after-{i}" for i in range(len(clients))}
 
 
