@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.loadtest import procstat
 from bench.loadtest.control import Child, Message
 from bench.loadtest.histogram import Histogram
 from bench.loadtest.sut import REPO_ROOT, python_env
@@ -116,6 +117,10 @@ class Fleet:
             if any(key in r for r in replies):
                 merged[key] = {int(i): v for r in replies for i, v in r.get(key, {}).items()}
         return merged
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the agent processes have used so far."""
+        return sum(procstat.cpu_seconds(child.pid) for child in self.children)
 
     async def drop(self, ids: Sequence[int] | None = None) -> None:
         await self._all("drop", within=60, ids=None if ids is None else list(ids))

@@ -144,6 +144,7 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
                 ("time until all in sync (s)", "all_in_sync_s", 0.1),
                 ("bytes received", "bytes_received", 0.05),
                 ("server CPU per reconnect (ms)", "server_cpu_ms_per_reconnect", None),
+                ("agents' CPU per reconnect (ms)", "agents_cpu_ms_per_reconnect", None),
                 ("server peak RSS (MiB)", "server_peak_rss_mb", None),
             ):
                 target = bound if storm == "a" else None
@@ -328,6 +329,8 @@ def summary(s: Settings, o: Outcome) -> int:
                 "bytes_received",
                 "server_cpu_s",
                 "server_cpu_ms_per_reconnect",
+                "agents_cpu_s",
+                "agents_cpu_ms_per_reconnect",
                 "server_peak_rss_mb",
             ],
         ),
