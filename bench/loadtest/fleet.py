@@ -119,8 +119,9 @@ class Fleet:
         return merged
 
     def cpu_seconds(self) -> float:
-        """CPU seconds the agent processes have used so far."""
-        return sum(procstat.cpu_seconds(child.pid) for child in self.children)
+        """CPU seconds the agent processes (and any children of theirs) have used so far, read from /proc as
+        the server's are: their own once-a-second reports are too coarse for a storm of about a second."""
+        return sum(procstat.tree_cpu_seconds(child.pid) for child in self.children)
 
     async def drop(self, ids: Sequence[int] | None = None) -> None:
         await self._all("drop", within=60, ids=None if ids is None else list(ids))
