@@ -23,6 +23,42 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread of the process now: its id -> (its kernel name, or "main" for the first thread; its CPU
+    seconds so far). Empty if the process has ended."""
+    threads: dict[int, tuple[str, float]] = {}
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
+                head, tail = stat.read().rsplit(b")", 1)
+        except OSError:  # ended meanwhile
+            continue
+        fields = tail.split()
+        name = "main" if tid == pid else head.split(b"(", 1)[1].decode(errors="replace")
+        threads[tid] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
+    return threads
+
+
+def cpu_by_thread_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], process_cpu: float
+) -> dict[str, float]:
+    """CPU seconds between two `thread_cpu_seconds` readings, summed by thread name (a pool's threads share
+    one); what threads that ended meanwhile used, which no reading holds, is "other": the rest of
+    `process_cpu`, the whole process's CPU over the same interval."""
+    by_name: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        start = before[tid][1] if tid in before and before[tid][0] == name else 0.0
+        by_name[name] = by_name.get(name, 0.0) + max(cpu - start, 0.0)
+    rest = process_cpu - sum(by_name.values())
+    if rest > 0:
+        by_name["other"] = by_name.get("other", 0.0) + rest
+    return by_name
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of the process and of its child processes now (`epsync serve --workers`)."""
     total = cpu_seconds(pid)

@@ -118,6 +118,24 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
             _get(e_at, "server_cpu_us_per_event"),
             _get(k_at, "server_cpu_us_per_event"),
         )
+    for at_rate in sorted({rate, 1000.0}):
+        e_row, k_row = at("scenario4", "epsync", at_rate), at("scenario4", "etcd", at_rate)
+        if at_rate != rate and (e_row or k_row):
+            add(
+                f"server CPU per write at {at_rate:,.0f} writes/s (us)",
+                _get(e_row, "server_cpu_us_per_write"),
+                _get(k_row, "server_cpu_us_per_write"),
+                "<= 1",
+                lambda r: r <= 1,
+            )
+        # Each of epsync's threads against all of etcd's CPU per write: how far a thread's share alone
+        # goes towards etcd's whole cost (what bounds the CPU-per-write target; README "Performance").
+        for thread, us in (e_row or {}).get("server_cpu_us_per_write_by_thread", {}).items():
+            add(
+                f"  epsync thread {thread}, CPU per write at {at_rate:,.0f} writes/s (us)",
+                us,
+                _get(k_row, "server_cpu_us_per_write"),
+            )
     e_rss = max((r["server_peak_rss_mb"] for r in out.get("scenario4", []) if r["system"] == "epsync"), default=None)
     k_rss = max((r["server_peak_rss_mb"] for r in out.get("scenario4", []) if r["system"] == "etcd"), default=None)
     if e_rss or k_rss:

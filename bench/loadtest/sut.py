@@ -226,6 +226,8 @@ class Sampler:
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (unix time, cpu s, rss bytes)
     others: tuple[int, ...] = ()  # more processes of one system (replicas and their etcd): summed with `pid`
     # Each process's children are summed too: the workers of `epsync serve --workers N`.
+    # `pid`'s own threads at each sample: (unix time, its own CPU seconds, procstat.thread_cpu_seconds).
+    thread_samples: list[tuple[float, float, dict[int, tuple[str, float]]]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -240,7 +242,9 @@ class Sampler:
                 ]
                 samples = [*tops, *(w for w in workers if w is not None)]
                 cpu, rss = sum(s.cpu_seconds for s in samples), sum(s.rss_bytes for s in samples)
-                self.samples.append((time.time(), cpu, rss))
+                now = time.time()
+                self.samples.append((now, cpu, rss))
+                self.thread_samples.append((now, tops[0].cpu_seconds, procstat.thread_cpu_seconds(self.pid)))
                 await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
@@ -262,6 +266,16 @@ class Sampler:
             "cpu_cores": (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]),
             "peak_rss_mb": max(s[2] for s in inside) / 2**20,
         }
+
+    def threads_window(self, start: float, end: float) -> dict[str, float]:
+        """The first process's CPU between two unix times by thread name (cores, on average; see
+        `procstat.cpu_by_thread_name`), busiest first; empty with fewer than two samples."""
+        inside = [s for s in self.thread_samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return {}
+        (t0, cpu0, before), (t1, cpu1, after) = inside[0], inside[-1]
+        seconds = procstat.cpu_by_thread_name(before, after, cpu1 - cpu0)
+        return {name: cpu / (t1 - t0) for name, cpu in sorted(seconds.items(), key=lambda item: -item[1])}
 
 
 def python_env() -> dict[str, str]:

@@ -118,3 +118,21 @@ def test_bad_settings_are_rejected(tmp_path: Path) -> None:
         SqliteDatastore(tmp_path / "x.db", history_window=0)
     with pytest.raises(ValueError, match="max_group"):
         SqliteDatastore(tmp_path / "x.db", max_group=0)
+
+
+async def test_the_store_threads_carry_their_names_in_the_kernel(db_path: Path) -> None:
+    """The writer's and the reader's threads are named where /proc, top -H and perf read names, so the
+    server's CPU can be told apart by thread (the load test's per-thread figures rely on it)."""
+    store = SqliteDatastore(db_path)
+    await store.open()
+    try:
+        await put(store, "ns/a")
+        assert await store.get(Kind.WORKLOAD_ENDPOINT, "ns/a") is not None
+        names = _thread_names()
+    finally:
+        await store.close()
+    assert {"epsync-writer", "epsync-reader"} <= names
+
+
+def _thread_names() -> set[str]:
+    return {(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}

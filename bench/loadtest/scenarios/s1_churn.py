@@ -55,6 +55,9 @@ async def sweep(
             f"agents {row['agents_cpu']:.2f} writer {row['writer_cpu']:.2f} cores -> "
             f"{'held' if row['held'] else 'NOT held'}"
         )
+        busiest = list(row["server_cpu_us_per_write_by_thread"].items())[:4]
+        if busiest:
+            ctx.progress.done("    server threads, us/write: " + ", ".join(f"{n} {us:,.0f}" for n, us in busiest))
         # Past the comparison rate (or for a ceiling) the first failure ends the sweep. Below it, one failure
         # may be noise; after two in a row the sweep goes straight to the comparison rate, which is always
         # measured, so that every system has a figure there.
@@ -108,6 +111,13 @@ async def step(
     # The server's CPU per write and per delivered event: what the fan-out layer costs, at this rate.
     row["server_cpu_us_per_write"] = row["server_cpu"] / max(row["achieved_rate"], 1e-9) * 1e6
     row["server_cpu_us_per_event"] = row["server_cpu"] / max(row["events_per_s"], 1e-9) * 1e6
+    # Where the first server process's CPU per write goes, by thread (epsync's: "main" runs the event loop,
+    # "epsync-writer" the SQLite commits, "epsync-transpor" the gRPC transport): what a change must shrink.
+    row["server_cpu_us_per_write_by_thread"] = {
+        name: cores / max(row["achieved_rate"], 1e-9) * 1e6
+        for name, cores in system.sampler.threads_window(measure_from, measure_to).items()
+        if cores / max(row["achieved_rate"], 1e-9) * 1e6 >= 1  # idle threads say nothing
+    }
     row["held"] = bool(summary["count"] > 0 and row["p99_ms"] < s.p99_budget_ms and row["achieved_rate"] >= 0.95 * rate)
     series = percentile_rows(fleet.per_second(started, drained), system.name)
     return row, series

@@ -119,7 +119,7 @@ class GroupCommitter:
 
     async def open(self) -> int:
         """Start the writer thread and open the database on it; returns the stored revision."""
-        self._writer = ConnectionThread("epsync-store-writer")
+        self._writer = ConnectionThread("epsync-writer")
         writer = await self._writer.open(lambda: open_writer(self.path, self.connection_class, self.expect_existing))
         self._w_revision, self._w_compacted, self._w_suspect = writer.revision, writer.compacted, False
         self._arrived = RevisionWaiters(writer.revision)

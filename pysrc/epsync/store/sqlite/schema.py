@@ -248,6 +248,7 @@ class ConnectionThread(Generic[C]):
             self._connection = None
 
     def _serve(self) -> None:
+        _name_native_thread(self._name)
         while (call := self._calls.get()) is not None:
             fn, future, loop = call
             settle: Callable[[asyncio.Future[Any], Any], None]
@@ -257,6 +258,14 @@ class ConnectionThread(Generic[C]):
                 settle, outcome = _fail, error
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(settle, future, outcome)
+
+
+def _name_native_thread(name: str) -> None:
+    """Give the calling thread `name` (at most 15 bytes) in the kernel too, where CPython leaves the process's
+    name: per-thread CPU in /proc, `top -H`, perf and py-spy then tell the store's threads from the event
+    loop's (the load test reports the server's CPU by thread). Linux only; elsewhere nothing changes."""
+    with contextlib.suppress(OSError), open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+        comm.write(name[:15])
 
 
 # A call for a ConnectionThread: the function, the caller's future and the caller's loop.

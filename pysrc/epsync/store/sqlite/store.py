@@ -89,7 +89,7 @@ class SqliteDatastore(Datastore):
     async def open(self) -> None:
         if self._open:
             raise DatastoreError(f"datastore {self.path} is already open")
-        self._reader = ConnectionThread("epsync-store-reader")
+        self._reader = ConnectionThread("epsync-reader")
         try:
             revision = await self._committer.open()
             await self._reader.open(lambda: open_reader(self.path))
