@@ -18,7 +18,12 @@ class Sample:
 def cpu_seconds(pid: int | str = "self") -> float:
     """User plus system CPU seconds of every thread of the process so far."""
     with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
+        return _stat_cpu(stat.read().rsplit(b")", 1)[1])
+
+
+def _stat_cpu(after_name: bytes) -> float:
+    """User plus system CPU seconds from a /proc stat line's fields after the command name."""
+    fields = after_name.split()
     # After the command name: state is field 3, utime 14 and stime 15 (1-based), so 11 and 12 here.
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
@@ -37,22 +42,22 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
                 head, tail = stat.read().rsplit(b")", 1)
         except OSError:  # ended meanwhile
             continue
-        fields = tail.split()
         name = "main" if tid == pid else head.split(b"(", 1)[1].decode(errors="replace")
-        threads[tid] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
+        threads[tid] = (name, _stat_cpu(tail))
     return threads
 
 
 def cpu_by_thread_name(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], process_cpu: float
 ) -> dict[str, float]:
-    """CPU seconds between two `thread_cpu_seconds` readings, summed by thread name (a pool's threads share
-    one); what threads that ended meanwhile used, which no reading holds, is "other": the rest of
-    `process_cpu`, the whole process's CPU over the same interval."""
+    """CPU seconds between two `thread_cpu_seconds` readings, summed by each thread's name in `after` (a
+    pool's threads share one; a thread that named itself meanwhile counts under its new name). A thread
+    that started meanwhile counts from zero. What threads that ended meanwhile used, which no reading holds,
+    is "other": the rest of `process_cpu`, the whole process's CPU over the same interval."""
     by_name: dict[str, float] = {}
     for tid, (name, cpu) in after.items():
-        start = before[tid][1] if tid in before and before[tid][0] == name else 0.0
-        by_name[name] = by_name.get(name, 0.0) + max(cpu - start, 0.0)
+        start = before[tid][1] if tid in before and before[tid][1] <= cpu else 0.0  # else: a reused thread id
+        by_name[name] = by_name.get(name, 0.0) + cpu - start
     rest = process_cpu - sum(by_name.values())
     if rest > 0:
         by_name["other"] = by_name.get("other", 0.0) + rest

@@ -118,6 +118,7 @@ def comparisons(s: Settings, o: Outcome) -> list[dict[str, Any]]:
             _get(e_at, "server_cpu_us_per_event"),
             _get(k_at, "server_cpu_us_per_event"),
         )
+    # At the comparison rate and at 1,000 writes/s, the rate the CPU-per-write target was first set at.
     for at_rate in sorted({rate, 1000.0}):
         e_row, k_row = at("scenario4", "epsync", at_rate), at("scenario4", "etcd", at_rate)
         if at_rate != rate and (e_row or k_row):
