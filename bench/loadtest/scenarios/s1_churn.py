@@ -113,11 +113,11 @@ async def step(
     row["server_cpu_us_per_event"] = row["server_cpu"] / max(row["events_per_s"], 1e-9) * 1e6
     # Where the first server process's CPU per write goes, by thread (epsync's: "main" runs the event loop,
     # "epsync-writer" the SQLite commits, "epsync-transpor" the gRPC transport): what a change must shrink.
-    row["server_cpu_us_per_write_by_thread"] = {
+    per_write = {
         name: cores / max(row["achieved_rate"], 1e-9) * 1e6
         for name, cores in system.sampler.threads_window(measure_from, measure_to).items()
-        if cores / max(row["achieved_rate"], 1e-9) * 1e6 >= 1  # idle threads say nothing
     }
+    row["server_cpu_us_per_write_by_thread"] = {name: us for name, us in per_write.items() if us >= 1}  # idle: left out
     row["held"] = bool(summary["count"] > 0 and row["p99_ms"] < s.p99_budget_ms and row["achieved_rate"] >= 0.95 * rate)
     series = percentile_rows(fleet.per_second(started, drained), system.name)
     return row, series
